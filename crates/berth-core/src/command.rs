@@ -1,0 +1,169 @@
+//! What goes through Raft: batches of commands, and what applying each one answered.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::model::*;
+
+/// One Raft entry's payload. The leader groups concurrent writes into one batch (group
+/// commit) and stamps it with its clock; `apply` never reads a clock of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub now: Millis,
+    pub commands: Vec<Command>,
+}
+
+/// A state change, fully decided by the proposer: ids are generated and placements chosen
+/// before the command enters the log, so applying it is deterministic. `apply` still
+/// re-checks every invariant (capacity above all) against the state it is applied to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterTaskDefinition {
+        spec: TaskDefinitionSpec,
+    },
+    DeregisterTaskDefinition {
+        family: String,
+        revision: u32,
+    },
+    RunTasks(RunTasks),
+    StopTask {
+        task_id: String,
+        reason: String,
+        code: StopCode,
+    },
+    RegisterAgent(AgentRegistration),
+    SetAgentStatus {
+        agent_id: String,
+        status: AgentStatus,
+        reason: String,
+    },
+    UpdateSettings(Settings),
+}
+
+impl Command {
+    /// Tasks this command would create; the batcher bounds a batch by it.
+    pub fn weight(&self) -> usize {
+        match self {
+            Command::RunTasks(r) => r.placements.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// A RunTask call after placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTasks {
+    pub family: String,
+    pub revision: u32,
+    pub client_token: Option<String>,
+    /// Fingerprint of the request as the client sent it (see [`RunTaskRequest::fingerprint`]),
+    /// so a reused token with a different request is told apart at apply time too.
+    pub fingerprint: u64,
+    pub started_by: String,
+    pub group: String,
+    pub overrides: Vec<ContainerOverride>,
+    pub placements: Vec<Placement>,
+    /// Tasks the placement engine could not place; kept with the token's answer.
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub task_id: String,
+    pub agent_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRegistration {
+    pub id: String,
+    pub cpu: u32,
+    pub memory: u32,
+    pub attributes: BTreeMap<String, String>,
+    pub address: String,
+}
+
+/// A placement strategy as ECS spells it: `{"type": "binpack", "field": "memory"}`,
+/// `{"type": "spread", "field": "attribute:zone"}`, `{"type": "random"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStrategy {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub field: String,
+}
+
+/// A placement constraint as ECS spells it: `{"type": "distinctInstance"}` or
+/// `{"type": "memberOf", "expression": "attribute:zone in [a, b]"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementConstraint {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expression: String,
+}
+
+/// RunTask as the client asked for it, before placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTaskRequest {
+    /// `family` or `family:revision`.
+    pub task_definition: String,
+    pub count: u32,
+    pub client_token: Option<String>,
+    pub started_by: String,
+    pub group: String,
+    pub overrides: Vec<ContainerOverride>,
+    pub placement_strategy: Vec<PlacementStrategy>,
+    pub placement_constraints: Vec<PlacementConstraint>,
+}
+
+impl RunTaskRequest {
+    /// A stable hash of everything but the token: the same token with the same request
+    /// returns the first answer; with a different one it is refused.
+    pub fn fingerprint(&self) -> u64 {
+        let mut canonical = self.clone();
+        canonical.client_token = None;
+        // Serialising a struct of plain fields cannot fail.
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        crate::fnv1a(&bytes)
+    }
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    TaskDefinition(TaskDefinition),
+    Tasks {
+        tasks: Vec<Task>,
+        failures: Vec<Failure>,
+    },
+    Task(Task),
+    Agent(Agent),
+    Settings(Settings),
+}
+
+pub type CommandResult = Result<Outcome, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_ignores_token_but_not_parameters() {
+        let a = RunTaskRequest {
+            task_definition: "web".into(),
+            count: 2,
+            client_token: Some("t1".into()),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.client_token = Some("t2".into());
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.count = 3;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+}

@@ -1,0 +1,410 @@
+//! The objects users and agents talk about. Field names follow ECS (camelCase on the wire
+//! of task-definition files) so a Fargate user recognises them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch. Time only ever enters the state machine inside a
+/// command, stamped by the leader that proposed it.
+pub type Millis = u64;
+
+/// The Raft log index of the last command applied; every read answer carries one.
+pub type Revision = u64;
+
+// ---------------------------------------------------------------------------------------
+// Task definitions
+
+/// What a user registers: a family's next revision. Parsed from JSON or YAML by the CLI,
+/// carried over gRPC, validated by [`crate::validate::task_definition`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskDefinitionSpec {
+    pub family: String,
+    /// Task CPU units (1024 = one vCPU). Absent means the smallest size, 256.
+    #[serde(default, deserialize_with = "crate::size::de_opt_units")]
+    pub cpu: Option<u32>,
+    /// Task memory in MiB. Absent means the smallest memory for the CPU size.
+    #[serde(default, deserialize_with = "crate::size::de_opt_units")]
+    pub memory: Option<u32>,
+    pub container_definitions: Vec<ContainerDefinition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerDefinition {
+    pub name: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entry_point: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<KeyValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    /// When an essential container exits, the whole task stops. Default true, as in ECS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub essential: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Seconds between SIGTERM and SIGKILL. Default 30, at most 120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u32>,
+    /// This container's share of the task's CPU units; unset containers split the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// Hard memory limit (MiB) for this container within the task's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u32>,
+}
+
+impl ContainerDefinition {
+    pub fn is_essential(&self) -> bool {
+        self.essential.unwrap_or(true)
+    }
+    pub fn stop_timeout_s(&self) -> u32 {
+        self.stop_timeout
+            .unwrap_or(crate::limits::DEFAULT_STOP_TIMEOUT_S)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortMapping {
+    pub container_port: u32,
+    /// 0 or absent: no fixed host port.
+    #[serde(default)]
+    pub host_port: u32,
+    /// "tcp" (default) or "udp".
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "tcp".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `["CMD", "prog", "arg"]` or `["CMD-SHELL", "shell command"]`, as in ECS.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskDefinitionStatus {
+    Active,
+    Inactive,
+}
+
+/// A registered, immutable revision of a family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinition {
+    pub family: String,
+    pub revision: u32,
+    /// Resolved task size (defaults filled in).
+    pub cpu: u32,
+    pub memory: u32,
+    pub container_definitions: Vec<ContainerDefinition>,
+    pub status: TaskDefinitionStatus,
+    pub registered_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<Millis>,
+}
+
+impl TaskDefinition {
+    /// `family:revision`, the name users pass to `task run`.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.family, self.revision)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tasks
+
+/// A task's lifecycle. The order of the variants is the order of the lifecycle: a task's
+/// `last_status` only ever moves to a later variant (checked at apply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    Provisioning,
+    Pending,
+    Activating,
+    Running,
+    Deactivating,
+    Stopping,
+    Deprovisioning,
+    Stopped,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Provisioning,
+        TaskState::Pending,
+        TaskState::Activating,
+        TaskState::Running,
+        TaskState::Deactivating,
+        TaskState::Stopping,
+        TaskState::Deprovisioning,
+        TaskState::Stopped,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Provisioning => "PROVISIONING",
+            TaskState::Pending => "PENDING",
+            TaskState::Activating => "ACTIVATING",
+            TaskState::Running => "RUNNING",
+            TaskState::Deactivating => "DEACTIVATING",
+            TaskState::Stopping => "STOPPING",
+            TaskState::Deprovisioning => "DEPROVISIONING",
+            TaskState::Stopped => "STOPPED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredStatus {
+    Running,
+    Stopped,
+}
+
+impl DesiredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredStatus::Running => "RUNNING",
+            DesiredStatus::Stopped => "STOPPED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "RUNNING" => Some(DesiredStatus::Running),
+            "STOPPED" => Some(DesiredStatus::Stopped),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DesiredStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a task stopped, as ECS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopCode {
+    TaskFailedToStart,
+    EssentialContainerExited,
+    UserInitiated,
+    ServiceSchedulerInitiated,
+    InfrastructureHealth,
+}
+
+impl StopCode {
+    pub const ALL: [StopCode; 5] = [
+        StopCode::TaskFailedToStart,
+        StopCode::EssentialContainerExited,
+        StopCode::UserInitiated,
+        StopCode::ServiceSchedulerInitiated,
+        StopCode::InfrastructureHealth,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCode::TaskFailedToStart => "TaskFailedToStart",
+            StopCode::EssentialContainerExited => "EssentialContainerExited",
+            StopCode::UserInitiated => "UserInitiated",
+            StopCode::ServiceSchedulerInitiated => "ServiceSchedulerInitiated",
+            StopCode::InfrastructureHealth => "InfrastructureHealth",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for StopCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-container overrides accepted by RunTask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerOverride {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<KeyValue>,
+}
+
+/// What one container of a task is doing, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub name: String,
+    pub last_status: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One run of a task definition on one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub family: String,
+    pub revision: u32,
+    pub cpu: u32,
+    pub memory: u32,
+    pub agent_id: String,
+    pub last_status: TaskState,
+    pub desired_status: DesiredStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started_by: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<ContainerOverride>,
+    pub containers: Vec<ContainerState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<StopCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    pub created_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Millis>,
+    /// Revision of the last change to this task; watchers resume from it.
+    pub version: Revision,
+}
+
+impl Task {
+    pub fn task_definition(&self) -> String {
+        format!("{}:{}", self.family, self.revision)
+    }
+    /// A task holds its agent's capacity from placement until it is STOPPED.
+    pub fn holds_capacity(&self) -> bool {
+        self.last_status != TaskState::Stopped
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Agents
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AgentStatus {
+    /// Heartbeating and eligible for new tasks.
+    Ready,
+    /// Heartbeating, keeps its tasks, takes no new ones.
+    Draining,
+    /// Missed heartbeats past the TTL; its tasks are stopped and its capacity freed.
+    Down,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Ready => "READY",
+            AgentStatus::Draining => "DRAINING",
+            AgentStatus::Down => "DOWN",
+        }
+    }
+}
+
+impl fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A worker host and what it has to give.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub id: String,
+    /// Capacity offered to tasks: CPU units and MiB.
+    pub cpu: u32,
+    pub memory: u32,
+    /// Capacity held by tasks that are not yet STOPPED (kept in step by `apply`).
+    pub used_cpu: u32,
+    pub used_memory: u32,
+    /// Tasks holding capacity here.
+    pub task_count: u32,
+    pub attributes: BTreeMap<String, String>,
+    pub status: AgentStatus,
+    /// Where the agent can be reached (for logs); informative only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    pub registered_at: Millis,
+    /// Bumped by every registration, so a heartbeat from a previous incarnation is told
+    /// apart from the current one.
+    pub epoch: u64,
+}
+
+impl Agent {
+    pub fn free_cpu(&self) -> u32 {
+        self.cpu.saturating_sub(self.used_cpu)
+    }
+    pub fn free_memory(&self) -> u32 {
+        self.memory.saturating_sub(self.used_memory)
+    }
+}
+
+/// What RunTask could not place, and why, in ECS's vocabulary (`RESOURCE:MEMORY`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub reason: String,
+    pub detail: String,
+}
+
+/// Cluster-wide settings, replicated like everything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Accept any CPU/memory pair within bounds instead of Fargate's table.
+    pub free_sizing: bool,
+}

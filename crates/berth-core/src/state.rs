@@ -1,0 +1,650 @@
+//! `ClusterState`: the replicated state and the one function that changes it.
+//!
+//! Invariants enforced here, on every replica:
+//! - an agent's `used_*` equals the sum over tasks holding its capacity, and never exceeds
+//!   its capacity (a placement that would oversubscribe is refused at apply, whatever the
+//!   proposer believed);
+//! - a task's `last_status` only moves forward;
+//! - a client token maps to exactly one answer for 24 hours.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::*;
+use crate::error::Error;
+use crate::limits::*;
+use crate::model::*;
+use crate::validate;
+
+/// A change to one object, published to watchers after apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Task(Task),
+    Agent(Agent),
+    TaskDefinition(TaskDefinition),
+}
+
+/// The first answer given to a client token, replayed on retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TokenRecord {
+    fingerprint: u64,
+    created_at: Millis,
+    task_ids: Vec<String>,
+    failures: Vec<Failure>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Log index of the last applied entry.
+    revision: Revision,
+    /// The newest time any applied batch carried. Leaders' clocks may disagree after a
+    /// change of leader; taking the maximum keeps time monotonic inside the state.
+    clock: Millis,
+    settings: Settings,
+    /// Family name → revisions; revision `n` sits at index `n - 1`.
+    families: BTreeMap<String, Vec<TaskDefinition>>,
+    tasks: BTreeMap<String, Task>,
+    agents: BTreeMap<String, Agent>,
+    /// Agent id → ids of its tasks that hold capacity (not STOPPED).
+    agent_tasks: BTreeMap<String, BTreeSet<String>>,
+    tokens: BTreeMap<String, TokenRecord>,
+    /// (expiry time, token): tokens leave in order of age.
+    token_expiry: BTreeSet<(Millis, String)>,
+    /// (collection time, task id): STOPPED tasks are collected after the retention.
+    stopped_expiry: BTreeSet<(Millis, String)>,
+    /// Changes made by the last `apply`, for watchers; not part of the replicated state.
+    #[serde(skip)]
+    changes: Vec<Change>,
+}
+
+/// Filters for listing tasks; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub family: Option<String>,
+    pub desired_status: Option<DesiredStatus>,
+    pub started_by: Option<String>,
+    pub agent_id: Option<String>,
+    pub group: Option<String>,
+}
+
+impl TaskFilter {
+    fn matches(&self, t: &Task) -> bool {
+        self.family.as_ref().is_none_or(|f| &t.family == f)
+            && self.desired_status.is_none_or(|d| t.desired_status == d)
+            && self.started_by.as_ref().is_none_or(|s| &t.started_by == s)
+            && self.agent_id.as_ref().is_none_or(|a| &t.agent_id == a)
+            && self.group.as_ref().is_none_or(|g| &t.group == g)
+    }
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn clock(&self) -> Millis {
+        self.clock
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Records that the entry at `revision` carried no command (Raft blank or membership
+    /// entries), so reads report the index they reflect.
+    pub fn advance(&mut self, revision: Revision) {
+        debug_assert!(revision >= self.revision, "revision went backwards");
+        self.revision = revision.max(self.revision);
+    }
+
+    /// Applies one Raft entry's batch. One result per command, in order. A command that
+    /// fails changes nothing; the rest of the batch still applies.
+    pub fn apply(&mut self, revision: Revision, batch: &Batch) -> Vec<CommandResult> {
+        self.advance(revision);
+        self.clock = self.clock.max(batch.now);
+        self.collect_expired();
+        let results = batch.commands.iter().map(|c| self.apply_one(c)).collect();
+        #[cfg(debug_assertions)]
+        if let Err(e) = self.check_invariants() {
+            panic!("state machine invariant broken at revision {revision}: {e}");
+        }
+        results
+    }
+
+    /// Changes made since the last call, for watchers.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn apply_one(&mut self, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::RegisterTaskDefinition { spec } => self.register_task_definition(spec),
+            Command::DeregisterTaskDefinition { family, revision } => {
+                self.deregister_task_definition(family, *revision)
+            }
+            Command::RunTasks(run) => self.run_tasks(run),
+            Command::StopTask {
+                task_id,
+                reason,
+                code,
+            } => self.stop_task(task_id, reason, *code),
+            Command::RegisterAgent(reg) => self.register_agent(reg),
+            Command::SetAgentStatus {
+                agent_id,
+                status,
+                reason,
+            } => self.set_agent_status(agent_id, *status, reason),
+            Command::UpdateSettings(s) => {
+                self.settings = s.clone();
+                Ok(Outcome::Settings(s.clone()))
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Task definitions
+
+    fn register_task_definition(&mut self, spec: &TaskDefinitionSpec) -> CommandResult {
+        let (cpu, memory) = validate::task_definition(spec, self.settings.free_sizing)?;
+        let revisions = self.families.entry(spec.family.clone()).or_default();
+        let revision = u32::try_from(revisions.len() + 1).map_err(|_| {
+            Error::precondition(format!("family {} has too many revisions", spec.family))
+        })?;
+        let def = TaskDefinition {
+            family: spec.family.clone(),
+            revision,
+            cpu,
+            memory,
+            container_definitions: spec.container_definitions.clone(),
+            status: TaskDefinitionStatus::Active,
+            registered_at: self.clock,
+            deregistered_at: None,
+        };
+        revisions.push(def.clone());
+        self.changes.push(Change::TaskDefinition(def.clone()));
+        Ok(Outcome::TaskDefinition(def))
+    }
+
+    fn deregister_task_definition(&mut self, family: &str, revision: u32) -> CommandResult {
+        let clock = self.clock;
+        let def = self
+            .families
+            .get_mut(family)
+            .and_then(|revs| revs.get_mut((revision as usize).wrapping_sub(1)))
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "task definition {family}:{revision} does not exist"
+                ))
+            })?;
+        if def.status == TaskDefinitionStatus::Active {
+            def.status = TaskDefinitionStatus::Inactive;
+            def.deregistered_at = Some(clock);
+            self.changes.push(Change::TaskDefinition(def.clone()));
+        }
+        Ok(Outcome::TaskDefinition(def.clone()))
+    }
+
+    /// A revision, or the family's latest ACTIVE revision when none is given.
+    pub fn task_definition(
+        &self,
+        family: &str,
+        revision: Option<u32>,
+    ) -> Result<&TaskDefinition, Error> {
+        let revs = self.families.get(family).ok_or_else(|| {
+            Error::not_found(format!("task definition family `{family}` does not exist"))
+        })?;
+        match revision {
+            Some(r) => revs.get((r as usize).wrapping_sub(1)).ok_or_else(|| {
+                Error::not_found(format!(
+                    "task definition {family}:{r} does not exist (latest revision is {})",
+                    revs.len()
+                ))
+            }),
+            None => revs
+                .iter()
+                .rev()
+                .find(|d| d.status == TaskDefinitionStatus::Active)
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "task definition family `{family}` has no ACTIVE revision"
+                    ))
+                }),
+        }
+    }
+
+    /// Every revision, by family then revision, optionally of one family or status.
+    pub fn task_definitions<'a>(
+        &'a self,
+        family: Option<&'a str>,
+        status: Option<TaskDefinitionStatus>,
+    ) -> impl Iterator<Item = &'a TaskDefinition> + 'a {
+        self.families
+            .iter()
+            .filter(move |(f, _)| family.is_none_or(|want| want == f.as_str()))
+            .flat_map(|(_, revs)| revs.iter())
+            .filter(move |d| status.is_none_or(|s| d.status == s))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Tasks
+
+    fn run_tasks(&mut self, run: &RunTasks) -> CommandResult {
+        if let Some(token) = &run.client_token {
+            if let Some(rec) = self.tokens.get(token) {
+                if rec.fingerprint != run.fingerprint {
+                    return Err(Error::invalid(format!(
+                        "clientToken `{token}` was already used with different parameters; \
+                         use a new token for a different request"
+                    )));
+                }
+                let tasks = rec
+                    .task_ids
+                    .iter()
+                    .filter_map(|id| self.tasks.get(id).cloned())
+                    .collect();
+                return Ok(Outcome::Tasks {
+                    tasks,
+                    failures: rec.failures.clone(),
+                });
+            }
+        }
+        let def = self.task_definition(&run.family, Some(run.revision))?;
+        if def.status != TaskDefinitionStatus::Active {
+            return Err(Error::precondition(format!(
+                "task definition {} is INACTIVE; register or choose an ACTIVE revision",
+                def.name()
+            )));
+        }
+        let (cpu, memory) = (def.cpu, def.memory);
+        let containers: Vec<ContainerState> = def
+            .container_definitions
+            .iter()
+            .map(|c| ContainerState {
+                name: c.name.clone(),
+                last_status: TaskState::Provisioning,
+                exit_code: None,
+                reason: None,
+            })
+            .collect();
+        let mut tasks = Vec::with_capacity(run.placements.len());
+        let mut failures = run.failures.clone();
+        for p in &run.placements {
+            if let Err(f) = self.check_fits(&p.agent_id, cpu, memory) {
+                failures.push(f);
+                continue;
+            }
+            if self.tasks.contains_key(&p.task_id) {
+                failures.push(Failure {
+                    reason: "INTERNAL".into(),
+                    detail: format!("task id {} is already taken", p.task_id),
+                });
+                continue;
+            }
+            let task = Task {
+                id: p.task_id.clone(),
+                family: run.family.clone(),
+                revision: run.revision,
+                cpu,
+                memory,
+                agent_id: p.agent_id.clone(),
+                last_status: TaskState::Provisioning,
+                desired_status: DesiredStatus::Running,
+                started_by: run.started_by.clone(),
+                group: run.group.clone(),
+                client_token: run.client_token.clone(),
+                overrides: run.overrides.clone(),
+                containers: containers.clone(),
+                stop_code: None,
+                stopped_reason: None,
+                created_at: self.clock,
+                pull_started_at: None,
+                started_at: None,
+                stopping_at: None,
+                stopped_at: None,
+                version: self.revision,
+            };
+            self.allocate(&task);
+            self.tasks.insert(task.id.clone(), task.clone());
+            self.changes.push(Change::Task(task.clone()));
+            tasks.push(task);
+        }
+        if let Some(token) = &run.client_token {
+            self.tokens.insert(
+                token.clone(),
+                TokenRecord {
+                    fingerprint: run.fingerprint,
+                    created_at: self.clock,
+                    task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
+                    failures: failures.clone(),
+                },
+            );
+            self.token_expiry
+                .insert((self.clock + CLIENT_TOKEN_TTL_MS, token.clone()));
+        }
+        Ok(Outcome::Tasks { tasks, failures })
+    }
+
+    /// The apply-time capacity check: the proposer may have placed against a state that
+    /// has since changed (a new leader, an agent gone DOWN in the same batch).
+    fn check_fits(&self, agent_id: &str, cpu: u32, memory: u32) -> Result<(), Failure> {
+        let Some(agent) = self.agents.get(agent_id) else {
+            return Err(Failure {
+                reason: "AGENT_UNAVAILABLE".into(),
+                detail: format!("agent {agent_id} is not registered"),
+            });
+        };
+        if agent.status != AgentStatus::Ready {
+            return Err(Failure {
+                reason: "AGENT_UNAVAILABLE".into(),
+                detail: format!("agent {agent_id} is {}", agent.status),
+            });
+        }
+        if agent.free_cpu() < cpu {
+            return Err(Failure {
+                reason: "RESOURCE:CPU".into(),
+                detail: format!(
+                    "agent {agent_id} has {} CPU units free, the task needs {cpu}",
+                    agent.free_cpu()
+                ),
+            });
+        }
+        if agent.free_memory() < memory {
+            return Err(Failure {
+                reason: "RESOURCE:MEMORY".into(),
+                detail: format!(
+                    "agent {agent_id} has {} MiB free, the task needs {memory}",
+                    agent.free_memory()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn allocate(&mut self, task: &Task) {
+        if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+            agent.used_cpu += task.cpu;
+            agent.used_memory += task.memory;
+            agent.task_count += 1;
+            debug_assert!(agent.used_cpu <= agent.cpu && agent.used_memory <= agent.memory);
+            self.changes.push(Change::Agent(agent.clone()));
+        }
+        self.agent_tasks
+            .entry(task.agent_id.clone())
+            .or_default()
+            .insert(task.id.clone());
+    }
+
+    fn release(&mut self, task: &Task) {
+        if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+            debug_assert!(agent.used_cpu >= task.cpu && agent.used_memory >= task.memory);
+            agent.used_cpu = agent.used_cpu.saturating_sub(task.cpu);
+            agent.used_memory = agent.used_memory.saturating_sub(task.memory);
+            agent.task_count = agent.task_count.saturating_sub(1);
+            self.changes.push(Change::Agent(agent.clone()));
+        }
+        if let Some(set) = self.agent_tasks.get_mut(&task.agent_id) {
+            set.remove(&task.id);
+            if set.is_empty() {
+                self.agent_tasks.remove(&task.agent_id);
+            }
+        }
+    }
+
+    fn stop_task(&mut self, task_id: &str, reason: &str, code: StopCode) -> CommandResult {
+        validate::reason(reason)?;
+        let clock = self.clock;
+        let revision = self.revision;
+        let task = self
+            .tasks
+            .get_mut(task_id)
+            .ok_or_else(|| Error::not_found(format!("task {task_id} does not exist")))?;
+        if task.desired_status == DesiredStatus::Stopped || task.last_status == TaskState::Stopped {
+            return Ok(Outcome::Task(task.clone()));
+        }
+        task.desired_status = DesiredStatus::Stopped;
+        task.stop_code = Some(code);
+        task.stopped_reason = Some(if reason.is_empty() {
+            "Task stopped by user".to_string()
+        } else {
+            reason.to_string()
+        });
+        task.stopping_at = Some(clock);
+        task.version = revision;
+        let task = task.clone();
+        self.changes.push(Change::Task(task.clone()));
+        Ok(Outcome::Task(task))
+    }
+
+    /// Moves a task to STOPPED: releases its capacity and schedules its collection.
+    fn finish_task(&mut self, task_id: &str, code: StopCode, reason: &str) {
+        let clock = self.clock;
+        let revision = self.revision;
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        if task.last_status == TaskState::Stopped {
+            return;
+        }
+        task.last_status = TaskState::Stopped;
+        task.desired_status = DesiredStatus::Stopped;
+        if task.stop_code.is_none() {
+            task.stop_code = Some(code);
+            task.stopped_reason = Some(reason.to_string());
+        }
+        for c in &mut task.containers {
+            c.last_status = TaskState::Stopped;
+        }
+        task.stopped_at = Some(clock);
+        task.version = revision;
+        let task = task.clone();
+        self.release(&task);
+        self.stopped_expiry
+            .insert((clock + STOPPED_TASK_RETENTION_MS, task.id.clone()));
+        self.changes.push(Change::Task(task));
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// Tasks in id order, starting after `after` (for paging).
+    pub fn tasks<'a>(
+        &'a self,
+        filter: &'a TaskFilter,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        self.tasks
+            .range((start, Bound::Unbounded))
+            .map(|(_, t)| t)
+            .filter(move |t| filter.matches(t))
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Agents
+
+    fn register_agent(&mut self, reg: &AgentRegistration) -> CommandResult {
+        validate::agent(&reg.id, reg.cpu, reg.memory, &reg.attributes)?;
+        let clock = self.clock;
+        let agent = match self.agents.get_mut(&reg.id) {
+            Some(a) => {
+                if reg.cpu < a.used_cpu || reg.memory < a.used_memory {
+                    return Err(Error::precondition(format!(
+                        "agent {}: new capacity {} CPU / {} MiB is below what its tasks hold ({} / {}); stop tasks first",
+                        reg.id, reg.cpu, reg.memory, a.used_cpu, a.used_memory
+                    )));
+                }
+                a.cpu = reg.cpu;
+                a.memory = reg.memory;
+                a.attributes = reg.attributes.clone();
+                a.address = reg.address.clone();
+                a.registered_at = clock;
+                a.epoch += 1;
+                if a.status == AgentStatus::Down {
+                    a.status = AgentStatus::Ready;
+                }
+                a.clone()
+            }
+            None => {
+                let a = Agent {
+                    id: reg.id.clone(),
+                    cpu: reg.cpu,
+                    memory: reg.memory,
+                    used_cpu: 0,
+                    used_memory: 0,
+                    task_count: 0,
+                    attributes: reg.attributes.clone(),
+                    status: AgentStatus::Ready,
+                    address: reg.address.clone(),
+                    registered_at: clock,
+                    epoch: 1,
+                };
+                self.agents.insert(a.id.clone(), a.clone());
+                a
+            }
+        };
+        self.changes.push(Change::Agent(agent.clone()));
+        Ok(Outcome::Agent(agent))
+    }
+
+    fn set_agent_status(
+        &mut self,
+        agent_id: &str,
+        status: AgentStatus,
+        reason: &str,
+    ) -> CommandResult {
+        let agent = self
+            .agents
+            .get_mut(agent_id)
+            .ok_or_else(|| Error::not_found(format!("agent {agent_id} is not registered")))?;
+        if agent.status == status {
+            return Ok(Outcome::Agent(agent.clone()));
+        }
+        agent.status = status;
+        if status == AgentStatus::Down {
+            let ids: Vec<String> = self
+                .agent_tasks
+                .get(agent_id)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            let why = if reason.is_empty() {
+                format!("agent {agent_id} stopped heartbeating")
+            } else {
+                reason.to_string()
+            };
+            for id in ids {
+                self.finish_task(&id, StopCode::InfrastructureHealth, &why);
+            }
+        }
+        let agent = self
+            .agents
+            .get(agent_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("agent {agent_id} is not registered")))?;
+        self.changes.push(Change::Agent(agent.clone()));
+        Ok(Outcome::Agent(agent))
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Housekeeping
+
+    /// Forgets client tokens past 24 h and STOPPED tasks past their retention. Driven by the
+    /// clock carried in batches, so every replica collects the same things at the same
+    /// revision.
+    fn collect_expired(&mut self) {
+        let now = self.clock;
+        while let Some((at, token)) = self.token_expiry.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.token_expiry.pop_first();
+            self.tokens.remove(&token);
+        }
+        while let Some((at, id)) = self.stopped_expiry.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.stopped_expiry.pop_first();
+            self.tasks.remove(&id);
+        }
+    }
+
+    /// A digest of the replicated state; equal digests at equal revisions mean equal
+    /// states (the chaos suite compares them across nodes).
+    pub fn digest(&self) -> u64 {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        crate::fnv1a(&bytes)
+    }
+
+    /// Recomputes every derived figure from the tasks and compares. Cheap enough for tests
+    /// and debug builds; the chaos suite calls it on every node's state.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut used: BTreeMap<&str, (u64, u64, u32)> = BTreeMap::new();
+        for t in self.tasks.values() {
+            if t.holds_capacity() {
+                let e = used.entry(t.agent_id.as_str()).or_default();
+                e.0 += u64::from(t.cpu);
+                e.1 += u64::from(t.memory);
+                e.2 += 1;
+                let listed = self
+                    .agent_tasks
+                    .get(&t.agent_id)
+                    .is_some_and(|s| s.contains(&t.id));
+                if !listed {
+                    return Err(format!(
+                        "task {} holds capacity but is not indexed on its agent",
+                        t.id
+                    ));
+                }
+            }
+        }
+        for a in self.agents.values() {
+            let (cpu, mem, n) = used.remove(a.id.as_str()).unwrap_or_default();
+            if (
+                u64::from(a.used_cpu),
+                u64::from(a.used_memory),
+                a.task_count,
+            ) != (cpu, mem, n)
+            {
+                return Err(format!(
+                    "agent {} records {} cpu / {} MiB / {} tasks used, its tasks hold {cpu} / {mem} / {n}",
+                    a.id, a.used_cpu, a.used_memory, a.task_count
+                ));
+            }
+            if a.used_cpu > a.cpu || a.used_memory > a.memory {
+                return Err(format!(
+                    "agent {} is oversubscribed: {}/{} cpu, {}/{} MiB",
+                    a.id, a.used_cpu, a.cpu, a.used_memory, a.memory
+                ));
+            }
+        }
+        if let Some((agent, _)) = used.into_iter().next() {
+            return Err(format!("tasks hold capacity on unknown agent {agent}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+use super::*;
+use proptest::prelude::*;
+
+fn spec(family: &str) -> TaskDefinitionSpec {
+    TaskDefinitionSpec {
+        family: family.into(),
+        cpu: Some(1024),
+        memory: Some(2048),
+        container_definitions: vec![ContainerDefinition {
+            name: "app".into(),
+            image: "berth/workload".into(),
+            ..Default::default()
+        }],
+    }
+}
+
+fn agent(id: &str, cpu: u32, memory: u32) -> Command {
+    Command::RegisterAgent(AgentRegistration {
+        id: id.into(),
+        cpu,
+        memory,
+        attributes: BTreeMap::new(),
+        address: String::new(),
+    })
+}
+
+fn run(token: Option<&str>, fingerprint: u64, placements: &[(&str, &str)]) -> Command {
+    Command::RunTasks(RunTasks {
+        family: "web".into(),
+        revision: 1,
+        client_token: token.map(String::from),
+        fingerprint,
+        started_by: String::new(),
+        group: "family:web".into(),
+        overrides: vec![],
+        placements: placements
+            .iter()
+            .map(|(t, a)| Placement {
+                task_id: t.to_string(),
+                agent_id: a.to_string(),
+            })
+            .collect(),
+        failures: vec![],
+    })
+}
+
+struct Harness {
+    state: ClusterState,
+    index: u64,
+    now: Millis,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            state: ClusterState::new(),
+            index: 0,
+            now: 1_000,
+        }
+    }
+    fn apply(&mut self, cmds: Vec<Command>) -> Vec<CommandResult> {
+        self.index += 1;
+        let batch = Batch {
+            now: self.now,
+            commands: cmds,
+        };
+        self.state.apply(self.index, &batch)
+    }
+    fn one(&mut self, cmd: Command) -> CommandResult {
+        self.apply(vec![cmd]).remove(0)
+    }
+}
+
+fn tasks_of(r: CommandResult) -> (Vec<Task>, Vec<Failure>) {
+    match r {
+        Ok(Outcome::Tasks { tasks, failures }) => (tasks, failures),
+        other => panic!("expected tasks, got {other:?}"),
+    }
+}
+
+#[test]
+fn revisions_count_up_and_deregister_hides_latest() {
+    let mut h = Harness::new();
+    for expected in 1..=3 {
+        match h.one(Command::RegisterTaskDefinition { spec: spec("web") }) {
+            Ok(Outcome::TaskDefinition(d)) => assert_eq!(d.revision, expected),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        h.state.task_definition("web", None).map(|d| d.revision),
+        Ok(3)
+    );
+    h.one(Command::DeregisterTaskDefinition {
+        family: "web".into(),
+        revision: 3,
+    })
+    .unwrap();
+    assert_eq!(
+        h.state.task_definition("web", None).map(|d| d.revision),
+        Ok(2)
+    );
+    assert!(matches!(
+        h.one(Command::DeregisterTaskDefinition {
+            family: "web".into(),
+            revision: 9
+        }),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        h.state.task_definition("nope", None),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn invalid_definition_changes_nothing() {
+    let mut h = Harness::new();
+    let before = h.state.clone();
+    let mut bad = spec("web");
+    bad.memory = Some(100);
+    let r = h.one(Command::RegisterTaskDefinition { spec: bad });
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.contains("memory")));
+    assert_eq!(h.state.task_definitions(None, None).count(), 0);
+    assert_eq!(h.state.families, before.families);
+}
+
+#[test]
+fn placement_that_would_oversubscribe_is_refused_at_apply() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 2048, 4096)).unwrap();
+    // Three 1024/2048 tasks onto a 2048/4096 agent: the third must not land.
+    let (tasks, failures) =
+        tasks_of(h.one(run(None, 0, &[("t1", "a1"), ("t2", "a1"), ("t3", "a1")])));
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].reason, "RESOURCE:CPU");
+    let a = h.state.agent("a1").unwrap();
+    assert_eq!((a.used_cpu, a.used_memory, a.task_count), (2048, 4096, 2));
+    h.state.check_invariants().unwrap();
+}
+
+#[test]
+fn placement_on_unknown_or_draining_agent_fails() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    h.one(Command::SetAgentStatus {
+        agent_id: "a1".into(),
+        status: AgentStatus::Draining,
+        reason: String::new(),
+    })
+    .unwrap();
+    let (tasks, failures) = tasks_of(h.one(run(None, 0, &[("t1", "a1"), ("t2", "ghost")])));
+    assert!(tasks.is_empty());
+    assert!(failures.iter().all(|f| f.reason == "AGENT_UNAVAILABLE"));
+}
+
+#[test]
+fn client_token_replays_first_answer_and_refuses_other_parameters() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    let (first, _) = tasks_of(h.one(run(Some("tok"), 7, &[("t1", "a1")])));
+    // A retry proposes fresh ids; the token must win and create nothing.
+    let (again, _) = tasks_of(h.one(run(Some("tok"), 7, &[("t9", "a1")])));
+    assert_eq!(
+        first.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        again.iter().map(|t| &t.id).collect::<Vec<_>>()
+    );
+    assert_eq!(h.state.task_count(), 1);
+    let r = h.one(run(Some("tok"), 8, &[("t8", "a1")]));
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.contains("different parameters")));
+    assert_eq!(h.state.task_count(), 1);
+    // Same token twice inside one batch: still one task.
+    let rs = h.apply(vec![
+        run(Some("tok2"), 1, &[("u1", "a1")]),
+        run(Some("tok2"), 1, &[("u2", "a1")]),
+    ]);
+    let (a, _) = tasks_of(rs[0].clone());
+    let (b, _) = tasks_of(rs[1].clone());
+    assert_eq!(a[0].id, b[0].id);
+    assert_eq!(h.state.task_count(), 2);
+}
+
+#[test]
+fn tokens_expire_after_a_day() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 16384, 32768)).unwrap();
+    tasks_of(h.one(run(Some("tok"), 7, &[("t1", "a1")])));
+    h.now += CLIENT_TOKEN_TTL_MS + 1;
+    let (tasks, _) = tasks_of(h.one(run(Some("tok"), 8, &[("t2", "a1")])));
+    assert_eq!(tasks[0].id, "t2", "an expired token is a new request");
+}
+
+#[test]
+fn stop_is_idempotent_and_agent_down_frees_capacity() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    tasks_of(h.one(run(None, 0, &[("t1", "a1"), ("t2", "a1")])));
+    let r = h.one(Command::StopTask {
+        task_id: "t1".into(),
+        reason: "done".into(),
+        code: StopCode::UserInitiated,
+    });
+    let Ok(Outcome::Task(t)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(t.desired_status, DesiredStatus::Stopped);
+    assert_eq!(t.stop_code, Some(StopCode::UserInitiated));
+    let again = h.one(Command::StopTask {
+        task_id: "t1".into(),
+        reason: "other".into(),
+        code: StopCode::UserInitiated,
+    });
+    let Ok(Outcome::Task(t2)) = again else {
+        panic!()
+    };
+    assert_eq!(t2.stopped_reason.as_deref(), Some("done"));
+    assert!(matches!(
+        h.one(Command::StopTask {
+            task_id: "zz".into(),
+            reason: String::new(),
+            code: StopCode::UserInitiated
+        }),
+        Err(Error::NotFound(_))
+    ));
+
+    h.one(Command::SetAgentStatus {
+        agent_id: "a1".into(),
+        status: AgentStatus::Down,
+        reason: String::new(),
+    })
+    .unwrap();
+    let a = h.state.agent("a1").unwrap();
+    assert_eq!((a.used_cpu, a.used_memory, a.task_count), (0, 0, 0));
+    let t2 = h.state.task("t2").unwrap();
+    assert_eq!(t2.last_status, TaskState::Stopped);
+    assert_eq!(t2.stop_code, Some(StopCode::InfrastructureHealth));
+    assert_eq!(
+        t2.stopped_reason.as_deref(),
+        Some("agent a1 stopped heartbeating")
+    );
+    // t1 was stopped by the user first; that reason stays.
+    assert_eq!(
+        h.state.task("t1").unwrap().stop_code,
+        Some(StopCode::UserInitiated)
+    );
+
+    // Stopped tasks are collected after the retention.
+    h.now += STOPPED_TASK_RETENTION_MS + 1;
+    h.apply(vec![]);
+    assert_eq!(h.state.task_count(), 0);
+}
+
+#[test]
+fn shrinking_an_agent_below_its_load_is_refused() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    tasks_of(h.one(run(None, 0, &[("t1", "a1"), ("t2", "a1")])));
+    assert!(matches!(
+        h.one(agent("a1", 1024, 8192)),
+        Err(Error::FailedPrecondition(_))
+    ));
+    let again = h.one(agent("a1", 4096, 8192));
+    let Ok(Outcome::Agent(a)) = again else {
+        panic!()
+    };
+    assert_eq!(a.epoch, 2);
+}
+
+#[test]
+fn snapshot_round_trip_keeps_digest() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    tasks_of(h.one(run(Some("k"), 1, &[("t1", "a1")])));
+    let bytes = serde_json::to_vec(&h.state).unwrap();
+    let restored: ClusterState = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(restored.digest(), h.state.digest());
+    assert_eq!(restored.revision(), h.state.revision());
+}
+
+// ---------------------------------------------------------------------------------------
+// Property: whatever sequence of commands arrives, the invariants hold and two replicas
+// applying the same log end identical.
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let agent_id = prop::sample::select(vec!["a1", "a2", "a3"]);
+    let task_id = (0u32..40).prop_map(|i| format!("t{i}"));
+    prop_oneof![
+        (agent_id.clone(), 1u32..8, 1u32..8).prop_map(|(a, c, m)| agent(a, c * 1024, m * 2048)),
+        (
+            prop::collection::vec((task_id.clone(), agent_id.clone()), 0..4),
+            prop::option::of(0u8..3),
+            0u64..2
+        )
+            .prop_map(|(ps, tok, fp)| {
+                let ps: Vec<(String, String)> =
+                    ps.into_iter().map(|(t, a)| (t, a.to_string())).collect();
+                let refs: Vec<(&str, &str)> =
+                    ps.iter().map(|(t, a)| (t.as_str(), a.as_str())).collect();
+                let tok = tok.map(|t| format!("k{t}"));
+                run(tok.as_deref(), fp, &refs)
+            }),
+        task_id.prop_map(|t| Command::StopTask {
+            task_id: t,
+            reason: String::new(),
+            code: StopCode::UserInitiated
+        }),
+        (
+            agent_id,
+            prop::sample::select(vec![
+                AgentStatus::Ready,
+                AgentStatus::Draining,
+                AgentStatus::Down
+            ])
+        )
+            .prop_map(|(a, s)| Command::SetAgentStatus {
+                agent_id: a.into(),
+                status: s,
+                reason: String::new()
+            }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn invariants_hold_and_replicas_agree(batches in prop::collection::vec(prop::collection::vec(arb_command(), 0..5), 1..30)) {
+        let mut a = Harness::new();
+        let mut b = Harness::new();
+        a.one(Command::RegisterTaskDefinition { spec: spec("web") }).unwrap();
+        b.one(Command::RegisterTaskDefinition { spec: spec("web") }).unwrap();
+        for batch in batches {
+            a.now += 1_000;
+            b.now += 1_000;
+            let ra = a.apply(batch.clone());
+            let rb = b.apply(batch);
+            prop_assert_eq!(ra, rb);
+            prop_assert!(a.state.check_invariants().is_ok(), "{:?}", a.state.check_invariants());
+        }
+        prop_assert_eq!(a.state.digest(), b.state.digest());
+    }
+}

@@ -1,0 +1,489 @@
+//! Input validation. Every message names the field at fault in the same path syntax a user
+//! would write in their file (`containerDefinitions[1].image`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::Error;
+use crate::limits::*;
+use crate::model::{ContainerDefinition, ContainerOverride, KeyValue, TaskDefinitionSpec};
+use crate::size;
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidArgument(msg)
+}
+
+/// Names of families, containers, groups: what ECS allows (letters, digits, `-`, `_`).
+pub fn name(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(invalid(format!(
+            "{field} is {} characters long; the limit is {MAX_NAME_LEN}",
+            value.len()
+        )));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(invalid(format!(
+            "{field} `{value}` contains `{c}`; use letters, digits, `-` and `_` only"
+        )));
+    }
+    Ok(())
+}
+
+fn bounded(field: &str, value: &str) -> Result<(), Error> {
+    if value.len() > MAX_STRING_LEN {
+        return Err(invalid(format!(
+            "{field} is {} bytes long; the limit is {MAX_STRING_LEN}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn env(field: &str, vars: &[KeyValue]) -> Result<(), Error> {
+    if vars.len() > MAX_ENV {
+        return Err(invalid(format!(
+            "{field} has {} variables; the limit is {MAX_ENV}",
+            vars.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, kv) in vars.iter().enumerate() {
+        let f = format!("{field}[{i}].name");
+        let ok_first = kv
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !ok_first
+            || !kv
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(format!(
+                "{f} `{}` is not a valid variable name (letters, digits, `_`; not starting with a digit)",
+                kv.name
+            )));
+        }
+        if !seen.insert(kv.name.as_str()) {
+            return Err(invalid(format!("{f} `{}` is set twice", kv.name)));
+        }
+        bounded(&format!("{field}[{i}].value"), &kv.value)?;
+    }
+    Ok(())
+}
+
+fn words(field: &str, words: &[String]) -> Result<(), Error> {
+    if words.len() > MAX_ENV {
+        return Err(invalid(format!(
+            "{field} has {} words; the limit is {MAX_ENV}",
+            words.len()
+        )));
+    }
+    for (i, w) in words.iter().enumerate() {
+        bounded(&format!("{field}[{i}]"), w)?;
+    }
+    Ok(())
+}
+
+fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
+    let p = format!("containerDefinitions[{i}]");
+    name(&format!("{p}.name"), &c.name)?;
+    if c.image.trim().is_empty() {
+        return Err(invalid(format!("{p}.image must not be empty")));
+    }
+    if c.image.chars().any(char::is_whitespace) {
+        return Err(invalid(format!(
+            "{p}.image `{}` contains whitespace",
+            c.image
+        )));
+    }
+    bounded(&format!("{p}.image"), &c.image)?;
+    words(&format!("{p}.command"), &c.command)?;
+    words(&format!("{p}.entryPoint"), &c.entry_point)?;
+    env(&format!("{p}.environment"), &c.environment)?;
+    if c.port_mappings.len() > MAX_PORTS {
+        return Err(invalid(format!(
+            "{p}.portMappings has {} entries; the limit is {MAX_PORTS}",
+            c.port_mappings.len()
+        )));
+    }
+    for (j, pm) in c.port_mappings.iter().enumerate() {
+        let f = format!("{p}.portMappings[{j}]");
+        if !(1..=65535).contains(&pm.container_port) {
+            return Err(invalid(format!(
+                "{f}.containerPort {} is outside 1..=65535",
+                pm.container_port
+            )));
+        }
+        if pm.host_port > 65535 {
+            return Err(invalid(format!(
+                "{f}.hostPort {} is outside 0..=65535",
+                pm.host_port
+            )));
+        }
+        if pm.protocol != "tcp" && pm.protocol != "udp" {
+            return Err(invalid(format!(
+                "{f}.protocol `{}` must be `tcp` or `udp`",
+                pm.protocol
+            )));
+        }
+    }
+    if let Some(t) = c.stop_timeout {
+        if !(1..=MAX_STOP_TIMEOUT_S).contains(&t) {
+            return Err(invalid(format!(
+                "{p}.stopTimeout {t} s is outside 1..={MAX_STOP_TIMEOUT_S}"
+            )));
+        }
+    }
+    if let Some(hc) = &c.health_check {
+        let f = format!("{p}.healthCheck");
+        match hc.command.first().map(String::as_str) {
+            Some("CMD") | Some("CMD-SHELL") if hc.command.len() >= 2 => {}
+            _ => return Err(invalid(format!(
+                "{f}.command must be [\"CMD\", prog, args…] or [\"CMD-SHELL\", \"shell command\"]"
+            ))),
+        }
+        words(&format!("{f}.command"), &hc.command)?;
+        let checks = [
+            ("interval", hc.interval, 5, 300),
+            ("timeout", hc.timeout, 2, 60),
+            ("retries", hc.retries, 1, 10),
+            ("startPeriod", hc.start_period, 0, 300),
+        ];
+        for (n, v, lo, hi) in checks {
+            if let Some(v) = v {
+                if !(lo..=hi).contains(&v) {
+                    return Err(invalid(format!("{f}.{n} {v} is outside {lo}..={hi}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a task definition and returns its resolved (cpu, memory).
+pub fn task_definition(spec: &TaskDefinitionSpec, free_sizing: bool) -> Result<(u32, u32), Error> {
+    name("family", &spec.family)?;
+    let n = spec.container_definitions.len();
+    if n == 0 {
+        return Err(invalid(
+            "containerDefinitions must hold at least one container".into(),
+        ));
+    }
+    if n > MAX_CONTAINERS {
+        return Err(invalid(format!(
+            "containerDefinitions has {n} containers; the limit is {MAX_CONTAINERS}"
+        )));
+    }
+    let mut names = BTreeMap::new();
+    for (i, c) in spec.container_definitions.iter().enumerate() {
+        container(i, c)?;
+        if let Some(first) = names.insert(c.name.as_str(), i) {
+            return Err(invalid(format!(
+                "containerDefinitions[{i}].name `{}` is already used by containerDefinitions[{first}]",
+                c.name
+            )));
+        }
+    }
+    if !spec.container_definitions.iter().any(|c| c.is_essential()) {
+        return Err(invalid(
+            "containerDefinitions: at least one container must be essential".into(),
+        ));
+    }
+    let (cpu, memory) = size::resolve(spec.cpu, spec.memory, free_sizing)?;
+    let cpu_sum: u64 = spec
+        .container_definitions
+        .iter()
+        .filter_map(|c| c.cpu)
+        .map(u64::from)
+        .sum();
+    if cpu_sum > u64::from(cpu) {
+        return Err(invalid(format!(
+            "containerDefinitions[*].cpu add up to {cpu_sum} units, more than the task's {cpu}"
+        )));
+    }
+    let mut mem_sum: u64 = 0;
+    for (i, c) in spec.container_definitions.iter().enumerate() {
+        if let Some(m) = c.memory {
+            if m < 6 || m > memory {
+                return Err(invalid(format!(
+                    "containerDefinitions[{i}].memory {m} MiB must be within 6..={memory} (the task's memory)"
+                )));
+            }
+            mem_sum += u64::from(m);
+        }
+    }
+    if mem_sum > u64::from(memory) {
+        return Err(invalid(format!(
+            "containerDefinitions[*].memory add up to {mem_sum} MiB, more than the task's {memory}"
+        )));
+    }
+    let encoded = serde_json::to_vec(spec)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if encoded > MAX_TASK_DEFINITION_BYTES {
+        return Err(invalid(format!(
+            "the task definition is {encoded} bytes encoded; the limit is {MAX_TASK_DEFINITION_BYTES}"
+        )));
+    }
+    Ok((cpu, memory))
+}
+
+pub fn run_count(count: u32) -> Result<(), Error> {
+    if !(1..=MAX_RUN_COUNT).contains(&count) {
+        return Err(invalid(format!(
+            "count {count} is outside 1..={MAX_RUN_COUNT}"
+        )));
+    }
+    Ok(())
+}
+
+pub fn client_token(token: &str) -> Result<(), Error> {
+    if token.is_empty() || token.len() > MAX_CLIENT_TOKEN_LEN {
+        return Err(invalid(format!(
+            "clientToken must be 1..={MAX_CLIENT_TOKEN_LEN} characters, got {}",
+            token.len()
+        )));
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(
+            "clientToken must be printable ASCII without spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `startedBy` and `group` are optional free-form labels, bounded.
+pub fn label(field: &str, value: &str) -> Result<(), Error> {
+    if value.len() > MAX_NAME_LEN {
+        return Err(invalid(format!(
+            "{field} is {} characters long; the limit is {MAX_NAME_LEN}",
+            value.len()
+        )));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(invalid(format!("{field} contains a control character")));
+    }
+    Ok(())
+}
+
+pub fn overrides(
+    overrides: &[ContainerOverride],
+    def: &[ContainerDefinition],
+) -> Result<(), Error> {
+    let mut seen = BTreeSet::new();
+    for (i, o) in overrides.iter().enumerate() {
+        let p = format!("overrides.containerOverrides[{i}]");
+        if !def.iter().any(|c| c.name == o.name) {
+            return Err(invalid(format!(
+                "{p}.name `{}` is not a container of the task definition",
+                o.name
+            )));
+        }
+        if !seen.insert(o.name.as_str()) {
+            return Err(invalid(format!(
+                "{p}.name `{}` is overridden twice",
+                o.name
+            )));
+        }
+        if let Some(cmd) = &o.command {
+            words(&format!("{p}.command"), cmd)?;
+        }
+        env(&format!("{p}.environment"), &o.environment)?;
+    }
+    Ok(())
+}
+
+pub fn reason(reason: &str) -> Result<(), Error> {
+    if reason.len() > MAX_REASON_LEN {
+        return Err(invalid(format!(
+            "reason is {} bytes long; the limit is {MAX_REASON_LEN}",
+            reason.len()
+        )));
+    }
+    Ok(())
+}
+
+/// An agent's registration: id, capacity and attributes.
+pub fn agent(
+    id: &str,
+    cpu: u32,
+    memory: u32,
+    attributes: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    name("agent id", id)?;
+    if cpu == 0 || memory == 0 {
+        return Err(invalid(format!(
+            "agent {id}: cpu and memory must both be above zero (got cpu {cpu}, memory {memory})"
+        )));
+    }
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(invalid(format!(
+            "agent {id}: {} attributes; the limit is {MAX_ATTRIBUTES}",
+            attributes.len()
+        )));
+    }
+    for (k, v) in attributes {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_ATTRIBUTE_LEN
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+        if !key_ok {
+            return Err(invalid(format!(
+                "agent {id}: attribute name `{k}` must be 1..={MAX_ATTRIBUTE_LEN} of letters, digits, `-_.:/`"
+            )));
+        }
+        if v.len() > MAX_ATTRIBUTE_LEN || v.chars().any(|c| c.is_control()) {
+            return Err(invalid(format!(
+                "agent {id}: attribute `{k}` value must be at most {MAX_ATTRIBUTE_LEN} printable characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `family` or `family:revision`.
+pub fn task_definition_ref(s: &str) -> Result<(String, Option<u32>), Error> {
+    let (family, rev) = match s.split_once(':') {
+        Some((f, r)) => {
+            let rev: u32 = r.parse().map_err(|_| {
+                invalid(format!(
+                    "taskDefinition `{s}`: revision `{r}` is not a positive number"
+                ))
+            })?;
+            if rev == 0 {
+                return Err(invalid(format!(
+                    "taskDefinition `{s}`: revisions start at 1"
+                )));
+            }
+            (f, Some(rev))
+        }
+        None => (s, None),
+    };
+    name("taskDefinition family", family)?;
+    Ok((family.to_string(), rev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TaskDefinitionSpec {
+        TaskDefinitionSpec {
+            family: "web".into(),
+            cpu: Some(256),
+            memory: Some(512),
+            container_definitions: vec![ContainerDefinition {
+                name: "app".into(),
+                image: "berth/workload".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn err(spec: &TaskDefinitionSpec) -> String {
+        task_definition(spec, false).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_a_plain_definition() {
+        assert_eq!(task_definition(&spec(), false), Ok((256, 512)));
+    }
+
+    #[test]
+    fn names_the_field_at_fault() {
+        let mut s = spec();
+        s.container_definitions[0].image = " ".into();
+        assert!(err(&s).contains("containerDefinitions[0].image"));
+
+        let mut s = spec();
+        s.container_definitions
+            .push(s.container_definitions[0].clone());
+        let e = err(&s);
+        assert!(
+            e.contains("containerDefinitions[1].name `app` is already used"),
+            "{e}"
+        );
+
+        let mut s = spec();
+        s.container_definitions = (0..11)
+            .map(|i| ContainerDefinition {
+                name: format!("c{i}"),
+                image: "x".into(),
+                ..Default::default()
+            })
+            .collect();
+        assert!(err(&s).contains("limit is 10"));
+
+        let mut s = spec();
+        s.container_definitions.clear();
+        assert!(err(&s).contains("at least one container"));
+
+        let mut s = spec();
+        s.family = "bad family".into();
+        assert!(err(&s).contains("family"));
+
+        let mut s = spec();
+        s.memory = Some(600);
+        assert!(err(&s).contains("memory: 600"));
+
+        let mut s = spec();
+        s.container_definitions[0].stop_timeout = Some(121);
+        assert!(err(&s).contains("stopTimeout"));
+
+        let mut s = spec();
+        s.container_definitions[0].environment = vec![KeyValue {
+            name: "1X".into(),
+            value: "v".into(),
+        }];
+        assert!(err(&s).contains("environment[0].name"));
+
+        let mut s = spec();
+        s.container_definitions[0].essential = Some(false);
+        assert!(err(&s).contains("essential"));
+
+        let mut s = spec();
+        s.container_definitions[0].environment = vec![KeyValue {
+            name: "BIG".into(),
+            value: "x".repeat(MAX_STRING_LEN + 1),
+        }];
+        assert!(err(&s).contains("environment[0].value"));
+    }
+
+    #[test]
+    fn whole_definition_size_is_bounded() {
+        let mut s = spec();
+        s.container_definitions[0].environment = (0..20)
+            .map(|i| KeyValue {
+                name: format!("V{i}"),
+                value: "x".repeat(MAX_STRING_LEN - 10),
+            })
+            .collect();
+        assert!(err(&s).contains("bytes encoded"));
+    }
+
+    #[test]
+    fn counts_and_tokens() {
+        assert!(run_count(0).is_err());
+        assert!(run_count(11).is_err());
+        assert!(run_count(10).is_ok());
+        assert!(client_token("").is_err());
+        assert!(client_token(&"a".repeat(65)).is_err());
+        assert!(client_token("abc-123").is_ok());
+    }
+
+    #[test]
+    fn task_definition_refs() {
+        assert_eq!(task_definition_ref("web"), Ok(("web".into(), None)));
+        assert_eq!(task_definition_ref("web:3"), Ok(("web".into(), Some(3))));
+        assert!(task_definition_ref("web:0").is_err());
+        assert!(task_definition_ref("web:x").is_err());
+        assert!(task_definition_ref(":3").is_err());
+    }
+}
