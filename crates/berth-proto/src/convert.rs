@@ -1,0 +1,262 @@
+//! Wire ⇄ model. The server turns requests into `berth-core` types (validation happens
+//! there, on the model) and answers with wire messages built from the model.
+
+use berth_core as core;
+
+use crate::v1;
+
+fn kv_to_wire(v: &[core::KeyValue]) -> Vec<v1::KeyValue> {
+    v.iter()
+        .map(|kv| v1::KeyValue { name: kv.name.clone(), value: kv.value.clone() })
+        .collect()
+}
+
+fn kv_from_wire(v: Vec<v1::KeyValue>) -> Vec<core::KeyValue> {
+    v.into_iter()
+        .map(|kv| core::KeyValue { name: kv.name, value: kv.value })
+        .collect()
+}
+
+impl From<&core::ContainerDefinition> for v1::ContainerDefinition {
+    fn from(c: &core::ContainerDefinition) -> Self {
+        v1::ContainerDefinition {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            command: c.command.clone(),
+            entry_point: c.entry_point.clone(),
+            environment: kv_to_wire(&c.environment),
+            port_mappings: c
+                .port_mappings
+                .iter()
+                .map(|p| v1::PortMapping {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            essential: c.essential,
+            health_check: c.health_check.as_ref().map(|h| v1::HealthCheck {
+                command: h.command.clone(),
+                interval: h.interval,
+                timeout: h.timeout,
+                retries: h.retries,
+                start_period: h.start_period,
+            }),
+            stop_timeout: c.stop_timeout,
+            cpu: c.cpu,
+            memory: c.memory,
+        }
+    }
+}
+
+impl From<v1::ContainerDefinition> for core::ContainerDefinition {
+    fn from(c: v1::ContainerDefinition) -> Self {
+        core::ContainerDefinition {
+            name: c.name,
+            image: c.image,
+            command: c.command,
+            entry_point: c.entry_point,
+            environment: kv_from_wire(c.environment),
+            port_mappings: c
+                .port_mappings
+                .into_iter()
+                .map(|p| core::PortMapping {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: if p.protocol.is_empty() { "tcp".into() } else { p.protocol },
+                })
+                .collect(),
+            essential: c.essential,
+            health_check: c.health_check.map(|h| core::HealthCheck {
+                command: h.command,
+                interval: h.interval,
+                timeout: h.timeout,
+                retries: h.retries,
+                start_period: h.start_period,
+            }),
+            stop_timeout: c.stop_timeout,
+            cpu: c.cpu,
+            memory: c.memory,
+        }
+    }
+}
+
+impl From<&core::TaskDefinitionSpec> for v1::TaskDefinitionSpec {
+    fn from(s: &core::TaskDefinitionSpec) -> Self {
+        v1::TaskDefinitionSpec {
+            family: s.family.clone(),
+            cpu: s.cpu,
+            memory: s.memory,
+            container_definitions: s.container_definitions.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<v1::TaskDefinitionSpec> for core::TaskDefinitionSpec {
+    fn from(s: v1::TaskDefinitionSpec) -> Self {
+        core::TaskDefinitionSpec {
+            family: s.family,
+            cpu: s.cpu,
+            memory: s.memory,
+            container_definitions: s.container_definitions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&core::TaskDefinition> for v1::TaskDefinition {
+    fn from(d: &core::TaskDefinition) -> Self {
+        v1::TaskDefinition {
+            family: d.family.clone(),
+            revision: d.revision,
+            cpu: d.cpu,
+            memory: d.memory,
+            container_definitions: d.container_definitions.iter().map(Into::into).collect(),
+            status: match d.status {
+                core::TaskDefinitionStatus::Active => "ACTIVE".into(),
+                core::TaskDefinitionStatus::Inactive => "INACTIVE".into(),
+            },
+            registered_at_ms: d.registered_at,
+            deregistered_at_ms: d.deregistered_at,
+        }
+    }
+}
+
+fn overrides_to_wire(o: &[core::ContainerOverride]) -> Vec<v1::ContainerOverride> {
+    o.iter()
+        .map(|o| v1::ContainerOverride {
+            name: o.name.clone(),
+            command: o.command.clone().unwrap_or_default(),
+            environment: kv_to_wire(&o.environment),
+        })
+        .collect()
+}
+
+pub fn overrides_from_wire(o: Vec<v1::ContainerOverride>) -> Vec<core::ContainerOverride> {
+    o.into_iter()
+        .map(|o| core::ContainerOverride {
+            name: o.name,
+            command: if o.command.is_empty() { None } else { Some(o.command) },
+            environment: kv_from_wire(o.environment),
+        })
+        .collect()
+}
+
+impl From<&core::Task> for v1::Task {
+    fn from(t: &core::Task) -> Self {
+        v1::Task {
+            task_id: t.id.clone(),
+            task_definition: t.task_definition(),
+            family: t.family.clone(),
+            task_definition_revision: t.revision,
+            cpu: t.cpu,
+            memory: t.memory,
+            agent_id: t.agent_id.clone(),
+            last_status: t.last_status.as_str().into(),
+            desired_status: t.desired_status.as_str().into(),
+            started_by: t.started_by.clone(),
+            group: t.group.clone(),
+            client_token: t.client_token.clone().unwrap_or_default(),
+            overrides: overrides_to_wire(&t.overrides),
+            containers: t
+                .containers
+                .iter()
+                .map(|c| v1::ContainerState {
+                    name: c.name.clone(),
+                    last_status: c.last_status.as_str().into(),
+                    exit_code: c.exit_code,
+                    reason: c.reason.clone().unwrap_or_default(),
+                })
+                .collect(),
+            stop_code: t.stop_code.map(|c| c.as_str().to_string()).unwrap_or_default(),
+            stopped_reason: t.stopped_reason.clone().unwrap_or_default(),
+            created_at_ms: t.created_at,
+            pull_started_at_ms: t.pull_started_at,
+            started_at_ms: t.started_at,
+            stopping_at_ms: t.stopping_at,
+            stopped_at_ms: t.stopped_at,
+            version: t.version,
+        }
+    }
+}
+
+impl From<&core::Agent> for v1::Agent {
+    fn from(a: &core::Agent) -> Self {
+        v1::Agent {
+            agent_id: a.id.clone(),
+            status: a.status.as_str().into(),
+            cpu: a.cpu,
+            memory: a.memory,
+            used_cpu: a.used_cpu,
+            used_memory: a.used_memory,
+            task_count: a.task_count,
+            attributes: a.attributes.clone().into_iter().collect(),
+            address: a.address.clone(),
+            registered_at_ms: a.registered_at,
+            epoch: a.epoch,
+        }
+    }
+}
+
+impl From<&core::Failure> for v1::Failure {
+    fn from(f: &core::Failure) -> Self {
+        v1::Failure { reason: f.reason.clone(), detail: f.detail.clone(), arn: String::new() }
+    }
+}
+
+impl From<v1::RunTaskRequest> for core::command::RunTaskRequest {
+    fn from(r: v1::RunTaskRequest) -> Self {
+        core::command::RunTaskRequest {
+            task_definition: r.task_definition,
+            count: r.count,
+            client_token: if r.client_token.is_empty() { None } else { Some(r.client_token) },
+            started_by: r.started_by,
+            group: r.group,
+            overrides: overrides_from_wire(r.overrides),
+            placement_strategy: r
+                .placement_strategy
+                .into_iter()
+                .map(|s| core::command::PlacementStrategy { kind: s.r#type, field: s.field })
+                .collect(),
+            placement_constraints: r
+                .placement_constraints
+                .into_iter()
+                .map(|c| core::command::PlacementConstraint { kind: c.r#type, expression: c.expression })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_the_wire() {
+        let spec = core::TaskDefinitionSpec {
+            family: "web".into(),
+            cpu: Some(512),
+            memory: None,
+            container_definitions: vec![core::ContainerDefinition {
+                name: "app".into(),
+                image: "img".into(),
+                command: vec!["sh".into(), "-c".into(), "true".into()],
+                environment: vec![core::KeyValue { name: "A".into(), value: "1".into() }],
+                port_mappings: vec![core::PortMapping {
+                    container_port: 80,
+                    host_port: 0,
+                    protocol: "tcp".into(),
+                }],
+                essential: Some(true),
+                stop_timeout: Some(10),
+                health_check: Some(core::HealthCheck {
+                    command: vec!["CMD".into(), "true".into()],
+                    interval: Some(5),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        };
+        let wire = v1::TaskDefinitionSpec::from(&spec);
+        assert_eq!(core::TaskDefinitionSpec::from(wire), spec);
+    }
+}
