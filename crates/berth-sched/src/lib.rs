@@ -7,6 +7,15 @@
 
 use std::collections::BTreeMap;
 
+pub mod bench;
+mod engine;
+mod expr;
+mod index;
+mod rng;
+
+pub use engine::{Engine, MAX_CONSTRAINTS, MAX_SCOPES, MAX_STRATEGIES};
+pub use expr::{parse_expression, Expr, Operand, ParseError, Pattern, Test, MAX_DEPTH, MAX_EXPRESSION_LEN};
+
 /// Whether an agent may take new tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eligibility {
@@ -88,68 +97,17 @@ pub enum Error {
     Constraint(String),
 }
 
-/// Places every demand in order; each sees the placements made for the ones before it.
-pub fn place(agents: &[AgentInfo], demands: &[Demand], _seed: u64) -> Result<Vec<Outcome>, Error> {
-    for d in demands {
-        if let Some(Constraint::MemberOf(e)) = d.constraints.iter().find(|c| matches!(c, Constraint::MemberOf(_))) {
-            return Err(Error::Constraint(format!("memberOf `{e}` is not supported yet")));
-        }
-    }
-    let mut free: Vec<(u32, u32)> = agents
-        .iter()
-        .map(|a| (a.cpu.saturating_sub(a.used_cpu), a.memory.saturating_sub(a.used_memory)))
-        .collect();
-    let mut out = Vec::with_capacity(demands.len());
-    for d in demands {
-        let mut outcome = Outcome::default();
-        for _ in 0..d.count {
-            // Best fit on both dimensions: the eligible agent left with the least room.
-            let best = agents
-                .iter()
-                .enumerate()
-                .filter(|(i, a)| a.eligibility == Eligibility::Eligible && free[*i].0 >= d.cpu && free[*i].1 >= d.memory)
-                .min_by_key(|(i, a)| {
-                    let (c, m) = free[*i];
-                    let left_c = u64::from(c - d.cpu) * 1_000_000 / u64::from(a.cpu.max(1));
-                    let left_m = u64::from(m - d.memory) * 1_000_000 / u64::from(a.memory.max(1));
-                    (left_c + left_m, *i)
-                })
-                .map(|(i, _)| i);
-            match best {
-                Some(i) => {
-                    free[i].0 -= d.cpu;
-                    free[i].1 -= d.memory;
-                    outcome.placements.push(i);
-                }
-                None => outcome.failures.push(why_not(agents, &free, d)),
-            }
-        }
-        out.push(outcome);
-    }
-    Ok(out)
+/// Free capacity of one agent, the two dimensions the index packs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Free {
+    pub cpu: u32,
+    pub mem: u32,
 }
 
-fn why_not(agents: &[AgentInfo], free: &[(u32, u32)], d: &Demand) -> Failure {
-    let eligible: Vec<usize> = (0..agents.len()).filter(|i| agents[*i].eligibility == Eligibility::Eligible).collect();
-    if eligible.is_empty() {
-        return Failure { reason: "AGENT_UNAVAILABLE".into(), detail: "no agent is eligible for new tasks".into() };
-    }
-    let best_mem = eligible.iter().max_by_key(|i| (free[**i].1, std::cmp::Reverse(**i))).copied().unwrap_or(0);
-    if free[best_mem].1 < d.memory {
-        return Failure {
-            reason: "RESOURCE:MEMORY".into(),
-            detail: format!("needs {} MiB; largest free is {} MiB on agent {}", d.memory, free[best_mem].1, agents[best_mem].id),
-        };
-    }
-    let best_cpu = eligible.iter().max_by_key(|i| (free[**i].0, std::cmp::Reverse(**i))).copied().unwrap_or(0);
-    if free[best_cpu].0 < d.cpu {
-        return Failure {
-            reason: "RESOURCE:CPU".into(),
-            detail: format!("needs {} CPU units; largest free is {} on agent {}", d.cpu, free[best_cpu].0, agents[best_cpu].id),
-        };
-    }
-    Failure {
-        reason: "RESOURCE:CPU,MEMORY".into(),
-        detail: format!("no agent has both {} CPU units and {} MiB free", d.cpu, d.memory),
-    }
+/// Places every demand in order; each sees the placements made for the ones before it.
+///
+/// A convenience over [`Engine`]: it builds the index from `agents` (O(agents)) and drops it.
+/// A caller placing batch after batch should keep an `Engine` and feed it changes instead.
+pub fn place(agents: &[AgentInfo], demands: &[Demand], seed: u64) -> Result<Vec<Outcome>, Error> {
+    Engine::new(agents).place(demands, seed)
 }

@@ -1,0 +1,150 @@
+//! The client side of Raft between control nodes: openraft's RPCs over gRPC.
+//!
+//! openraft's messages travel as JSON inside a bytes field (they are openraft's own serde
+//! types); snapshot chunks travel as raw bytes, since JSON would turn every byte into an
+//! array element several times its size.
+
+use std::future::Future;
+use std::time::Duration;
+
+use berth_proto::internal::raft_client::RaftClient;
+use berth_proto::internal::{RaftPayload, SnapshotChunk};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{BerthNode, NodeId, TypeConfig, MAX_RAFT_MESSAGE};
+
+/// Makes one client per peer. Channels connect lazily and reconnect by themselves.
+#[derive(Clone, Default)]
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BerthNode) -> Self::Network {
+        PeerClient { target, channel: lazy_channel(&node.raft_addr) }
+    }
+}
+
+/// A channel to a peer's raft port that connects on first use. An address that does not
+/// parse yields `None`; calls through it fail as unreachable rather than panicking.
+pub fn lazy_channel(addr: &str) -> Option<Channel> {
+    let uri = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
+    Endpoint::from_shared(uri).ok().map(|e| {
+        e.connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy()
+    })
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    channel: Option<Channel>,
+}
+
+/// Transport failures: the peer is down or unreachable, so openraft should back off.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
+        let ch = self
+            .channel
+            .clone()
+            .ok_or_else(|| Unreachable::new(&TransportError(format!("node {} has an invalid address", self.target))))?;
+        Ok(RaftClient::new(ch)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE))
+    }
+
+    async fn call<Fut, Resp, E>(
+        &self,
+        ttl: Duration,
+        fut: Fut,
+    ) -> Result<Resp, RPCError<NodeId, BerthNode, RaftError<NodeId, E>>>
+    where
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let resp = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(format!(
+                    "node {} did not answer within {ttl:?}",
+                    self.target
+                )))))
+            }
+            Ok(Err(status)) => return Err(status_to_rpc_error(status)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&resp.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn status_to_rpc_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BerthNode, RaftError<NodeId, E>> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn payload<T: serde::Serialize, E: std::error::Error>(
+    v: &T,
+) -> Result<RaftPayload, RPCError<NodeId, BerthNode, RaftError<NodeId, E>>> {
+    let json = serde_json::to_vec(v).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    Ok(RaftPayload { json })
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId>>> {
+        let req = payload(&rpc)?;
+        let mut client = self.client()?;
+        self.call(option.hard_ttl(), client.append_entries(req)).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let vote = serde_json::to_vec(&rpc.vote).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let meta = serde_json::to_vec(&rpc.meta).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let chunk = SnapshotChunk { vote, meta, offset: rpc.offset, done: rpc.done, data: rpc.data };
+        let mut client = self.client()?;
+        self.call(option.hard_ttl(), client.install_snapshot(chunk)).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId>>> {
+        let req = payload(&rpc)?;
+        let mut client = self.client()?;
+        self.call(option.hard_ttl(), client.vote(req)).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // A dead peer is retried every 200 ms: often enough to notice it is back within a
+        // heartbeat or two, rarely enough not to spin.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
