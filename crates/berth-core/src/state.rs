@@ -48,6 +48,9 @@ pub struct ClusterState {
     agents: BTreeMap<String, Agent>,
     /// Agent id → ids of its tasks that hold capacity (not STOPPED).
     agent_tasks: BTreeMap<String, BTreeSet<String>>,
+    /// Group → agent → tasks of that group holding capacity there; spread and
+    /// distinctInstance read it instead of scanning every task.
+    group_agents: BTreeMap<String, BTreeMap<String, u32>>,
     tokens: BTreeMap<String, TokenRecord>,
     /// (expiry time, token): tokens leave in order of age.
     token_expiry: BTreeSet<(Millis, String)>,
@@ -377,6 +380,12 @@ impl ClusterState {
             .entry(task.agent_id.clone())
             .or_default()
             .insert(task.id.clone());
+        *self
+            .group_agents
+            .entry(task.group.clone())
+            .or_default()
+            .entry(task.agent_id.clone())
+            .or_default() += 1;
     }
 
     fn release(&mut self, task: &Task) {
@@ -391,6 +400,17 @@ impl ClusterState {
             set.remove(&task.id);
             if set.is_empty() {
                 self.agent_tasks.remove(&task.agent_id);
+            }
+        }
+        if let Some(agents) = self.group_agents.get_mut(&task.group) {
+            if let Some(n) = agents.get_mut(&task.agent_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    agents.remove(&task.agent_id);
+                }
+            }
+            if agents.is_empty() {
+                self.group_agents.remove(&task.group);
             }
         }
     }
@@ -558,6 +578,11 @@ impl ClusterState {
         Ok(Outcome::Agent(agent))
     }
 
+    /// Agent id → running tasks of `group` there.
+    pub fn group_placement(&self, group: &str) -> Option<&BTreeMap<String, u32>> {
+        self.group_agents.get(group)
+    }
+
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.get(id)
     }
@@ -601,8 +626,10 @@ impl ClusterState {
     /// and debug builds; the chaos suite calls it on every node's state.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut used: BTreeMap<&str, (u64, u64, u32)> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
         for t in self.tasks.values() {
             if t.holds_capacity() {
+                *groups.entry(t.group.as_str()).or_default().entry(t.agent_id.as_str()).or_default() += 1;
                 let e = used.entry(t.agent_id.as_str()).or_default();
                 e.0 += u64::from(t.cpu);
                 e.1 += u64::from(t.memory);
@@ -641,6 +668,14 @@ impl ClusterState {
         }
         if let Some((agent, _)) = used.into_iter().next() {
             return Err(format!("tasks hold capacity on unknown agent {agent}"));
+        }
+        let indexed: BTreeMap<&str, BTreeMap<&str, u32>> = self
+            .group_agents
+            .iter()
+            .map(|(g, m)| (g.as_str(), m.iter().map(|(a, n)| (a.as_str(), *n)).collect()))
+            .collect();
+        if indexed != groups {
+            return Err("the group index disagrees with the tasks".into());
         }
         Ok(())
     }
