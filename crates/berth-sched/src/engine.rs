@@ -3,13 +3,16 @@
 //!
 //! Pipeline per demand (see README.md): validate → scope (feasibility) → rank → commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::expr::{parse_expression, Expr};
 use crate::index::{Grid, Leaf, Pick, Query, NIL};
 use crate::rng::Rng;
-use crate::{AgentInfo, BinpackField, Constraint, Demand, Eligibility, Error, Failure, Free, Outcome, Strategy};
+use crate::{
+    AgentInfo, BinpackField, Constraint, Demand, Eligibility, Error, Failure, Free, Outcome,
+    Strategy,
+};
 
 /// ECS allows 5 strategies and 10 constraints per call; the same bounds keep one demand's
 /// scope small and its key cheap to hash.
@@ -27,8 +30,9 @@ const MAX_CACHED_EXPRESSIONS: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ScopeKey {
     member_of: Vec<String>,
-    /// Set when the scope depends on the task's group (distinctInstance, spread, or an
-    /// expression reading `task:group`); otherwise every group shares the scope.
+    /// Set when the scope's membership depends on the task's group (distinctInstance, spread
+    /// on `instanceId`, or an expression reading `task:group`); otherwise every group shares
+    /// the scope, spread on an attribute included (the tree keeps every group's counts).
     group: Option<u32>,
     distinct: bool,
     spread: Vec<Option<String>>,
@@ -48,15 +52,14 @@ const MISSING: u32 = u32::MAX;
 
 /// A node of a scope's partition tree. Leaves hold the agents in an index.
 struct Node {
-    /// Tasks of the scope's group on this node's agents (the spread count).
-    load: u64,
+    /// Under an attribute level: tasks per group on this node's agents (the spread count).
+    /// Kept for every group so that one scope serves every group spreading the same way.
+    load: HashMap<u32, u64>,
     members: u32,
     parent: u32,
-    key: u32,
-    depth: usize,
-    /// Children in the order spread visits them: (load or count, key).
-    kids: BTreeSet<(u64, u32)>,
-    kid: HashMap<u32, u32>,
+    /// Children by key: attribute value id, or task count under an instance level (so
+    /// iterating in key order visits the least loaded agents first).
+    kid: BTreeMap<u32, u32>,
     leaf: Option<Leaf>,
 }
 
@@ -66,11 +69,9 @@ struct Scope {
     group_name: String,
     levels: Vec<Level>,
     nodes: Vec<Node>,
-    /// Per agent: the leaf node holding it, its slot there, and the load it added on the way
-    /// down (so removing it subtracts exactly that).
+    /// Per agent: the leaf node holding it and its slot there.
     leaf_of: Vec<u32>,
     slot_of: Vec<u32>,
-    weight_of: Vec<u32>,
     values: HashMap<String, u32>,
     /// For failure messages: eligible agents, those passing every expression, and how many
     /// eligible agents each expression rejects.
@@ -104,7 +105,10 @@ pub struct Engine {
 }
 
 fn free_of(cpu: u32, memory: u32, used_cpu: u32, used_memory: u32) -> Free {
-    Free { cpu: cpu.saturating_sub(used_cpu), mem: memory.saturating_sub(used_memory) }
+    Free {
+        cpu: cpu.saturating_sub(used_cpu),
+        mem: memory.saturating_sub(used_memory),
+    }
 }
 
 impl Engine {
@@ -152,7 +156,9 @@ impl Engine {
 
     /// Tasks of `group` the engine counts on an agent.
     pub fn group_count(&self, agent: usize, group: &str) -> u32 {
-        self.groups.get(group).map_or(0, |g| count_in(&self.counts[agent], *g))
+        self.groups
+            .get(group)
+            .map_or(0, |g| count_in(&self.counts[agent], *g))
     }
 
     /// Index of the agent with this id.
@@ -176,7 +182,10 @@ impl Engine {
         let free = free_of(a.cpu, a.memory, a.used_cpu, a.used_memory);
         self.by_id.insert(a.id.clone(), i as u32);
         self.ids.push(a.id);
-        self.capacity.push(Free { cpu: a.cpu, mem: a.memory });
+        self.capacity.push(Free {
+            cpu: a.cpu,
+            mem: a.memory,
+        });
         self.free.push(free);
         self.attributes.push(a.attributes);
         self.eligibility.push(a.eligibility);
@@ -188,7 +197,11 @@ impl Engine {
     }
 
     fn count_list(&mut self, groups: &BTreeMap<String, u32>) -> Vec<(u32, u32)> {
-        let mut v: Vec<(u32, u32)> = groups.iter().filter(|(_, n)| **n > 0).map(|(g, n)| (self.intern(g), *n)).collect();
+        let mut v: Vec<(u32, u32)> = groups
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(g, n)| (self.intern(g), *n))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -221,7 +234,10 @@ impl Engine {
         let i = i as usize;
         let counts = self.count_list(&a.groups);
         self.mutate(i, |e| {
-            e.capacity[i] = Free { cpu: a.cpu, mem: a.memory };
+            e.capacity[i] = Free {
+                cpu: a.cpu,
+                mem: a.memory,
+            };
             e.free[i] = free_of(a.cpu, a.memory, a.used_cpu, a.used_memory);
             e.attributes[i] = a.attributes;
             e.eligibility[i] = a.eligibility;
@@ -276,7 +292,11 @@ impl Engine {
             + self.free.capacity() * 8
             + self.eligibility.capacity()
             + self.attributes.capacity() * 24
-            + self.counts.iter().map(|c| 24 + c.capacity() * 8).sum::<usize>()
+            + self
+                .counts
+                .iter()
+                .map(|c| 24 + c.capacity() * 8)
+                .sum::<usize>()
             + self.by_id.capacity() * 28;
         per_agent + self.all.bytes() + self.scopes.iter().map(Scope::bytes).sum::<usize>()
     }
@@ -285,7 +305,10 @@ impl Engine {
         if let Some(e) = self.exprs.get(src) {
             return Ok(e.clone());
         }
-        let e = Arc::new(parse_expression(src).map_err(|e| Error::Constraint(format!("memberOf `{src}`: {e}")))?);
+        let e = Arc::new(
+            parse_expression(src)
+                .map_err(|e| Error::Constraint(format!("memberOf `{src}`: {e}")))?,
+        );
         if self.exprs.len() >= MAX_CACHED_EXPRESSIONS {
             self.exprs.clear();
         }
@@ -321,13 +344,23 @@ impl Engine {
         }
         let mut rng = Rng::new(seed);
         let mut out = Vec::with_capacity(demands.len());
+        let mut failed = HashMap::new();
         for d in demands {
-            out.push(self.place_one(d, &mut rng)?);
+            out.push(self.place_one(d, &mut rng, &mut failed)?);
         }
         Ok(out)
     }
 
-    fn place_one(&mut self, d: &Demand, rng: &mut Rng) -> Result<Outcome, Error> {
+    /// `failed` remembers, for this batch, which (scope, CPU, memory) found no room: within a
+    /// batch capacity only shrinks and distinctInstance only excludes more, so the answer
+    /// stands, and a cluster that is full answers each further task without a search or a
+    /// pass over the candidates. The detail describes the cluster when the first one failed.
+    fn place_one(
+        &mut self,
+        d: &Demand,
+        rng: &mut Rng,
+        failed: &mut HashMap<(Option<usize>, u32, u32), Failure>,
+    ) -> Result<Outcome, Error> {
         let mut outcome = Outcome::default();
         if d.count == 0 {
             return Ok(outcome);
@@ -366,13 +399,30 @@ impl Engine {
             for src in &member_of {
                 exprs.push(self.parse(src)?);
             }
-            let by_group = distinct || !spread.is_empty() || exprs.iter().any(|e| e.uses_task_group());
-            let key = ScopeKey { member_of, group: by_group.then_some(g), distinct, spread };
-            Some(self.scope_for(key, exprs, &d.group))
+            let by_group =
+                distinct || spread.contains(&None) || exprs.iter().any(|e| e.uses_task_group());
+            let key = ScopeKey {
+                member_of,
+                group: by_group.then_some(g),
+                distinct,
+                spread,
+            };
+            let (s, evicted) = self.scope_for(key, exprs, &d.group);
+            if evicted {
+                // The evicted scope's number now names another.
+                failed.clear();
+            }
+            Some(s)
         };
+        if let Some(f) = failed.get(&(scope, d.cpu, d.memory)) {
+            outcome.failures = vec![f.clone(); d.count as usize];
+            return Ok(outcome);
+        }
         outcome.placements.reserve(d.count as usize);
         for _ in 0..d.count {
-            let found = self.find(scope, d, pick, rng, false).or_else(|| self.find(scope, d, pick, rng, true));
+            let found = self
+                .find(scope, d, g, pick, rng, false)
+                .or_else(|| self.find(scope, d, g, pick, rng, true));
             match found {
                 Some(a) => {
                     self.commit(a as usize, d.cpu, d.memory, g);
@@ -383,7 +433,8 @@ impl Engine {
                     // excludes more, so the rest of its tasks fail for the same reason.
                     let f = self.explain(scope, d);
                     let left = d.count as usize - outcome.placements.len();
-                    outcome.failures = vec![f; left];
+                    outcome.failures = vec![f.clone(); left];
+                    failed.insert((scope, d.cpu, d.memory), f);
                     break;
                 }
             }
@@ -391,7 +442,15 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn find(&self, scope: Option<usize>, d: &Demand, pick: Pick, rng: &mut Rng, exhaustive: bool) -> Option<u32> {
+    fn find(
+        &self,
+        scope: Option<usize>,
+        d: &Demand,
+        g: u32,
+        pick: Pick,
+        rng: &mut Rng,
+        exhaustive: bool,
+    ) -> Option<u32> {
         let q = Query {
             cpu: d.cpu,
             mem: d.memory,
@@ -403,7 +462,7 @@ impl Engine {
         };
         match scope {
             None => self.all.find(&q, rng),
-            Some(s) => self.scopes[s].find(0, &q, rng),
+            Some(s) => self.scopes[s].find(0, g, &q, rng),
         }
     }
 
@@ -411,18 +470,31 @@ impl Engine {
     /// every index that holds it.
     fn commit(&mut self, a: usize, cpu: u32, memory: u32, g: u32) {
         let f = self.free[a];
-        assert!(f.cpu >= cpu && f.mem >= memory, "placement would oversubscribe agent {}", self.ids[a]);
-        assert_eq!(self.eligibility[a], Eligibility::Eligible, "placement on ineligible agent {}", self.ids[a]);
+        assert!(
+            f.cpu >= cpu && f.mem >= memory,
+            "placement would oversubscribe agent {}",
+            self.ids[a]
+        );
+        assert_eq!(
+            self.eligibility[a],
+            Eligibility::Eligible,
+            "placement on ineligible agent {}",
+            self.ids[a]
+        );
         let mut scopes = std::mem::take(&mut self.scopes);
-        // Scopes that count this group see the agent's load change: out, then back in.
+        // Scopes whose membership depends on this group's count (distinctInstance, spread on
+        // instanceId) take the agent out and put it back where its new count belongs.
         let mut regroup: Vec<usize> = Vec::new();
         for (k, s) in scopes.iter_mut().enumerate() {
             if s.key.group == Some(g) && s.leaf_of[a] != NIL {
-                s.remove(a);
+                s.remove(a, &self.counts[a]);
                 regroup.push(k);
             }
         }
-        let nf = Free { cpu: f.cpu - cpu, mem: f.mem - memory };
+        let nf = Free {
+            cpu: f.cpu - cpu,
+            mem: f.mem - memory,
+        };
         self.free[a] = nf;
         let c = &mut self.counts[a];
         match c.binary_search_by_key(&g, |(g, _)| *g) {
@@ -432,7 +504,7 @@ impl Engine {
         self.all.moved(a as u32, nf);
         for s in scopes.iter_mut() {
             if s.leaf_of[a] != NIL {
-                s.moved(a, nf);
+                s.moved(a, nf, g);
             }
         }
         for k in regroup {
@@ -441,14 +513,18 @@ impl Engine {
         self.scopes = scopes;
     }
 
-    fn scope_for(&mut self, key: ScopeKey, exprs: Vec<Arc<Expr>>, group: &str) -> usize {
+    /// The scope for `key`, built if absent; also whether building it evicted another.
+    fn scope_for(&mut self, key: ScopeKey, exprs: Vec<Arc<Expr>>, group: &str) -> (usize, bool) {
         self.clock += 1;
         if let Some(&s) = self.scope_by_key.get(&key) {
             self.scopes[s].last_used = self.clock;
-            return s;
+            return (s, false);
         }
-        if self.scopes.len() >= MAX_SCOPES {
-            let lru = (0..self.scopes.len()).min_by_key(|s| self.scopes[*s].last_used).unwrap_or(0);
+        let evicted = self.scopes.len() >= MAX_SCOPES;
+        if evicted {
+            let lru = (0..self.scopes.len())
+                .min_by_key(|s| self.scopes[*s].last_used)
+                .unwrap_or(0);
             let gone = self.scopes.swap_remove(lru);
             self.scope_by_key.remove(&gone.key);
             if let Some(moved) = self.scopes.get(lru) {
@@ -463,15 +539,23 @@ impl Engine {
         }
         self.scopes.push(s);
         self.scope_by_key.insert(key, self.scopes.len() - 1);
-        self.scopes.len() - 1
+        (self.scopes.len() - 1, evicted)
     }
 
     /// Why no candidate could take a task of `d`, in ECS's vocabulary.
     fn explain(&self, scope: Option<usize>, d: &Demand) -> Failure {
         let eligible = self.all.len();
         if eligible == 0 {
-            let draining = self.eligibility.iter().filter(|e| **e == Eligibility::Draining).count();
-            let down = self.eligibility.iter().filter(|e| **e == Eligibility::Down).count();
+            let draining = self
+                .eligibility
+                .iter()
+                .filter(|e| **e == Eligibility::Draining)
+                .count();
+            let down = self
+                .eligibility
+                .iter()
+                .filter(|e| **e == Eligibility::Down)
+                .count();
             return Failure {
                 reason: "AGENT_UNAVAILABLE".into(),
                 detail: format!(
@@ -490,11 +574,19 @@ impl Engine {
                 .member_of
                 .iter()
                 .zip(&s.rejected)
-                .map(|(src, n)| format!("memberOf `{src}` rejects {n} of {} eligible agents", s.eligible))
+                .map(|(src, n)| {
+                    format!(
+                        "memberOf `{src}` rejects {n} of {} eligible agents",
+                        s.eligible
+                    )
+                })
                 .collect();
             return Failure {
                 reason: "ATTRIBUTE".into(),
-                detail: format!("ATTRIBUTE — no eligible agent passes every constraint: {}", each.join("; ")),
+                detail: format!(
+                    "ATTRIBUTE — no eligible agent passes every constraint: {}",
+                    each.join("; ")
+                ),
             };
         }
         if s.nodes[0].members == 0 {
@@ -563,7 +655,9 @@ impl Engine {
 }
 
 fn count_in(counts: &[(u32, u32)], g: u32) -> u32 {
-    counts.binary_search_by_key(&g, |(g, _)| *g).map_or(0, |k| counts[k].1)
+    counts
+        .binary_search_by_key(&g, |(g, _)| *g)
+        .map_or(0, |k| counts[k].1)
 }
 
 impl Scope {
@@ -582,10 +676,9 @@ impl Scope {
             exprs,
             group_name: group.to_string(),
             levels,
-            nodes: vec![Node::new(NIL, 0, 0)],
+            nodes: vec![Node::new(NIL)],
             leaf_of: vec![NIL; agents],
             slot_of: vec![NIL; agents],
-            weight_of: vec![0; agents],
             values: HashMap::new(),
             eligible: 0,
             passing: 0,
@@ -597,16 +690,26 @@ impl Scope {
     fn grow(&mut self, agents: usize) {
         self.leaf_of.resize(agents, NIL);
         self.slot_of.resize(agents, NIL);
-        self.weight_of.resize(agents, 0);
     }
 
     fn bytes(&self) -> usize {
         12 * self.leaf_of.capacity()
-            + self.nodes.iter().map(|n| 96 + n.kids.len() * 32 + n.kid.capacity() * 8 + n.leaf.as_ref().map_or(0, Leaf::bytes)).sum::<usize>()
+            + self
+                .nodes
+                .iter()
+                .map(|n| {
+                    96 + n.load.capacity() * 16
+                        + n.kid.len() * 16
+                        + n.leaf.as_ref().map_or(0, Leaf::bytes)
+                })
+                .sum::<usize>()
     }
 
     fn members(&self) -> impl Iterator<Item = u32> + '_ {
-        self.nodes.iter().filter_map(|n| n.leaf.as_ref()).flat_map(|l| l.members())
+        self.nodes
+            .iter()
+            .filter_map(|n| n.leaf.as_ref())
+            .flat_map(|l| l.members())
     }
 
     /// Whether agent `i` passes the expressions; also its share of the failure statistics.
@@ -656,18 +759,18 @@ impl Scope {
         if pass {
             self.passing -= 1;
         }
-        self.remove(i);
+        self.remove(i, &e.counts[i]);
     }
 
     /// Inserts an agent known to pass the expressions, unless distinctInstance excludes it.
     fn admit(&mut self, i: usize, e: &Engine) {
-        let w = self.group_count(i, e);
-        if self.key.distinct && w > 0 {
+        let own = self.group_count(i, e);
+        if self.key.distinct && own > 0 {
             return;
         }
+        let counts = &e.counts[i];
         let mut n = 0u32;
         self.nodes[0].members += 1;
-        self.nodes[0].load += u64::from(w);
         for d in 0..self.levels.len() {
             let key = match &self.levels[d] {
                 Level::Attr(name) => match e.attributes[i].get(name) {
@@ -681,33 +784,45 @@ impl Scope {
                     },
                     None => MISSING,
                 },
-                Level::Instance => w,
+                Level::Instance => own,
             };
             let child = match self.nodes[n as usize].kid.get(&key) {
                 Some(c) => *c,
                 None => {
                     let c = self.nodes.len() as u32;
-                    self.nodes.push(Node::new(n, key, d + 1));
-                    let order = self.order(c);
-                    let p = &mut self.nodes[n as usize];
-                    p.kid.insert(key, c);
-                    p.kids.insert((order, key));
+                    self.nodes.push(Node::new(n));
+                    self.nodes[n as usize].kid.insert(key, c);
                     c
                 }
             };
-            self.adjust(child, 1, i64::from(w));
+            let node = &mut self.nodes[child as usize];
+            node.members += 1;
+            if matches!(self.levels[d], Level::Attr(_)) {
+                for (g, c) in counts {
+                    *node.load.entry(*g).or_insert(0) += u64::from(*c);
+                }
+            }
             n = child;
         }
-        let Scope { nodes, slot_of, leaf_of, .. } = self;
-        let leaf = nodes[n as usize].leaf.get_or_insert_with(|| Leaf::Flat(Vec::new()));
-        let slot = leaf.insert(i as u32, &e.free, (e.cpu_ref, e.mem_ref), &mut |a, s| slot_of[a as usize] = s);
+        let Scope {
+            nodes,
+            slot_of,
+            leaf_of,
+            ..
+        } = self;
+        let leaf = nodes[n as usize]
+            .leaf
+            .get_or_insert_with(|| Leaf::Flat(Vec::new()));
+        let slot = leaf.insert(i as u32, &e.free, (e.cpu_ref, e.mem_ref), &mut |a, s| {
+            slot_of[a as usize] = s
+        });
         slot_of[i] = slot;
         leaf_of[i] = n;
-        self.weight_of[i] = w;
     }
 
-    /// Takes agent `i` out of the tree if it is in.
-    fn remove(&mut self, i: usize) {
+    /// Takes agent `i` out of the tree if it is in; `counts` are its group counts as they
+    /// were added (the engine changes them only after this).
+    fn remove(&mut self, i: usize, counts: &[(u32, u32)]) {
         let n = self.leaf_of[i];
         if n == NIL {
             return;
@@ -718,50 +833,47 @@ impl Scope {
         }
         self.leaf_of[i] = NIL;
         self.slot_of[i] = NIL;
-        let w = i64::from(self.weight_of[i]);
         let mut node = n;
         while node != 0 {
-            self.adjust(node, -1, -w);
-            node = self.nodes[node as usize].parent;
+            let parent = self.nodes[node as usize].parent;
+            let n = &mut self.nodes[node as usize];
+            n.members -= 1;
+            for (g, c) in counts {
+                if let Some(l) = n.load.get_mut(g) {
+                    *l = l.saturating_sub(u64::from(*c));
+                    if *l == 0 {
+                        n.load.remove(g);
+                    }
+                }
+            }
+            node = parent;
         }
         self.nodes[0].members -= 1;
-        self.nodes[0].load = self.nodes[0].load.saturating_add_signed(-w);
     }
 
-    /// The key a node sorts by under its parent: its load for an attribute level (fewest
-    /// tasks of the group first), its count for an instance level.
-    fn order(&self, node: u32) -> u64 {
-        let n = &self.nodes[node as usize];
-        match self.levels[n.depth - 1] {
-            Level::Attr(_) => n.load,
-            Level::Instance => u64::from(n.key),
-        }
-    }
-
-    fn adjust(&mut self, node: u32, members: i32, load: i64) {
-        let before = self.order(node);
-        let n = &mut self.nodes[node as usize];
-        n.members = n.members.saturating_add_signed(members);
-        n.load = n.load.saturating_add_signed(load);
-        let (parent, key) = (n.parent, n.key);
-        let after = self.order(node);
-        if before != after {
-            let kids = &mut self.nodes[parent as usize].kids;
-            kids.remove(&(before, key));
-            kids.insert((after, key));
-        }
-    }
-
-    fn moved(&mut self, i: usize, f: crate::Free) {
-        let n = self.leaf_of[i] as usize;
+    /// Agent `i` took a task of group `g` and now has `f` free; it stays where it is.
+    fn moved(&mut self, i: usize, f: crate::Free, g: u32) {
+        let n = self.leaf_of[i];
         let slot = self.slot_of[i];
-        if let Some(leaf) = self.nodes[n].leaf.as_mut() {
+        if let Some(leaf) = self.nodes[n as usize].leaf.as_mut() {
             leaf.moved(slot, f);
         }
+        let mut node = n;
+        let mut depth = self.levels.len();
+        while node != 0 {
+            let n = &mut self.nodes[node as usize];
+            if matches!(self.levels[depth - 1], Level::Attr(_)) {
+                *n.load.entry(g).or_insert(0) += 1;
+            }
+            node = n.parent;
+            depth -= 1;
+        }
     }
 
-    /// Spread: visit children least loaded first, and take the first that has room.
-    fn find(&self, node: u32, q: &Query<'_>, rng: &mut Rng) -> Option<u32> {
+    /// Spread: visit children least loaded first (for `group`), and take the first that
+    /// has room. Visiting in load order costs a sort of the node's children per task: O(V
+    /// log V) for V attribute values, the price of one scope serving every group.
+    fn find(&self, node: u32, group: u32, q: &Query<'_>, rng: &mut Rng) -> Option<u32> {
         let n = &self.nodes[node as usize];
         if n.members == 0 {
             return None;
@@ -769,12 +881,49 @@ impl Scope {
         if let Some(leaf) = &n.leaf {
             return leaf.find(q, rng);
         }
-        n.kids.iter().find_map(|(_, key)| n.kid.get(key).and_then(|c| self.find(*c, q, rng)))
+        let depth = self.depth(node);
+        match self.levels[depth] {
+            Level::Instance => n.kid.values().find_map(|c| self.find(*c, group, q, rng)),
+            Level::Attr(_) => {
+                let mut kids: Vec<(u64, u32)> = n
+                    .kid
+                    .values()
+                    .map(|c| {
+                        (
+                            self.nodes[*c as usize]
+                                .load
+                                .get(&group)
+                                .copied()
+                                .unwrap_or(0),
+                            *c,
+                        )
+                    })
+                    .collect();
+                kids.sort_unstable();
+                kids.into_iter()
+                    .find_map(|(_, c)| self.find(c, group, q, rng))
+            }
+        }
+    }
+
+    fn depth(&self, mut node: u32) -> usize {
+        let mut d = 0;
+        while node != 0 {
+            node = self.nodes[node as usize].parent;
+            d += 1;
+        }
+        d
     }
 }
 
 impl Node {
-    fn new(parent: u32, key: u32, depth: usize) -> Node {
-        Node { load: 0, members: 0, parent, key, depth, kids: BTreeSet::new(), kid: HashMap::new(), leaf: None }
+    fn new(parent: u32) -> Node {
+        Node {
+            load: HashMap::new(),
+            members: 0,
+            parent,
+            kid: BTreeMap::new(),
+            leaf: None,
+        }
     }
 }

@@ -105,8 +105,12 @@ impl Expr {
     /// Whether an agent with these attributes and id may take a task of `group`.
     pub fn eval(&self, attributes: &BTreeMap<String, String>, agent_id: &str, group: &str) -> bool {
         match self {
-            Expr::And(a, b) => a.eval(attributes, agent_id, group) && b.eval(attributes, agent_id, group),
-            Expr::Or(a, b) => a.eval(attributes, agent_id, group) || b.eval(attributes, agent_id, group),
+            Expr::And(a, b) => {
+                a.eval(attributes, agent_id, group) && b.eval(attributes, agent_id, group)
+            }
+            Expr::Or(a, b) => {
+                a.eval(attributes, agent_id, group) || b.eval(attributes, agent_id, group)
+            }
             Expr::Test(operand, test) => {
                 let value = match operand {
                     Operand::Attribute(name) => attributes.get(name).map(String::as_str),
@@ -145,7 +149,10 @@ pub fn parse_expression(src: &str) -> Result<Expr, ParseError> {
     if src.len() > MAX_EXPRESSION_LEN {
         return Err(ParseError {
             position: MAX_EXPRESSION_LEN,
-            message: format!("expression is {} bytes; the limit is {MAX_EXPRESSION_LEN}", src.len()),
+            message: format!(
+                "expression is {} bytes; the limit is {MAX_EXPRESSION_LEN}",
+                src.len()
+            ),
         });
     }
     let mut p = Parser { src, pos: 0 };
@@ -156,7 +163,10 @@ pub fn parse_expression(src: &str) -> Result<Expr, ParseError> {
     let e = p.or(0)?;
     p.skip_ws();
     if !p.at_end() {
-        return Err(p.error(&format!("unexpected `{}` after a complete expression", p.peek_token())));
+        return Err(p.error(&format!(
+            "unexpected `{}` after a complete expression",
+            p.peek_token()
+        )));
     }
     Ok(e)
 }
@@ -187,7 +197,10 @@ impl<'a> Parser<'a> {
         self.pos += r.len() - r.trim_start().len();
     }
     fn error(&self, message: &str) -> ParseError {
-        ParseError { position: self.pos, message: message.to_string() }
+        ParseError {
+            position: self.pos,
+            message: message.to_string(),
+        }
     }
     fn peek_token(&self) -> &'a str {
         let r = self.rest();
@@ -203,7 +216,10 @@ impl<'a> Parser<'a> {
     fn keyword(&mut self, kw: &str) -> bool {
         let r = self.rest();
         if let Some(after) = r.strip_prefix(kw) {
-            let whole = after.chars().next().is_none_or(|c| !is_name_char(c) && c != ':');
+            let whole = after
+                .chars()
+                .next()
+                .is_none_or(|c| !is_name_char(c) && c != ':');
             if whole {
                 self.pos += kw.len();
                 return true;
@@ -249,7 +265,9 @@ impl<'a> Parser<'a> {
     fn primary(&mut self, depth: usize) -> Result<Expr, ParseError> {
         self.skip_ws();
         if self.at_end() {
-            return Err(self.error("expected a test such as `attribute:zone == a` or `(`, found the end"));
+            return Err(
+                self.error("expected a test such as `attribute:zone == a` or `(`, found the end")
+            );
         }
         if self.rest().starts_with('(') {
             if depth >= MAX_DEPTH {
@@ -261,9 +279,15 @@ impl<'a> Parser<'a> {
             self.skip_ws();
             if !self.symbol(")") {
                 return Err(if self.at_end() {
-                    ParseError { position: open, message: "`(` is never closed".into() }
+                    ParseError {
+                        position: open,
+                        message: "`(` is never closed".into(),
+                    }
                 } else {
-                    self.error(&format!("expected `)` or `and`/`or`, found `{}`", self.peek_token()))
+                    self.error(&format!(
+                        "expected `)` or `and`/`or`, found `{}`",
+                        self.peek_token()
+                    ))
                 });
             }
             return Ok(e);
@@ -338,7 +362,9 @@ impl<'a> Parser<'a> {
             });
         }
         if self.at_end() {
-            return Err(self.error("expected an operator (==, !=, in, not in, =~, !~, exists), found the end"));
+            return Err(self.error(
+                "expected an operator (==, !=, in, not in, =~, !~, exists), found the end",
+            ));
         }
         Err(self.error(&format!(
             "expected an operator (==, !=, in, not in, =~, !~, exists), found `{}`",
@@ -347,7 +373,12 @@ impl<'a> Parser<'a> {
     }
 
     fn quoted(&mut self) -> Result<Option<String>, ParseError> {
-        let Some(q) = self.rest().chars().next().filter(|c| *c == '"' || *c == '\'') else {
+        let Some(q) = self
+            .rest()
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+        else {
             return Ok(None);
         };
         let open = self.pos;
@@ -367,7 +398,10 @@ impl<'a> Parser<'a> {
                 out.push(c);
             }
         }
-        Err(ParseError { position: open, message: format!("string starting here is never closed with {q}") })
+        Err(ParseError {
+            position: open,
+            message: format!("string starting here is never closed with {q}"),
+        })
     }
 
     fn value(&mut self) -> Result<String, ParseError> {
@@ -381,7 +415,10 @@ impl<'a> Parser<'a> {
             return Err(if self.at_end() {
                 self.error("expected a value, found the end")
             } else {
-                self.error(&format!("expected a value, found `{}`", &r[..r.chars().next().map_or(0, char::len_utf8)]))
+                self.error(&format!(
+                    "expected a value, found `{}`",
+                    &r[..r.chars().next().map_or(0, char::len_utf8)]
+                ))
             });
         }
         self.pos += len;
@@ -405,9 +442,15 @@ impl<'a> Parser<'a> {
                 return Ok(out);
             }
             return Err(if self.at_end() {
-                ParseError { position: open, message: "`[` is never closed".into() }
+                ParseError {
+                    position: open,
+                    message: "`[` is never closed".into(),
+                }
             } else {
-                self.error(&format!("expected `,` or `]`, found `{}`", self.peek_token()))
+                self.error(&format!(
+                    "expected `,` or `]`, found `{}`",
+                    self.peek_token()
+                ))
             });
         }
     }
@@ -444,7 +487,10 @@ impl<'a> Parser<'a> {
             .build()
             .map_err(|e| ParseError {
                 position: start,
-                message: format!("bad regular expression: {}", e.to_string().lines().last().unwrap_or("invalid")),
+                message: format!(
+                    "bad regular expression: {}",
+                    e.to_string().lines().last().unwrap_or("invalid")
+                ),
             })?;
         Ok(Pattern { source, regex })
     }
@@ -455,7 +501,9 @@ mod tests {
     use super::*;
 
     fn attrs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn ok(src: &str) -> Expr {
@@ -481,7 +529,10 @@ mod tests {
         assert!(ok("attribute:zone in [a, b]").eval(&a, "agent-1", "g"));
         assert!(!ok("attribute:zone not in [a,b]").eval(&a, "agent-1", "g"));
         assert!(ok("attribute:instance-type =~ t2.*").eval(&a, "agent-1", "g"));
-        assert!(!ok("attribute:instance-type =~ t2").eval(&a, "agent-1", "g"), "patterns are anchored");
+        assert!(
+            !ok("attribute:instance-type =~ t2").eval(&a, "agent-1", "g"),
+            "patterns are anchored"
+        );
         assert!(ok("attribute:instance-type !~ m5.*").eval(&a, "agent-1", "g"));
         assert!(ok("attribute:instance-type =~ (t2|t3)\\..*").eval(&a, "agent-1", "g"));
         assert!(ok("attribute:zone exists").eval(&a, "agent-1", "g"));
@@ -583,7 +634,14 @@ mod tests {
 
     #[test]
     fn non_ascii_is_refused_not_panicking() {
-        for src in ["é", "attribute:zone == ü", "attribute:zone é", "(((", "attribute:zone in [é", "attribute:z =~ é("] {
+        for src in [
+            "é",
+            "attribute:zone == ü",
+            "attribute:zone é",
+            "(((",
+            "attribute:zone in [é",
+            "attribute:z =~ é(",
+        ] {
             let _ = parse_expression(src);
         }
         assert!(ok("attribute:zone == ü").eval(&attrs(&[("zone", "ü")]), "x", "g"));

@@ -176,7 +176,10 @@ impl Grid {
             + self.dense.capacity()
             + self.dense_pos.capacity()
             + self.spare.capacity())
-            + 8 * (self.row_bits.capacity() + self.col_bits.capacity() + self.any_row.capacity() + self.any_col.capacity())
+            + 8 * (self.row_bits.capacity()
+                + self.col_bits.capacity()
+                + self.any_row.capacity()
+                + self.any_col.capacity())
     }
 
     fn bucket_of(&self, f: Free) -> usize {
@@ -219,10 +222,16 @@ impl Grid {
             let (r, c) = (b / self.cols, b % self.cols);
             self.row_bits[r * self.cw + c / 64] &= !(1 << (c % 64));
             self.col_bits[c * self.rw + r / 64] &= !(1 << (r % 64));
-            if self.row_bits[r * self.cw..(r + 1) * self.cw].iter().all(|w| *w == 0) {
+            if self.row_bits[r * self.cw..(r + 1) * self.cw]
+                .iter()
+                .all(|w| *w == 0)
+            {
                 self.any_row[r / 64] &= !(1 << (r % 64));
             }
-            if self.col_bits[c * self.rw..(c + 1) * self.rw].iter().all(|w| *w == 0) {
+            if self.col_bits[c * self.rw..(c + 1) * self.rw]
+                .iter()
+                .all(|w| *w == 0)
+            {
                 self.any_col[c / 64] &= !(1 << (c % 64));
             }
         }
@@ -416,13 +425,6 @@ pub(crate) enum Leaf {
 }
 
 impl Leaf {
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Leaf::Flat(v) => v.len(),
-            Leaf::Grid(g) => g.len(),
-        }
-    }
-
     pub(crate) fn members(&self) -> Box<dyn Iterator<Item = u32> + '_> {
         match self {
             Leaf::Flat(v) => Box::new(v.iter().copied()),

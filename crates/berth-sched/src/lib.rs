@@ -14,7 +14,9 @@ mod index;
 mod rng;
 
 pub use engine::{Engine, MAX_CONSTRAINTS, MAX_SCOPES, MAX_STRATEGIES};
-pub use expr::{parse_expression, Expr, Operand, ParseError, Pattern, Test, MAX_DEPTH, MAX_EXPRESSION_LEN};
+pub use expr::{
+    parse_expression, Expr, Operand, ParseError, Pattern, Test, MAX_DEPTH, MAX_EXPRESSION_LEN,
+};
 
 /// Whether an agent may take new tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
