@@ -4,6 +4,10 @@
 //!
 //! The control plane's leader runs it for every RunTask batch and proposes the result; the
 //! state machine re-checks capacity at apply, so a stale placement is refused, never applied.
+//!
+//! [`Engine`] keeps an index over free capacity between batches (the fast path); [`place`]
+//! builds one for a single call. [`parse_expression`] checks a `memberOf` expression before
+//! anything is placed. The pipeline and vocabulary are in the crate's README.md.
 
 use std::collections::BTreeMap;
 
