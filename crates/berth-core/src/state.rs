@@ -236,24 +236,31 @@ impl ClusterState {
     // -----------------------------------------------------------------------------------
     // Tasks
 
+    /// The first answer given to `token`, if it is still remembered: the tasks as they
+    /// are now, or a refusal when `fingerprint` says the request differs.
+    pub fn replay_token(&self, token: &str, fingerprint: u64) -> Option<CommandResult> {
+        let rec = self.tokens.get(token)?;
+        if rec.fingerprint != fingerprint {
+            return Some(Err(Error::invalid(format!(
+                "clientToken `{token}` was already used with different parameters; \
+                 use a new token for a different request"
+            ))));
+        }
+        let tasks = rec
+            .task_ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id).cloned())
+            .collect();
+        Some(Ok(Outcome::Tasks {
+            tasks,
+            failures: rec.failures.clone(),
+        }))
+    }
+
     fn run_tasks(&mut self, run: &RunTasks) -> CommandResult {
         if let Some(token) = &run.client_token {
-            if let Some(rec) = self.tokens.get(token) {
-                if rec.fingerprint != run.fingerprint {
-                    return Err(Error::invalid(format!(
-                        "clientToken `{token}` was already used with different parameters; \
-                         use a new token for a different request"
-                    )));
-                }
-                let tasks = rec
-                    .task_ids
-                    .iter()
-                    .filter_map(|id| self.tasks.get(id).cloned())
-                    .collect();
-                return Ok(Outcome::Tasks {
-                    tasks,
-                    failures: rec.failures.clone(),
-                });
+            if let Some(answer) = self.replay_token(token, run.fingerprint) {
+                return answer;
             }
         }
         let def = self.task_definition(&run.family, Some(run.revision))?;
@@ -629,7 +636,11 @@ impl ClusterState {
         let mut groups: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
         for t in self.tasks.values() {
             if t.holds_capacity() {
-                *groups.entry(t.group.as_str()).or_default().entry(t.agent_id.as_str()).or_default() += 1;
+                *groups
+                    .entry(t.group.as_str())
+                    .or_default()
+                    .entry(t.agent_id.as_str())
+                    .or_default() += 1;
                 let e = used.entry(t.agent_id.as_str()).or_default();
                 e.0 += u64::from(t.cpu);
                 e.1 += u64::from(t.memory);
@@ -672,7 +683,12 @@ impl ClusterState {
         let indexed: BTreeMap<&str, BTreeMap<&str, u32>> = self
             .group_agents
             .iter()
-            .map(|(g, m)| (g.as_str(), m.iter().map(|(a, n)| (a.as_str(), *n)).collect()))
+            .map(|(g, m)| {
+                (
+                    g.as_str(),
+                    m.iter().map(|(a, n)| (a.as_str(), *n)).collect(),
+                )
+            })
             .collect();
         if indexed != groups {
             return Err("the group index disagrees with the tasks".into());

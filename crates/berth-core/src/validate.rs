@@ -145,9 +145,11 @@ fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
         let f = format!("{p}.healthCheck");
         match hc.command.first().map(String::as_str) {
             Some("CMD") | Some("CMD-SHELL") if hc.command.len() >= 2 => {}
-            _ => return Err(invalid(format!(
+            _ => {
+                return Err(invalid(format!(
                 "{f}.command must be [\"CMD\", prog, args…] or [\"CMD-SHELL\", \"shell command\"]"
-            ))),
+            )))
+            }
         }
         words(&format!("{f}.command"), &hc.command)?;
         let checks = [

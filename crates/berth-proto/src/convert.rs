@@ -7,13 +7,19 @@ use crate::v1;
 
 fn kv_to_wire(v: &[core::KeyValue]) -> Vec<v1::KeyValue> {
     v.iter()
-        .map(|kv| v1::KeyValue { name: kv.name.clone(), value: kv.value.clone() })
+        .map(|kv| v1::KeyValue {
+            name: kv.name.clone(),
+            value: kv.value.clone(),
+        })
         .collect()
 }
 
 fn kv_from_wire(v: Vec<v1::KeyValue>) -> Vec<core::KeyValue> {
     v.into_iter()
-        .map(|kv| core::KeyValue { name: kv.name, value: kv.value })
+        .map(|kv| core::KeyValue {
+            name: kv.name,
+            value: kv.value,
+        })
         .collect()
 }
 
@@ -63,7 +69,11 @@ impl From<v1::ContainerDefinition> for core::ContainerDefinition {
                 .map(|p| core::PortMapping {
                     container_port: p.container_port,
                     host_port: p.host_port,
-                    protocol: if p.protocol.is_empty() { "tcp".into() } else { p.protocol },
+                    protocol: if p.protocol.is_empty() {
+                        "tcp".into()
+                    } else {
+                        p.protocol
+                    },
                 })
                 .collect(),
             essential: c.essential,
@@ -98,7 +108,11 @@ impl From<v1::TaskDefinitionSpec> for core::TaskDefinitionSpec {
             family: s.family,
             cpu: s.cpu,
             memory: s.memory,
-            container_definitions: s.container_definitions.into_iter().map(Into::into).collect(),
+            container_definitions: s
+                .container_definitions
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         }
     }
 }
@@ -135,7 +149,11 @@ pub fn overrides_from_wire(o: Vec<v1::ContainerOverride>) -> Vec<core::Container
     o.into_iter()
         .map(|o| core::ContainerOverride {
             name: o.name,
-            command: if o.command.is_empty() { None } else { Some(o.command) },
+            command: if o.command.is_empty() {
+                None
+            } else {
+                Some(o.command)
+            },
             environment: kv_from_wire(o.environment),
         })
         .collect()
@@ -167,7 +185,10 @@ impl From<&core::Task> for v1::Task {
                     reason: c.reason.clone().unwrap_or_default(),
                 })
                 .collect(),
-            stop_code: t.stop_code.map(|c| c.as_str().to_string()).unwrap_or_default(),
+            stop_code: t
+                .stop_code
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
             stopped_reason: t.stopped_reason.clone().unwrap_or_default(),
             created_at_ms: t.created_at,
             pull_started_at_ms: t.pull_started_at,
@@ -199,7 +220,11 @@ impl From<&core::Agent> for v1::Agent {
 
 impl From<&core::Failure> for v1::Failure {
     fn from(f: &core::Failure) -> Self {
-        v1::Failure { reason: f.reason.clone(), detail: f.detail.clone(), arn: String::new() }
+        v1::Failure {
+            reason: f.reason.clone(),
+            detail: f.detail.clone(),
+            arn: String::new(),
+        }
     }
 }
 
@@ -208,19 +233,29 @@ impl From<v1::RunTaskRequest> for core::command::RunTaskRequest {
         core::command::RunTaskRequest {
             task_definition: r.task_definition,
             count: r.count,
-            client_token: if r.client_token.is_empty() { None } else { Some(r.client_token) },
+            client_token: if r.client_token.is_empty() {
+                None
+            } else {
+                Some(r.client_token)
+            },
             started_by: r.started_by,
             group: r.group,
             overrides: overrides_from_wire(r.overrides),
             placement_strategy: r
                 .placement_strategy
                 .into_iter()
-                .map(|s| core::command::PlacementStrategy { kind: s.r#type, field: s.field })
+                .map(|s| core::command::PlacementStrategy {
+                    kind: s.r#type,
+                    field: s.field,
+                })
                 .collect(),
             placement_constraints: r
                 .placement_constraints
                 .into_iter()
-                .map(|c| core::command::PlacementConstraint { kind: c.r#type, expression: c.expression })
+                .map(|c| core::command::PlacementConstraint {
+                    kind: c.r#type,
+                    expression: c.expression,
+                })
                 .collect(),
         }
     }
@@ -240,7 +275,10 @@ mod tests {
                 name: "app".into(),
                 image: "img".into(),
                 command: vec!["sh".into(), "-c".into(), "true".into()],
-                environment: vec![core::KeyValue { name: "A".into(), value: "1".into() }],
+                environment: vec![core::KeyValue {
+                    name: "A".into(),
+                    value: "1".into(),
+                }],
                 port_mappings: vec![core::PortMapping {
                     container_port: 80,
                     host_port: 0,

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use berth_proto::internal::raft_client::RaftClient;
 use berth_proto::internal::{RaftPayload, SnapshotChunk};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
@@ -28,14 +30,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BerthNode) -> Self::Network {
-        PeerClient { target, channel: lazy_channel(&node.raft_addr) }
+        PeerClient {
+            target,
+            channel: lazy_channel(&node.raft_addr),
+        }
     }
 }
 
 /// A channel to a peer's raft port that connects on first use. An address that does not
 /// parse yields `None`; calls through it fail as unreachable rather than panicking.
 pub fn lazy_channel(addr: &str) -> Option<Channel> {
-    let uri = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
+    let uri = if addr.starts_with("http://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
     Endpoint::from_shared(uri).ok().map(|e| {
         e.connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
@@ -57,10 +66,12 @@ struct TransportError(String);
 
 impl PeerClient {
     fn client(&self) -> Result<RaftClient<Channel>, Unreachable> {
-        let ch = self
-            .channel
-            .clone()
-            .ok_or_else(|| Unreachable::new(&TransportError(format!("node {} has an invalid address", self.target))))?;
+        let ch = self.channel.clone().ok_or_else(|| {
+            Unreachable::new(&TransportError(format!(
+                "node {} has an invalid address",
+                self.target
+            )))
+        })?;
         Ok(RaftClient::new(ch)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE))
@@ -78,25 +89,27 @@ impl PeerClient {
     {
         let resp = match tokio::time::timeout(ttl, fut).await {
             Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(format!(
-                    "node {} did not answer within {ttl:?}",
-                    self.target
-                )))))
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    format!("node {} did not answer within {ttl:?}", self.target),
+                ))))
             }
             Ok(Err(status)) => return Err(status_to_rpc_error(status)),
             Ok(Ok(r)) => r.into_inner(),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&resp.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&resp.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
-fn status_to_rpc_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BerthNode, RaftError<NodeId, E>> {
+fn status_to_rpc_error<E: std::error::Error>(
+    status: tonic::Status,
+) -> RPCError<NodeId, BerthNode, RaftError<NodeId, E>> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-            RPCError::Unreachable(Unreachable::new(&status))
-        }
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::Cancelled
+        | tonic::Code::DeadlineExceeded => RPCError::Unreachable(Unreachable::new(&status)),
         _ => RPCError::Network(NetworkError::new(&status)),
     }
 }
@@ -116,20 +129,32 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId>>> {
         let req = payload(&rpc)?;
         let mut client = self.client()?;
-        self.call(option.hard_ttl(), client.append_entries(req)).await
+        self.call(option.hard_ttl(), client.append_entries(req))
+            .await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        let vote = serde_json::to_vec(&rpc.vote).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let meta = serde_json::to_vec(&rpc.meta).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let chunk = SnapshotChunk { vote, meta, offset: rpc.offset, done: rpc.done, data: rpc.data };
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BerthNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let vote =
+            serde_json::to_vec(&rpc.vote).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let meta =
+            serde_json::to_vec(&rpc.meta).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let chunk = SnapshotChunk {
+            vote,
+            meta,
+            offset: rpc.offset,
+            done: rpc.done,
+            data: rpc.data,
+        };
         let mut client = self.client()?;
-        self.call(option.hard_ttl(), client.install_snapshot(chunk)).await
+        self.call(option.hard_ttl(), client.install_snapshot(chunk))
+            .await
     }
 
     async fn vote(

@@ -21,7 +21,8 @@ impl RaftService {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
 }
 
 fn answer<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
@@ -32,7 +33,10 @@ fn answer<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = parse(&req.into_inner().json)?;
         answer(&self.raft.append_entries(rpc).await)
     }
@@ -42,7 +46,10 @@ impl RaftRpc for RaftService {
         answer(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<SnapshotChunk>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<SnapshotChunk>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let c = req.into_inner();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: parse(&c.vote)?,

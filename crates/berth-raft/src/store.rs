@@ -39,7 +39,11 @@ const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 /// a bound, so a stuck watcher cannot grow memory.
 const EVENT_BUFFER: usize = 4096;
 
-fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -64,7 +68,10 @@ async fn flush(db: &sled::Db) -> Result<(), std::io::Error> {
 
 /// Opens (or creates) the store at `path`, returning the log store and the state machine.
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StoreError> {
-    let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+    let db = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
     let log = db.open_tree("log")?;
     let meta = db.open_tree("meta")?;
     let snap = db.open_tree("snapshot")?;
@@ -159,7 +166,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -186,7 +196,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self.meta_get::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
+        Ok(self
+            .meta_get::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -257,7 +269,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Debug, Clone)]
 pub enum StateEvent {
     /// Changes made by the entry at `revision`.
-    Applied { revision: u64, changes: Arc<Vec<Change>> },
+    Applied {
+        revision: u64,
+        changes: Arc<Vec<Change>>,
+    },
     /// The state was replaced by a snapshot; watchers must re-read what they follow.
     Reset { revision: u64 },
 }
@@ -284,7 +299,9 @@ impl StateHandle {
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         // A poisoned lock means apply panicked on an invariant; serving reads from that
         // state would spread the damage, so we stop as loudly as the panic did.
-        self.applied.read().unwrap_or_else(|e| panic!("state lock poisoned: {e}"))
+        self.applied
+            .read()
+            .unwrap_or_else(|e| panic!("state lock poisoned: {e}"))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
@@ -302,7 +319,9 @@ pub struct StateMachine {
 impl StateMachine {
     fn load(db: sled::Db, snap: sled::Tree) -> Result<Self, StoreError> {
         let mut applied = Applied::default();
-        if let (Some(meta), Some(data)) = (snap.get(KEY_SNAPSHOT_META)?, snap.get(KEY_SNAPSHOT_DATA)?) {
+        if let (Some(meta), Some(data)) =
+            (snap.get(KEY_SNAPSHOT_META)?, snap.get(KEY_SNAPSHOT_DATA)?)
+        {
             let meta: SnapshotMeta<NodeId, BerthNode> = decode(&meta)?;
             applied.state = decode(&data)?;
             applied.last_applied = meta.last_log_id;
@@ -310,7 +329,10 @@ impl StateMachine {
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(StateMachine {
-            handle: StateHandle { applied: Arc::new(RwLock::new(applied)), events },
+            handle: StateHandle {
+                applied: Arc::new(RwLock::new(applied)),
+                events,
+            },
             db,
             snap,
         })
@@ -327,9 +349,14 @@ impl StateMachine {
             .unwrap_or_else(|e| panic!("state lock poisoned: {e}"))
     }
 
-    async fn persist_snapshot(&self, meta: &SnapshotMeta<NodeId, BerthNode>, data: &[u8]) -> StorageResult<()> {
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BerthNode>,
+        data: &[u8],
+    ) -> StorageResult<()> {
         let sig = Some(meta.signature());
-        let m = encode(meta).map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+        let m = encode(meta)
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
         let mut batch = sled::Batch::default();
         batch.insert(KEY_SNAPSHOT_META, m);
         batch.insert(KEY_SNAPSHOT_DATA, data);
@@ -356,7 +383,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let data = encode(&applied.state)
                 .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
             let id = match &applied.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, applied.state.digest()),
+                Some(l) => format!(
+                    "{}-{}-{}",
+                    l.leader_id.term,
+                    l.index,
+                    applied.state.digest()
+                ),
                 None => "empty".to_string(),
             };
             let meta = SnapshotMeta {
@@ -366,10 +398,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             (meta, data)
         };
-        let sm = StateMachine { handle: self.handle.clone(), db: self.db.clone(), snap: self.snap.clone() };
+        let sm = StateMachine {
+            handle: self.handle.clone(),
+            db: self.db.clone(),
+            snap: self.snap.clone(),
+        };
         sm.persist_snapshot(&meta, &data).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -413,7 +452,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 let changes = applied.state.take_changes();
                 if !changes.is_empty() {
-                    events.push(StateEvent::Applied { revision: index, changes: Arc::new(changes) });
+                    events.push(StateEvent::Applied {
+                        revision: index,
+                        changes: Arc::new(changes),
+                    });
                 }
             }
         }
@@ -425,7 +467,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { handle: self.handle.clone(), db: self.db.clone(), snap: self.snap.clone() }
+        SnapshotBuilder {
+            handle: self.handle.clone(),
+            db: self.db.clone(),
+            snap: self.snap.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
@@ -438,8 +484,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let state: ClusterState = decode(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        let state: ClusterState = decode(&data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
         // Durable first: if we crash after replacing memory but before this, a restart
         // would come back with a state older than what we told the leader we hold.
         self.persist_snapshot(meta, &data).await?;
@@ -466,7 +513,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let meta: SnapshotMeta<NodeId, BerthNode> =
             decode(&meta).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }))
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
     }
 }
 
@@ -479,8 +529,10 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
         async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachine)> {
-            let dir = tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            let (log, sm) = open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let dir = tempfile::tempdir()
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let (log, sm) =
+                open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
             Ok((dir, log, sm))
         }
     }

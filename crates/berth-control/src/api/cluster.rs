@@ -1,0 +1,171 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::{Outcome, Settings};
+use berth_proto::internal::node_client::NodeClient;
+use berth_proto::internal::{InfoRequest, NodeInfo};
+use berth_proto::v1::cluster_server::Cluster;
+use berth_proto::v1::*;
+use berth_raft::BerthNode;
+use tonic::{Request, Response, Status};
+
+use super::unexpected;
+use crate::error::ApiError;
+use crate::internal::local_info;
+use crate::node::{LeaderRequest, Node, WriteRequest};
+
+pub struct ClusterApi {
+    pub node: Arc<Node>,
+}
+
+/// How long status waits for each member's own figures.
+const MEMBER_TIMEOUT: Duration = Duration::from_millis(700);
+
+impl ClusterApi {
+    /// Every member of the membership this node knows, each asked for its own figures.
+    async fn members(&self) -> Vec<Member> {
+        let (voters, nodes): (Vec<u64>, Vec<(u64, BerthNode)>) = {
+            let m = self.node.raft.metrics();
+            let m = m.borrow();
+            let mem = m.membership_config.membership();
+            (
+                mem.voter_ids().collect(),
+                mem.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+            )
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for (id, n) in nodes {
+            let voter = voters.contains(&id);
+            let node = self.node.clone();
+            set.spawn(async move {
+                let info = if id == node.id {
+                    Ok(local_info(&node, false))
+                } else {
+                    ask(&node, &n).await
+                };
+                let mut member = Member {
+                    id,
+                    raft_address: n.raft_addr.clone(),
+                    api_address: n.api_addr.clone(),
+                    voter,
+                    ..Default::default()
+                };
+                match info {
+                    Ok(i) => {
+                        member.role = i.state;
+                        member.term = i.term;
+                        member.last_log_index = i.last_log_index;
+                        member.applied_index = i.applied_index;
+                    }
+                    Err(e) => {
+                        member.role = "unreachable".into();
+                        member.error = e;
+                    }
+                }
+                member
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(m) = r {
+                out.push(m);
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        out
+    }
+}
+
+async fn ask(node: &Node, n: &BerthNode) -> Result<NodeInfo, String> {
+    let ch = node.channel(&n.raft_addr).map_err(|e| e.to_string())?;
+    let mut client = NodeClient::new(ch);
+    match tokio::time::timeout(MEMBER_TIMEOUT, client.info(InfoRequest { digest: false })).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(s.message().to_string()),
+        Err(_) => Err(format!("no answer within {MEMBER_TIMEOUT:?}")),
+    }
+}
+
+fn check_addr(field: &str, a: &str) -> Result<(), ApiError> {
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(ApiError::invalid(format!(
+            "{field} `{a}` must be HOST:PORT"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterApi {
+    async fn status(
+        &self,
+        _req: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let members = self.members().await;
+        let s = self.node.state.read();
+        Ok(Response::new(ClusterStatusResponse {
+            leader_id: self.node.current_leader().unwrap_or(0),
+            members,
+            node_id: self.node.id,
+            revision: s.state.revision(),
+            free_sizing: s.state.settings().free_sizing,
+        }))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let req = req.into_inner();
+        if req.id == 0 {
+            return Err(ApiError::invalid("id: node ids start at 1").into());
+        }
+        check_addr("raftAddress", &req.raft_address)?;
+        check_addr("apiAddress", &req.api_address)?;
+        if let Some(existing) = self.node.member(req.id) {
+            if existing.raft_addr != req.raft_address {
+                return Err(ApiError::AlreadyExists(format!(
+                    "node {} is already a member at {}; remove it first to re-add it elsewhere",
+                    req.id, existing.raft_addr
+                ))
+                .into());
+            }
+        }
+        let node = BerthNode {
+            raft_addr: req.raft_address,
+            api_addr: req.api_address,
+        };
+        self.node
+            .leader_call(LeaderRequest::Join { id: req.id, node })
+            .await?;
+        Ok(Response::new(JoinResponse {
+            members: self.members().await,
+        }))
+    }
+
+    async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+        let id = req.into_inner().id;
+        self.node.leader_call(LeaderRequest::Leave { id }).await?;
+        Ok(Response::new(LeaveResponse {
+            members: self.members().await,
+        }))
+    }
+
+    async fn update_settings(
+        &self,
+        req: Request<UpdateSettingsRequest>,
+    ) -> Result<Response<UpdateSettingsResponse>, Status> {
+        let req = req.into_inner();
+        let settings = Settings {
+            free_sizing: req.free_sizing,
+        };
+        let (revision, outcome) = self
+            .node
+            .write(WriteRequest::UpdateSettings(settings))
+            .await?;
+        match &outcome {
+            Outcome::Settings(s) => Ok(Response::new(UpdateSettingsResponse {
+                free_sizing: s.free_sizing,
+                revision,
+            })),
+            other => Err(unexpected("update settings", other)),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_core::state::{Change, TaskFilter};
+use berth_core::{DesiredStatus, Outcome};
+use berth_proto::v1::tasks_server::Tasks;
+use berth_proto::v1::*;
+use berth_raft::store::StateEvent;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{check_task_id, page_size, unexpected};
+use crate::error::ApiError;
+use crate::node::{Node, WriteRequest};
+
+pub struct TasksApi {
+    pub node: Arc<Node>,
+}
+
+/// Events buffered per watcher before the watcher counts as slow; a slow watcher is
+/// resynchronised (sent the whole picture again) rather than buffered without bound.
+const WATCH_BUFFER: usize = 256;
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Tasks for TasksApi {
+    async fn run(&self, req: Request<RunTaskRequest>) -> Result<Response<RunTaskResponse>, Status> {
+        let mut run: berth_core::command::RunTaskRequest = req.into_inner().into();
+        // Every RunTask carries a token from here on, so that this node may retry it
+        // across a leader change without ever starting it twice.
+        if run.client_token.is_none() {
+            run.client_token = Some(format!("auto-{}", crate::batcher::new_task_id()));
+        }
+        let (revision, outcome) = self.node.write(WriteRequest::RunTask(run)).await?;
+        match &outcome {
+            Outcome::Tasks { tasks, failures } => Ok(Response::new(RunTaskResponse {
+                tasks: tasks.iter().map(Into::into).collect(),
+                failures: failures.iter().map(Into::into).collect(),
+                revision,
+            })),
+            other => Err(unexpected("run", other)),
+        }
+    }
+
+    async fn stop(
+        &self,
+        req: Request<StopTaskRequest>,
+    ) -> Result<Response<StopTaskResponse>, Status> {
+        let req = req.into_inner();
+        check_task_id("taskId", &req.task_id)?;
+        berth_core::validate::reason(&req.reason).map_err(ApiError::from)?;
+        let (revision, outcome) = self
+            .node
+            .write(WriteRequest::StopTask {
+                task_id: req.task_id,
+                reason: req.reason,
+            })
+            .await?;
+        match &outcome {
+            Outcome::Task(t) => Ok(Response::new(StopTaskResponse {
+                task: Some(t.into()),
+                revision,
+            })),
+            other => Err(unexpected("stop", other)),
+        }
+    }
+
+    async fn describe(
+        &self,
+        req: Request<DescribeTasksRequest>,
+    ) -> Result<Response<DescribeTasksResponse>, Status> {
+        let req = req.into_inner();
+        if req.task_ids.is_empty() {
+            return Err(ApiError::invalid("taskIds must name at least one task").into());
+        }
+        if req.task_ids.len() > berth_core::limits::MAX_DESCRIBE {
+            return Err(ApiError::invalid(format!(
+                "taskIds has {} ids; the limit is {}",
+                req.task_ids.len(),
+                berth_core::limits::MAX_DESCRIBE
+            ))
+            .into());
+        }
+        for (i, id) in req.task_ids.iter().enumerate() {
+            check_task_id(&format!("taskIds[{i}]"), id)?;
+        }
+        self.node.read_barrier(req.stale).await?;
+        let s = self.node.state.read();
+        let mut tasks = Vec::new();
+        let mut failures = Vec::new();
+        for id in &req.task_ids {
+            match s.state.task(id) {
+                Some(t) => tasks.push(t.into()),
+                None => failures.push(Failure {
+                    reason: "MISSING".into(),
+                    detail: format!(
+                        "task {id} does not exist (or was collected an hour after it stopped)"
+                    ),
+                    arn: id.clone(),
+                }),
+            }
+        }
+        Ok(Response::new(DescribeTasksResponse {
+            tasks,
+            failures,
+            revision: s.state.revision(),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let req = req.into_inner();
+        let page = page_size(req.max_results)?;
+        let desired_status = match req.desired_status.as_str() {
+            "" => None,
+            s => Some(DesiredStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(format!("desiredStatus `{s}` must be RUNNING or STOPPED"))
+            })?),
+        };
+        if !req.next_token.is_empty() {
+            check_task_id("nextToken", &req.next_token)?;
+        }
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        let filter = TaskFilter {
+            family: opt(req.family),
+            desired_status,
+            started_by: opt(req.started_by),
+            agent_id: opt(req.agent_id),
+            group: opt(req.group),
+        };
+        self.node.read_barrier(req.stale).await?;
+        let s = self.node.state.read();
+        let after = opt(req.next_token);
+        let mut it = s.state.tasks(&filter, after.as_deref());
+        let tasks: Vec<Task> = it.by_ref().take(page).map(Into::into).collect();
+        let next_token = match (it.next(), tasks.last()) {
+            (Some(_), Some(last)) => last.task_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListTasksResponse {
+            tasks,
+            next_token,
+            revision: s.state.revision(),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = req.into_inner();
+        for (i, id) in req.task_ids.iter().enumerate() {
+            check_task_id(&format!("taskIds[{i}]"), id)?;
+        }
+        let filter = WatchFilter {
+            family: (!req.family.is_empty()).then_some(req.family),
+            ids: req.task_ids.into_iter().collect(),
+        };
+        // Subscribe before reading, so nothing applied between the read and the
+        // subscription is missed (a change seen twice is harmless: versions tell).
+        let events = self.node.state.subscribe();
+        self.node.read_barrier(req.stale).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch_loop(node.clone(), filter, events, tx) => {}
+                _ = node.shutdown.wait() => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct WatchFilter {
+    family: Option<String>,
+    ids: BTreeSet<String>,
+}
+
+impl WatchFilter {
+    fn matches(&self, t: &berth_core::Task) -> bool {
+        self.family.as_ref().is_none_or(|f| &t.family == f)
+            && (self.ids.is_empty() || self.ids.contains(&t.id))
+    }
+}
+
+/// Sends the opening picture, then changes; on lag or a snapshot install, the picture
+/// again. Ends when the client goes away.
+async fn watch_loop(
+    node: Arc<Node>,
+    filter: WatchFilter,
+    mut events: broadcast::Receiver<StateEvent>,
+    tx: mpsc::Sender<Result<TaskEvent, Status>>,
+) {
+    loop {
+        let picture: Vec<TaskEvent> = {
+            let s = node.state.read();
+            let revision = s.state.revision();
+            let all = TaskFilter::default();
+            s.state
+                .tasks(&all, None)
+                .filter(|t| filter.matches(t))
+                .map(|t| TaskEvent {
+                    task: Some(t.into()),
+                    revision,
+                    initial: true,
+                })
+                .collect()
+        };
+        for ev in picture {
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            match events.recv().await {
+                Ok(StateEvent::Applied { revision, changes }) => {
+                    for c in changes.iter() {
+                        if let Change::Task(t) = c {
+                            if filter.matches(t) {
+                                let ev = TaskEvent {
+                                    task: Some(t.into()),
+                                    revision,
+                                    initial: false,
+                                };
+                                if tx.send(Ok(ev)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(StateEvent::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

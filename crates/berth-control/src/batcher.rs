@@ -1,0 +1,418 @@
+//! Group commit on the leader. Concurrent writes queue here; the batcher takes everything
+//! queued (up to a bound), turns each request into a command — placing RunTasks against
+//! the applied state plus what the batch already placed — and proposes the lot as one Raft
+//! entry. One entry means one fsync per node for the whole batch, so throughput grows with
+//! concurrency.
+//!
+//! One batch is in flight at a time: the next batch is placed against a state that
+//! already holds the previous one, so the proposer never oversubscribes knowingly (and
+//! `apply` refuses it if it ever did).
+
+use std::collections::BTreeMap;
+
+use berth_core::command::{
+    Placement, PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks,
+};
+use berth_core::{
+    validate, AgentStatus, Batch, ClusterState, Command, CommandResult, Failure, Revision,
+};
+use berth_raft::store::StateHandle;
+use berth_raft::Raft;
+use berth_sched as sched;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ApiError, ApiResult};
+use crate::node::{now_ms, WriteRequest};
+use crate::shutdown::Shutdown;
+
+/// Requests waiting for the batcher; beyond this, callers wait (back-pressure).
+pub const QUEUE: usize = 4096;
+/// A batch holds at most this many requests…
+const MAX_BATCH_REQUESTS: usize = 1024;
+/// …and creates at most this many tasks, which bounds an entry to a few hundred KiB.
+const MAX_BATCH_TASKS: usize = 4096;
+/// ECS's limits on a RunTask's placement clauses.
+const MAX_STRATEGIES: usize = 5;
+const MAX_CONSTRAINTS: usize = 10;
+
+pub(crate) struct Pending {
+    pub req: WriteRequest,
+    pub reply: oneshot::Sender<ApiResult<(Revision, CommandResult)>>,
+}
+
+pub(crate) struct Batcher {
+    pub raft: Raft,
+    pub state: StateHandle,
+    pub rx: mpsc::Receiver<Pending>,
+    pub shutdown: Shutdown,
+}
+
+/// What a request became before proposing.
+enum Prepared {
+    /// Ready to propose.
+    Command(Command),
+    /// A RunTask whose placements are still to be chosen.
+    Run(RunTasks, sched::Demand),
+    /// Answered from the applied state without a write (a client token replay).
+    Answer(Revision, CommandResult),
+}
+
+impl Batcher {
+    pub async fn run(mut self) {
+        // The term in which this node last confirmed it had applied everything committed
+        // before its leadership; placing against an older state would only produce
+        // placements that apply then refuses.
+        let mut ready_term = None;
+        loop {
+            let first = tokio::select! {
+                p = self.rx.recv() => match p { Some(p) => p, None => return },
+                _ = self.shutdown.wait() => return,
+            };
+            let mut batch = vec![first];
+            let mut weight = 1;
+            while batch.len() < MAX_BATCH_REQUESTS && weight < MAX_BATCH_TASKS {
+                match self.rx.try_recv() {
+                    Ok(p) => {
+                        weight += request_weight(&p.req);
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let term = self.raft.metrics().borrow().current_term;
+            if ready_term != Some(term) {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => ready_term = Some(term),
+                    Err(e) => {
+                        let leader = match &e {
+                            RaftError::APIError(
+                                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                            ) => f.leader_id,
+                            _ => None,
+                        };
+                        for p in batch {
+                            let _ = p.reply.send(Err(ApiError::NotLeader { leader }));
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, batch: Vec<Pending>) {
+        let now = now_ms();
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        {
+            let applied = self.state.read();
+            let state = &applied.state;
+            let mut planner = Planner::new(state);
+            for p in batch {
+                match prepare(p.req, state) {
+                    Err(e) => {
+                        let _ = p.reply.send(Err(e));
+                    }
+                    Ok(Prepared::Answer(rev, result)) => {
+                        let _ = p.reply.send(Ok((rev, result)));
+                    }
+                    Ok(Prepared::Command(c)) => {
+                        commands.push(c);
+                        waiting.push(p.reply);
+                    }
+                    Ok(Prepared::Run(mut run, demand)) => match {
+                        planner.load_group(&demand.group, state);
+                        planner.place(&demand, &mut run)
+                    } {
+                        Ok(()) => {
+                            commands.push(Command::RunTasks(run));
+                            waiting.push(p.reply);
+                        }
+                        Err(e) => {
+                            let _ = p.reply.send(Err(e));
+                        }
+                    },
+                }
+            }
+        }
+        if commands.is_empty() {
+            return;
+        }
+        let n = commands.len();
+        match self.raft.client_write(Batch { now, commands }).await {
+            Ok(resp) => {
+                let revision = resp.log_id.index;
+                debug_assert_eq!(resp.data.len(), n, "one result per command");
+                let mut results = resp.data.into_iter();
+                for reply in waiting {
+                    let r = results
+                        .next()
+                        .ok_or_else(|| {
+                            ApiError::Internal(
+                                "the state machine gave fewer answers than commands".into(),
+                            )
+                        })
+                        .map(|res| (revision, res));
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let err = match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        ApiError::NotLeader {
+                            leader: f.leader_id,
+                        }
+                    }
+                    other => {
+                        ApiError::unavailable(format!("the write could not be committed: {other}"))
+                    }
+                };
+                for reply in waiting {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn request_weight(req: &WriteRequest) -> usize {
+    match req {
+        WriteRequest::RunTask(r) => r.count.clamp(1, berth_core::limits::MAX_RUN_COUNT) as usize,
+        _ => 1,
+    }
+}
+
+/// Turns a request into a command against the applied state. Everything that can be
+/// refused is refused here, before it costs a Raft round.
+fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
+    Ok(match req {
+        WriteRequest::RegisterTaskDefinition(spec) => {
+            validate::task_definition(&spec, state.settings().free_sizing)?;
+            Prepared::Command(Command::RegisterTaskDefinition { spec })
+        }
+        WriteRequest::DeregisterTaskDefinition { family, revision } => {
+            state.task_definition(&family, Some(revision))?;
+            Prepared::Command(Command::DeregisterTaskDefinition { family, revision })
+        }
+        WriteRequest::StopTask { task_id, reason } => {
+            validate::reason(&reason)?;
+            if state.task(&task_id).is_none() {
+                return Err(ApiError::NotFound(format!("task {task_id} does not exist")));
+            }
+            Prepared::Command(Command::StopTask {
+                task_id,
+                reason,
+                code: berth_core::StopCode::UserInitiated,
+            })
+        }
+        WriteRequest::RegisterAgent(reg) => {
+            validate::agent(&reg.id, reg.cpu, reg.memory, &reg.attributes)?;
+            Prepared::Command(Command::RegisterAgent(reg))
+        }
+        WriteRequest::UpdateSettings(s) => Prepared::Command(Command::UpdateSettings(s)),
+        WriteRequest::RunTask(r) => prepare_run(r, state)?,
+    })
+}
+
+fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
+    validate::run_count(r.count)?;
+    validate::label("startedBy", &r.started_by)?;
+    validate::label("group", &r.group)?;
+    let fingerprint = r.fingerprint();
+    if let Some(token) = &r.client_token {
+        validate::client_token(token)?;
+        if let Some(answer) = state.replay_token(token, fingerprint) {
+            return match answer {
+                Ok(outcome) => Ok(Prepared::Answer(state.revision(), Ok(outcome))),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+    let (family, revision) = validate::task_definition_ref(&r.task_definition)?;
+    let def = state.task_definition(&family, revision)?;
+    if def.status != berth_core::TaskDefinitionStatus::Active {
+        return Err(ApiError::FailedPrecondition(format!(
+            "task definition {} is INACTIVE; run an ACTIVE revision",
+            def.name()
+        )));
+    }
+    validate::overrides(&r.overrides, &def.container_definitions)?;
+    let group = if r.group.is_empty() {
+        format!("family:{family}")
+    } else {
+        r.group.clone()
+    };
+    let demand = sched::Demand {
+        cpu: def.cpu,
+        memory: def.memory,
+        count: r.count,
+        group: group.clone(),
+        strategies: strategies(&r.placement_strategy)?,
+        constraints: constraints(&r.placement_constraints)?,
+    };
+    let run = RunTasks {
+        family,
+        revision: def.revision,
+        client_token: r.client_token,
+        fingerprint,
+        started_by: r.started_by,
+        group,
+        overrides: r.overrides,
+        placements: Vec::new(),
+        failures: Vec::new(),
+    };
+    Ok(Prepared::Run(run, demand))
+}
+
+pub(crate) fn strategies(s: &[PlacementStrategy]) -> ApiResult<Vec<sched::Strategy>> {
+    if s.len() > MAX_STRATEGIES {
+        return Err(ApiError::invalid(format!(
+            "placementStrategy has {} entries; the limit is {MAX_STRATEGIES}",
+            s.len()
+        )));
+    }
+    s.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let f = format!("placementStrategy[{i}]");
+            match s.kind.as_str() {
+                "binpack" => match s.field.as_str() {
+                    "" => Ok(sched::Strategy::Binpack(sched::BinpackField::Both)),
+                    "cpu" | "CPU" => Ok(sched::Strategy::Binpack(sched::BinpackField::Cpu)),
+                    "memory" | "MEMORY" => {
+                        Ok(sched::Strategy::Binpack(sched::BinpackField::Memory))
+                    }
+                    other => Err(ApiError::invalid(format!(
+                        "{f}.field `{other}`: binpack packs on `cpu` or `memory`"
+                    ))),
+                },
+                "spread" => match s.field.as_str() {
+                    "instanceId" | "host" => Ok(sched::Strategy::Spread(None)),
+                    other => match other.strip_prefix("attribute:") {
+                        Some(attr) if !attr.is_empty() => {
+                            Ok(sched::Strategy::Spread(Some(attr.to_string())))
+                        }
+                        _ => Err(ApiError::invalid(format!(
+                            "{f}.field `{other}`: spread takes `instanceId` or `attribute:NAME`"
+                        ))),
+                    },
+                },
+                "random" => Ok(sched::Strategy::Random),
+                other => Err(ApiError::invalid(format!(
+                    "{f}.type `{other}` is not a strategy; use binpack, spread or random"
+                ))),
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Constraint>> {
+    if c.len() > MAX_CONSTRAINTS {
+        return Err(ApiError::invalid(format!(
+            "placementConstraints has {} entries; the limit is {MAX_CONSTRAINTS}",
+            c.len()
+        )));
+    }
+    c.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let f = format!("placementConstraints[{i}]");
+            match c.kind.as_str() {
+                "distinctInstance" => Ok(sched::Constraint::DistinctInstance),
+                "memberOf" if !c.expression.trim().is_empty() => {
+                    Ok(sched::Constraint::MemberOf(c.expression.clone()))
+                }
+                "memberOf" => Err(ApiError::invalid(format!(
+                    "{f}.expression must not be empty for memberOf"
+                ))),
+                other => Err(ApiError::invalid(format!(
+                    "{f}.type `{other}` is not a constraint; use distinctInstance or memberOf"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The agents as the placement engine sees them, updated as the batch places tasks so
+/// that later requests in the batch see earlier ones.
+struct Planner {
+    agents: Vec<sched::AgentInfo>,
+    /// Groups whose per-agent counts have been loaded into `agents`.
+    groups_loaded: BTreeMap<String, ()>,
+    seed: u64,
+}
+
+impl Planner {
+    fn new(state: &ClusterState) -> Self {
+        let agents = state
+            .agents()
+            .map(|a| sched::AgentInfo {
+                id: a.id.clone(),
+                cpu: a.cpu,
+                memory: a.memory,
+                used_cpu: a.used_cpu,
+                used_memory: a.used_memory,
+                attributes: a.attributes.clone(),
+                eligibility: match a.status {
+                    AgentStatus::Ready => sched::Eligibility::Eligible,
+                    AgentStatus::Draining => sched::Eligibility::Draining,
+                    AgentStatus::Down => sched::Eligibility::Down,
+                },
+                groups: BTreeMap::new(),
+            })
+            .collect();
+        Planner {
+            agents,
+            groups_loaded: BTreeMap::new(),
+            seed: state.revision(),
+        }
+    }
+
+    /// Group counts matter only to spread and distinctInstance, and only for the group
+    /// being placed, so they are loaded per group on first use rather than for all.
+    fn load_group(&mut self, group: &str, state: &ClusterState) {
+        if self.groups_loaded.insert(group.to_string(), ()).is_some() {
+            return;
+        }
+        if let Some(counts) = state.group_placement(group) {
+            for a in &mut self.agents {
+                if let Some(n) = counts.get(&a.id) {
+                    a.groups.insert(group.to_string(), *n);
+                }
+            }
+        }
+    }
+
+    fn place(&mut self, demand: &sched::Demand, run: &mut RunTasks) -> ApiResult<()> {
+        let outcome = sched::place(&self.agents, std::slice::from_ref(demand), self.seed)
+            .map_err(|e| ApiError::invalid(e.to_string()))?
+            .pop()
+            .unwrap_or_default();
+        self.seed = self.seed.wrapping_add(1);
+        for i in outcome.placements {
+            let Some(a) = self.agents.get_mut(i) else {
+                continue;
+            };
+            a.used_cpu += demand.cpu;
+            a.used_memory += demand.memory;
+            *a.groups.entry(demand.group.clone()).or_default() += 1;
+            run.placements.push(Placement {
+                task_id: new_task_id(),
+                agent_id: a.id.clone(),
+            });
+        }
+        run.failures
+            .extend(outcome.failures.into_iter().map(|f| Failure {
+                reason: f.reason,
+                detail: f.detail,
+            }));
+        Ok(())
+    }
+}
+
+/// 32 hex characters, like an ECS task id.
+pub fn new_task_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

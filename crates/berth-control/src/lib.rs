@@ -1,0 +1,226 @@
+//! A Berth control node: the public API on one port; Raft, node-to-node calls and the
+//! agent protocol on another; the leader's batcher; and cluster formation.
+//!
+//! ```text
+//!  client ──▶ API service ──write──▶ Node::leader_call ──(forward if follower)──▶ leader
+//!                        │                                   batcher ─▶ Raft ─▶ sled
+//!                        └─read──▶ Node::read_barrier ─▶ applied ClusterState
+//! ```
+
+pub mod api;
+mod batcher;
+mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod internal;
+pub mod node;
+pub mod shutdown;
+
+use std::sync::Arc;
+
+use berth_proto::internal::agent_protocol_server::AgentProtocolServer;
+use berth_proto::internal::node_server::NodeServer;
+use berth_proto::v1::agents_server::AgentsServer;
+use berth_proto::v1::cluster_server::ClusterServer;
+use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
+use berth_proto::v1::tasks_server::TasksServer;
+use berth_raft::service::RaftService;
+use berth_raft::MAX_RAFT_MESSAGE;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::NodeConfig;
+pub use node::Node;
+
+/// Largest request the public API accepts. Task definitions are capped at 64 KiB by
+/// validation; this bounds what a client can make the server buffer.
+pub const MAX_API_MESSAGE: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {path}: {source}")]
+    Store {
+        path: String,
+        source: berth_raft::store::StoreError,
+    },
+    #[error("invalid raft settings: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// A running control node.
+pub struct ControlNode {
+    node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlNode {
+    pub async fn start(cfg: NodeConfig) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        let store_path = cfg.data_dir.join("raft");
+        let (log, sm) =
+            berth_raft::store::open(&store_path).map_err(|source| StartError::Store {
+                path: store_path.display().to_string(),
+                source,
+            })?;
+        let state = sm.handle();
+        let raft_config = Arc::new(cfg.tuning.to_config()?);
+        let raft =
+            berth_raft::Raft::new(cfg.id, raft_config, berth_raft::network::Network, log, sm)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        // Bind both ports before anything else runs, so a busy port fails the start
+        // instead of a background task.
+        let raft_listener =
+            TcpListener::bind(cfg.raft_listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: cfg.raft_listen.to_string(),
+                    what: "raft",
+                    source,
+                })?;
+        let api_listener =
+            TcpListener::bind(cfg.api_listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: cfg.api_listen.to_string(),
+                    what: "api",
+                    source,
+                })?;
+
+        let shutdown = shutdown::Shutdown::default();
+        let (tx, rx) = tokio::sync::mpsc::channel(batcher::QUEUE);
+        let node = Arc::new(Node::new(
+            cfg,
+            raft.clone(),
+            state.clone(),
+            shutdown.clone(),
+            tx,
+        ));
+        let mut tasks = Vec::new();
+
+        let raft_server = tonic::transport::Server::builder()
+            .add_service(RaftService::server(raft.clone()))
+            .add_service(
+                NodeServer::new(internal::NodeService { node: node.clone() })
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            )
+            .add_service(AgentProtocolServer::new(internal::AgentProtocolService {
+                node: node.clone(),
+            }));
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(raft_listener);
+            if let Err(e) = raft_server
+                .serve_with_incoming_shutdown(incoming, sd.wait())
+                .await
+            {
+                tracing::error!(error = %e, "raft port server stopped");
+            }
+        }));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<TaskDefinitionsServer<api::task_definitions::TaskDefinitionsApi>>()
+            .await;
+        health
+            .set_serving::<TasksServer<api::tasks::TasksApi>>()
+            .await;
+        health
+            .set_serving::<AgentsServer<api::agents::AgentsApi>>()
+            .await;
+        health
+            .set_serving::<ClusterServer<api::cluster::ClusterApi>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let api_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                TaskDefinitionsServer::new(api::task_definitions::TaskDefinitionsApi {
+                    node: node.clone(),
+                })
+                .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(
+                TasksServer::new(api::tasks::TasksApi { node: node.clone() })
+                    .max_decoding_message_size(MAX_API_MESSAGE),
+            )
+            .add_service(AgentsServer::new(api::agents::AgentsApi {
+                node: node.clone(),
+            }))
+            .add_service(ClusterServer::new(api::cluster::ClusterApi {
+                node: node.clone(),
+            }));
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(api_listener);
+            if let Err(e) = api_server
+                .serve_with_incoming_shutdown(incoming, sd.wait())
+                .await
+            {
+                tracing::error!(error = %e, "api server stopped");
+            }
+        }));
+
+        tasks.push(tokio::spawn(
+            batcher::Batcher {
+                raft: raft.clone(),
+                state,
+                rx,
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        ));
+        tasks.push(tokio::spawn(bootstrap::run(node.clone())));
+
+        tracing::info!(
+            id = node.id,
+            api = %node.cfg.api_listen,
+            raft = %node.cfg.raft_listen,
+            data = %node.cfg.data_dir.display(),
+            "control node started"
+        );
+        Ok(ControlNode { node, tasks })
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Stops serving, stops Raft (which flushes and closes the store), and waits for every
+    /// task of the node to end.
+    pub async fn shutdown(self) {
+        self.node.shutdown.trigger();
+        if let Err(e) = self.node.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!(id = self.node.id, "control node stopped");
+    }
+}

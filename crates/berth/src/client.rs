@@ -1,0 +1,111 @@
+//! The CLI's connection to the cluster: a list of endpoints, tried in turn. A call that
+//! fails because a node is down or has no leader moves on to the next endpoint by itself.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub struct Client {
+    endpoints: Vec<(String, Channel)>,
+    /// Index of the endpoint that answered last; tried first next time.
+    preferred: AtomicUsize,
+}
+
+/// Whether a failed call may be sent again elsewhere.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Repeating it has the effect of doing it once (reads, token-carrying writes).
+    Safe,
+    /// Only retry when the call surely never reached a server.
+    OnlyIfUnsent,
+}
+
+impl Client {
+    pub fn new(endpoints: &str) -> Result<Self> {
+        let mut out = Vec::new();
+        for e in endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let uri = if e.starts_with("http://") || e.starts_with("https://") {
+                e.to_string()
+            } else {
+                format!("http://{e}")
+            };
+            let ch = Endpoint::from_shared(uri.clone())
+                .with_context(|| format!("endpoint `{e}` is not HOST:PORT"))?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(30))
+                .connect_lazy();
+            out.push((e.to_string(), ch));
+        }
+        if out.is_empty() {
+            bail!("no endpoint given (use --endpoint HOST:PORT[,HOST:PORT…] or BERTH_ENDPOINT)");
+        }
+        Ok(Client {
+            endpoints: out,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// Calls `f` on endpoints in turn until one answers with something other than
+    /// unavailability. Two rounds over the list at most, with a short pause between.
+    pub async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, Status>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..(2 * n) {
+            let i = (start + attempt) % n;
+            if attempt == n {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            match f(self.endpoints[i].1.clone()).await {
+                Ok(v) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unknown => {
+                    let unsent = is_connect_error(&s);
+                    let msg = format!("{}: {}", self.endpoints[i].0, s.message());
+                    if retry == Retry::OnlyIfUnsent && !unsent {
+                        return Err(Status::new(s.code(), msg));
+                    }
+                    last = Some(Status::new(s.code(), msg));
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no endpoint answered")))
+    }
+}
+
+/// A connection that was never made: the request cannot have been processed.
+fn is_connect_error(s: &Status) -> bool {
+    let m = format!("{s:?}").to_ascii_lowercase();
+    m.contains("connect") || m.contains("refused") || m.contains("dns")
+}
+
+/// Turns a gRPC failure into a message for a person, keeping the code visible.
+pub fn describe(s: &Status) -> String {
+    let code = match s.code() {
+        Code::InvalidArgument => "invalid argument",
+        Code::NotFound => "not found",
+        Code::FailedPrecondition => "failed precondition",
+        Code::AlreadyExists => "already exists",
+        Code::Unavailable => "unavailable",
+        Code::OutOfRange => "out of range",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::DeadlineExceeded => "deadline exceeded",
+        _ => "error",
+    };
+    format!("{code}: {}", s.message())
+}

@@ -1,0 +1,135 @@
+//! `berth`: one binary for every role — a control node, the embedded dev cluster, and the
+//! client verbs that talk to a cluster over its public gRPC API.
+
+mod client;
+mod cmd;
+mod output;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Serverless containers on your own machines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client verbs reach the cluster and print answers.
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Control nodes' API addresses, comma-separated; tried in turn.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ENDPOINT",
+        default_value = "127.0.0.1:7400"
+    )]
+    pub endpoint: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Read from the answering node's state without asking the leader (may lag).
+    #[arg(long, global = true)]
+    pub stale: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a control node.
+    Control(server::ControlArgs),
+    /// Run a three-node control cluster in this process, on loopback.
+    Dev(server::DevArgs),
+    /// Cluster membership and settings.
+    Cluster {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: cmd::ClusterCmd,
+    },
+    /// Task definitions.
+    Taskdef {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: cmd::TaskdefCmd,
+    },
+    /// Tasks.
+    Task {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: cmd::TaskCmd,
+    },
+    /// Agents (worker hosts).
+    Agent {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: cmd::AgentCmd,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let server_role = matches!(cli.command, Command::Control(_) | Command::Dev(_));
+    init_tracing(if server_role {
+        "info,openraft=warn,sled=warn"
+    } else {
+        "warn,openraft=error"
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Control(a) => server::control(a).await,
+            Command::Dev(a) => server::dev(a).await,
+            Command::Cluster { opts, cmd } => cmd::cluster(&opts, cmd).await,
+            Command::Taskdef { opts, cmd } => cmd::taskdef(&opts, cmd).await,
+            Command::Task { opts, cmd } => cmd::task(&opts, cmd).await,
+            Command::Agent { opts, cmd } => cmd::agent(&opts, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Default data directory of `berth dev`.
+pub fn default_dev_dir() -> PathBuf {
+    PathBuf::from(".berth-dev")
+}
