@@ -7,15 +7,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("berth/v1/berth.proto"),
         root.join("berth/internal/v1/internal.proto"),
     ];
+    println!("cargo:rerun-if-changed=build.rs");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
     let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    // The descriptor set feeds gRPC server reflection.
+    // The public package alone feeds gRPC server reflection on the API port; the internal
+    // services are not served there.
+    let public = protox::compile([&files[0]], [&root])?;
     std::fs::write(
-        out.join("berth_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        out.join("berth_v1_descriptor.bin"),
+        prost::Message::encode_to_vec(&public),
     )?;
     tonic_prost_build::configure()
         .build_client(true)

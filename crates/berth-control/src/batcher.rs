@@ -109,7 +109,8 @@ impl Batcher {
         {
             let applied = self.state.read();
             let state = &applied.state;
-            let mut planner = Planner::new(state);
+            let mut runs = Vec::new();
+            let mut prepared = Vec::with_capacity(batch.len());
             for p in batch {
                 match prepare(p.req, state) {
                     Err(e) => {
@@ -118,22 +119,37 @@ impl Batcher {
                     Ok(Prepared::Answer(rev, result)) => {
                         let _ = p.reply.send(Ok((rev, result)));
                     }
-                    Ok(Prepared::Command(c)) => {
-                        commands.push(c);
-                        waiting.push(p.reply);
+                    Ok(Prepared::Run(run, demand)) => {
+                        runs.push(demand.group.clone());
+                        prepared.push((Prepared::Run(run, demand), p.reply));
                     }
-                    Ok(Prepared::Run(mut run, demand)) => match {
-                        planner.load_group(&demand.group, state);
-                        planner.place(&demand, &mut run)
-                    } {
-                        Ok(()) => {
-                            commands.push(Command::RunTasks(run));
-                            waiting.push(p.reply);
+                    Ok(other) => prepared.push((other, p.reply)),
+                }
+            }
+            // One engine for the whole batch: later requests see what earlier ones placed.
+            let mut planner = (!runs.is_empty()).then(|| Planner::new(state, &runs));
+            for (prep, reply) in prepared {
+                match (prep, planner.as_mut()) {
+                    (Prepared::Command(c), _) => {
+                        commands.push(c);
+                        waiting.push(reply);
+                    }
+                    (Prepared::Run(mut run, demand), Some(planner)) => {
+                        match planner.place(&demand, &mut run) {
+                            Ok(()) => {
+                                commands.push(Command::RunTasks(run));
+                                waiting.push(reply);
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
                         }
-                        Err(e) => {
-                            let _ = p.reply.send(Err(e));
-                        }
-                    },
+                    }
+                    _ => {
+                        let _ = reply.send(Err(ApiError::Internal(
+                            "request lost its placement plan".into(),
+                        )));
+                    }
                 }
             }
         }
@@ -335,18 +351,22 @@ pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Con
         .collect()
 }
 
-/// The agents as the placement engine sees them, updated as the batch places tasks so
-/// that later requests in the batch see earlier ones.
+/// The placement engine loaded with the applied state's agents, for one batch. It keeps
+/// its own placements, so each request in the batch sees the ones placed before it.
 struct Planner {
-    agents: Vec<sched::AgentInfo>,
-    /// Groups whose per-agent counts have been loaded into `agents`.
-    groups_loaded: BTreeMap<String, ()>,
+    engine: sched::Engine,
     seed: u64,
 }
 
 impl Planner {
-    fn new(state: &ClusterState) -> Self {
-        let agents = state
+    /// Group counts matter only to spread and distinctInstance, and only for the groups
+    /// this batch places, so only those are loaded.
+    fn new(state: &ClusterState, groups: &[String]) -> Self {
+        let counts: Vec<(&String, Option<&BTreeMap<String, u32>>)> = groups
+            .iter()
+            .map(|g| (g, state.group_placement(g)))
+            .collect();
+        let agents: Vec<sched::AgentInfo> = state
             .agents()
             .map(|a| sched::AgentInfo {
                 id: a.id.clone(),
@@ -360,47 +380,33 @@ impl Planner {
                     AgentStatus::Draining => sched::Eligibility::Draining,
                     AgentStatus::Down => sched::Eligibility::Down,
                 },
-                groups: BTreeMap::new(),
+                groups: counts
+                    .iter()
+                    .filter_map(|(g, c)| c.and_then(|c| c.get(&a.id)).map(|n| ((*g).clone(), *n)))
+                    .collect(),
             })
             .collect();
         Planner {
-            agents,
-            groups_loaded: BTreeMap::new(),
+            engine: sched::Engine::new(&agents),
             seed: state.revision(),
         }
     }
 
-    /// Group counts matter only to spread and distinctInstance, and only for the group
-    /// being placed, so they are loaded per group on first use rather than for all.
-    fn load_group(&mut self, group: &str, state: &ClusterState) {
-        if self.groups_loaded.insert(group.to_string(), ()).is_some() {
-            return;
-        }
-        if let Some(counts) = state.group_placement(group) {
-            for a in &mut self.agents {
-                if let Some(n) = counts.get(&a.id) {
-                    a.groups.insert(group.to_string(), *n);
-                }
-            }
-        }
-    }
-
     fn place(&mut self, demand: &sched::Demand, run: &mut RunTasks) -> ApiResult<()> {
-        let outcome = sched::place(&self.agents, std::slice::from_ref(demand), self.seed)
+        let outcome = self
+            .engine
+            .place(std::slice::from_ref(demand), self.seed)
             .map_err(|e| ApiError::invalid(e.to_string()))?
             .pop()
             .unwrap_or_default();
         self.seed = self.seed.wrapping_add(1);
         for i in outcome.placements {
-            let Some(a) = self.agents.get_mut(i) else {
+            let Some(agent) = self.engine.agent_id(i) else {
                 continue;
             };
-            a.used_cpu += demand.cpu;
-            a.used_memory += demand.memory;
-            *a.groups.entry(demand.group.clone()).or_default() += 1;
             run.placements.push(Placement {
                 task_id: new_task_id(),
-                agent_id: a.id.clone(),
+                agent_id: agent.to_string(),
             });
         }
         run.failures

@@ -46,6 +46,8 @@ pub fn local_info(node: &Node, digest: bool) -> NodeInfo {
         leader_id: m.current_leader,
         state_digest,
         revision,
+        snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.map(|l| l.index).unwrap_or(0),
     }
 }
 

@@ -154,6 +154,7 @@ impl ControlNode {
             .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         let api_server = tonic::transport::Server::builder()

@@ -13,5 +13,5 @@ pub mod internal {
     tonic::include_proto!("berth.internal.v1");
 }
 
-/// Every message and service of both packages, for `grpc.reflection`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("berth_descriptor");
+/// The public package's descriptors, for `grpc.reflection` on the API port.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("berth_v1_descriptor");

@@ -166,6 +166,11 @@ impl Engine {
         self.by_id.get(id).map(|i| *i as usize)
     }
 
+    /// Id of the agent at an index that `place` returned.
+    pub fn agent_id(&self, agent: usize) -> Option<&str> {
+        self.ids.get(agent).map(String::as_str)
+    }
+
     fn intern(&mut self, group: &str) -> u32 {
         if let Some(g) = self.groups.get(group) {
             return *g;

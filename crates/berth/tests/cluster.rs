@@ -1,0 +1,318 @@
+//! The control plane as users and operators meet it: three (or more) `berth control`
+//! processes on loopback, real gRPC, real sled on disk, real SIGKILLs.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use common::*;
+use tonic::Code;
+
+const FORM: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_a_follower_are_read_linearizably_everywhere() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    let follower = c.follower_of(leader);
+
+    let def = register(c.api(follower), web_spec("web"))
+        .await
+        .expect("register through a follower");
+    assert_eq!((def.family.as_str(), def.revision), ("web", 1));
+    register_agent(c.raft(follower), "a1", 4096, 8192, &[("zone", "a")]).await;
+    let run = run(c.api(follower), "web", 2, "t-1")
+        .await
+        .expect("run through a follower");
+    assert_eq!(run.tasks.len(), 2, "{:?}", run.failures);
+
+    // Straight after the acknowledgement, every node — followers included — must show it.
+    for id in c.running() {
+        let d = TaskDefinitionsClient::new(c.api(id))
+            .describe(DescribeTaskDefinitionRequest {
+                task_definition: "web".into(),
+                stale: false,
+            })
+            .await
+            .expect("describe")
+            .into_inner();
+        assert_eq!(d.task_definition.map(|d| d.revision), Some(1), "node {id}");
+        assert!(
+            d.revision >= run.revision,
+            "node {id} answered from revision {} < {}",
+            d.revision,
+            run.revision
+        );
+        let ids: Vec<String> = run.tasks.iter().map(|t| t.task_id.clone()).collect();
+        let r = TasksClient::new(c.api(id))
+            .describe(DescribeTasksRequest {
+                task_ids: ids,
+                stale: false,
+            })
+            .await
+            .expect("describe tasks")
+            .into_inner();
+        assert_eq!(r.tasks.len(), 2, "node {id}: {:?}", r.failures);
+        assert!(r
+            .tasks
+            .iter()
+            .all(|t| t.last_status == "PROVISIONING" && t.agent_id == "a1"));
+    }
+
+    // Stale reads answer from the local node and say which revision they reflect.
+    let s = TasksClient::new(c.api(follower))
+        .list(ListTasksRequest {
+            stale: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stale list")
+        .into_inner();
+    assert!(s.revision > 0);
+
+    let st = status(c.api(follower)).await;
+    assert_eq!(st.leader_id, leader);
+    assert_eq!(st.members.len(), 3);
+    assert!(
+        st.members
+            .iter()
+            .all(|m| m.voter && m.role != "unreachable"),
+        "{:?}",
+        st.members
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standard_grpc_health_and_reflection_are_served() {
+    let c = Cluster::start(3, &[]);
+    c.wait_leader(FORM).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(c.api(2));
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "berth.v1.Tasks".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut refl = ServerReflectionClient::new(c.api(1));
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let msg = stream
+        .message()
+        .await
+        .expect("reflection answer")
+        .expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer {msg:?}")
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "berth.v1.TaskDefinitions",
+        "berth.v1.Tasks",
+        "berth.v1.Agents",
+        "berth.v1.Cluster",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(want), "{want} missing from {names:?}");
+    }
+}
+
+/// Writers keep running tasks with fresh tokens while the leader is SIGKILLed. Every
+/// acknowledged task must exist exactly once afterwards, and writes must resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkill_during_writes_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    let any = c.follower_of(leader);
+    register(c.api(any), web_spec("web"))
+        .await
+        .expect("register");
+    register_agent(c.raft(any), "big", 1_000_000, 4_000_000, &[]).await;
+
+    let endpoint = c.endpoint();
+    let acked: Arc<Mutex<Vec<(String, Vec<String>, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let endpoints: Vec<String> = endpoint.split(',').map(String::from).collect();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let token = format!("w{w}-{n}");
+                n += 1;
+                // Like the CLI: the same token on every endpoint until one acknowledges.
+                'retry: for attempt in 0..200 {
+                    let ep = &endpoints[(w + attempt) % endpoints.len()];
+                    match run(channel(ep), "web", 1, &token).await {
+                        Ok(r) => {
+                            assert!(r.failures.is_empty(), "{:?}", r.failures);
+                            let ids = r.tasks.into_iter().map(|t| t.task_id).collect();
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((token.clone(), ids, Instant::now()));
+                            break 'retry;
+                        }
+                        Err(s)
+                            if s.code() == Code::Unavailable
+                                || s.code() == Code::Unknown
+                                || s.code() == Code::Cancelled =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(s) => panic!("unexpected failure: {s:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = acked.lock().unwrap().len();
+    assert!(before > 0, "no write succeeded before the kill");
+    let killed_at = Instant::now();
+    c.kill(leader);
+    let new_leader = c.wait_leader(FORM).await;
+    assert_ne!(new_leader, leader);
+    // Writes must flow again after the kill.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let after_kill = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, at)| *at > killed_at + Duration::from_millis(10))
+            .count();
+        if after_kill >= 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the leader was killed\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    // The killed node comes back and catches up.
+    c.spawn(leader);
+    let acked = acked.lock().unwrap().clone();
+    let mut by_token: BTreeMap<String, Vec<Task>> = BTreeMap::new();
+    let tasks = all_tasks(c.api(new_leader), false).await;
+    for t in &tasks {
+        by_token
+            .entry(t.client_token.clone())
+            .or_default()
+            .push(t.clone());
+    }
+    for (token, ids, _) in &acked {
+        let found = by_token.get(token).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(found.len(), 1, "token {token}: {} tasks", found.len());
+        assert_eq!(
+            &found[0].task_id, &ids[0],
+            "token {token} maps to another task"
+        );
+    }
+    assert!(
+        by_token.values().all(|v| v.len() == 1),
+        "a token created more than one task"
+    );
+    let st = status(c.api(new_leader)).await;
+    c.wait_applied(st.revision, Duration::from_secs(20)).await;
+    let digests: BTreeSet<(u64, u64)> = {
+        let mut d = BTreeSet::new();
+        for id in c.running() {
+            let i = c.info(id, true).await.expect("info");
+            d.insert((i.revision, i.state_digest));
+        }
+        d
+    };
+    assert_eq!(
+        digests.len(),
+        1,
+        "nodes disagree after catching up: {digests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_cluster_killed_and_restarted_keeps_identical_state() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    register(c.api(leader), web_spec("db"))
+        .await
+        .expect("register");
+    register_agent(c.raft(leader), "a1", 8192, 16384, &[("zone", "a")]).await;
+    let r = run(c.api(leader), "web", 5, "k1").await.expect("run");
+    assert_eq!(r.tasks.len(), 5);
+    let before = all_tasks(c.api(leader), false).await;
+    let defs_before = TaskDefinitionsClient::new(c.api(leader))
+        .list(ListTaskDefinitionsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .task_definitions;
+
+    for id in [1, 2, 3] {
+        c.kill(id);
+    }
+    for id in [3, 1, 2] {
+        c.spawn(id);
+    }
+    let leader = c.wait_leader(FORM).await;
+    let after = all_tasks(c.api(leader), false).await;
+    assert_eq!(before, after);
+    let st = status(c.api(leader)).await;
+    c.wait_applied(st.revision, Duration::from_secs(10)).await;
+    let defs_after = TaskDefinitionsClient::new(c.api(leader))
+        .list(ListTaskDefinitionsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .task_definitions;
+    assert_eq!(defs_before, defs_after);
+    // Every node rebuilt the same state from its own disk.
+    let mut digests = BTreeSet::new();
+    for id in c.running() {
+        let i = c.info(id, true).await.expect("info");
+        digests.insert((i.revision, i.state_digest));
+    }
+    assert_eq!(
+        digests.len(),
+        1,
+        "nodes disagree after the restart: {digests:?}"
+    );
+    // And the cluster still takes writes.
+    let r = run(c.api(leader), "web", 1, "k2")
+        .await
+        .expect("run after restart");
+    assert_eq!(r.tasks.len(), 1);
+}

@@ -1,0 +1,373 @@
+//! A cluster of `berth control` processes on loopback, for integration tests. Each node is
+//! a separate OS process of the built binary, so kill -9 is a real kill -9.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
+use berth_proto::internal::node_client::NodeClient;
+use berth_proto::internal::{AgentRegisterRequest, InfoRequest, NodeInfo};
+use berth_proto::v1::cluster_client::ClusterClient;
+use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use tonic::transport::{Channel, Endpoint};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A port nobody listens on right now. Binding port 0 and releasing it leaves a small
+/// window for another process to take it; good enough on a test machine.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free local port")
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub api: SocketAddr,
+    pub raft: SocketAddr,
+    pub data: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, NodeProc>,
+    peers: String,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes forming one cluster; `extra` flags go to every node.
+    pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            nodes.insert(id, Self::new_node(dir.path(), id));
+        }
+        let peers = nodes
+            .values()
+            .map(|p| format!("{}={}", p.id, p.raft))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir,
+            nodes,
+            peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn new_node(dir: &Path, id: u64) -> NodeProc {
+        NodeProc {
+            id,
+            api: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            raft: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            data: dir.join(format!("node-{id}")),
+            child: None,
+        }
+    }
+
+    /// Adds a node that is not among the initial peers (to be joined).
+    pub fn add_blank_node(&mut self, id: u64) {
+        let p = Self::new_node(self.dir.path(), id);
+        self.nodes.insert(id, p);
+        self.spawn_with(id, false);
+    }
+
+    pub fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, true);
+    }
+
+    fn spawn_with(&mut self, id: u64, with_peers: bool) {
+        let peers = if with_peers && self.peers.contains(&format!("{id}=")) {
+            self.peers.clone()
+        } else {
+            String::new()
+        };
+        let p = self.nodes.get_mut(&id).expect("unknown node");
+        assert!(p.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{id}.log")))
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("control")
+            .args(["--id", &id.to_string()])
+            .args(["--api", &p.api.to_string()])
+            .args(["--raft", &p.raft.to_string()])
+            .args(["--data", &p.data.display().to_string()])
+            .args(["--peers", &peers])
+            .args(&self.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn berth control");
+        p.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|p| p.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|p| p.child.take()) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn wipe(&mut self, id: u64) {
+        let p = &self.nodes[&id];
+        assert!(p.child.is_none(), "stop node {id} before wiping it");
+        let _ = std::fs::remove_dir_all(&p.data);
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|p| p.child.is_some())
+            .map(|p| p.id)
+            .collect()
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.nodes
+            .values()
+            .map(|p| p.api.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn api(&self, id: u64) -> Channel {
+        channel(&self.nodes[&id].api.to_string())
+    }
+
+    pub fn raft(&self, id: u64) -> Channel {
+        channel(&self.nodes[&id].raft.to_string())
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// Node's own figures, or None when it does not answer.
+    pub async fn info(&self, id: u64, digest: bool) -> Option<NodeInfo> {
+        let mut c = NodeClient::new(self.raft(id));
+        match tokio::time::timeout(Duration::from_secs(2), c.info(InfoRequest { digest })).await {
+            Ok(Ok(r)) => Some(r.into_inner()),
+            _ => None,
+        }
+    }
+
+    /// Waits until the running nodes agree on a leader among them.
+    pub async fn wait_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                if let Some(i) = self.info(id, false).await {
+                    if i.state == "leader" {
+                        leaders.push(i.id);
+                    }
+                }
+            }
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no single leader within {within:?} (saw {leaders:?})\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        'outer: loop {
+            for id in self.running() {
+                let ok = self
+                    .info(id, false)
+                    .await
+                    .is_some_and(|i| i.applied_index >= index);
+                if !ok {
+                    if Instant::now() > deadline {
+                        panic!(
+                            "node {id} did not apply {index} within {within:?}\n{}",
+                            self.logs()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'outer;
+                }
+            }
+            return;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for id in self.nodes.keys() {
+            let log = self.log(*id);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            s.push_str(&format!("--- node {id} (last lines) ---\n"));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        *self
+            .running()
+            .iter()
+            .find(|id| **id != leader)
+            .expect("no follower running")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.nodes.values_mut() {
+            if let Some(mut c) = p.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+pub fn channel(addr: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy()
+}
+
+pub fn web_spec(family: &str) -> TaskDefinitionSpec {
+    TaskDefinitionSpec {
+        family: family.into(),
+        cpu: Some(256),
+        memory: Some(512),
+        container_definitions: vec![ContainerDefinition {
+            name: "app".into(),
+            image: "berth/workload".into(),
+            command: vec!["sleep".into(), "3600".into()],
+            ..Default::default()
+        }],
+    }
+}
+
+pub async fn register(
+    ch: Channel,
+    spec: TaskDefinitionSpec,
+) -> Result<TaskDefinition, tonic::Status> {
+    TaskDefinitionsClient::new(ch)
+        .register(RegisterTaskDefinitionRequest {
+            task_definition: Some(spec),
+        })
+        .await
+        .map(|r| {
+            r.into_inner()
+                .task_definition
+                .expect("definition in answer")
+        })
+}
+
+pub async fn register_agent(ch: Channel, id: &str, cpu: u32, memory: u32, attrs: &[(&str, &str)]) {
+    AgentProtocolClient::new(ch)
+        .register(AgentRegisterRequest {
+            agent_id: id.into(),
+            cpu,
+            memory,
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            address: String::new(),
+        })
+        .await
+        .expect("agent registration");
+}
+
+pub async fn run(
+    ch: Channel,
+    family: &str,
+    count: u32,
+    token: &str,
+) -> Result<RunTaskResponse, tonic::Status> {
+    TasksClient::new(ch)
+        .run(RunTaskRequest {
+            task_definition: family.into(),
+            count,
+            client_token: token.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn all_tasks(ch: Channel, stale: bool) -> Vec<Task> {
+    let mut out = Vec::new();
+    let mut next_token = String::new();
+    loop {
+        let r = TasksClient::new(ch.clone())
+            .list(ListTasksRequest {
+                max_results: 1000,
+                next_token: next_token.clone(),
+                stale,
+                ..Default::default()
+            })
+            .await
+            .expect("list tasks")
+            .into_inner();
+        out.extend(r.tasks);
+        if r.next_token.is_empty() {
+            return out;
+        }
+        next_token = r.next_token;
+    }
+}
+
+pub async fn status(ch: Channel) -> ClusterStatusResponse {
+    ClusterClient::new(ch)
+        .status(ClusterStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
