@@ -338,7 +338,13 @@ pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Con
             match c.kind.as_str() {
                 "distinctInstance" => Ok(sched::Constraint::DistinctInstance),
                 "memberOf" if !c.expression.trim().is_empty() => {
-                    Ok(sched::Constraint::MemberOf(c.expression.clone()))
+                    match sched::parse_expression(&c.expression) {
+                        Ok(_) => Ok(sched::Constraint::MemberOf(c.expression.clone())),
+                        Err(e) => Err(ApiError::invalid(format!(
+                            "{f}.expression `{}`: at byte {}: {}",
+                            c.expression, e.position, e.message
+                        ))),
+                    }
                 }
                 "memberOf" => Err(ApiError::invalid(format!(
                     "{f}.expression must not be empty for memberOf"

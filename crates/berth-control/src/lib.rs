@@ -33,9 +33,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use config::NodeConfig;
 pub use node::Node;
 
-/// Largest request the public API accepts. Task definitions are capped at 64 KiB by
-/// validation; this bounds what a client can make the server buffer.
-pub const MAX_API_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest request the public API decodes. Validation refuses far smaller inputs with a
+/// message naming the field (a task definition is capped at 64 KiB); this bound only stops
+/// a client from making the server buffer without limit, and is set high enough that
+/// oversize input meets validation's clearer error first.
+pub const MAX_API_MESSAGE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

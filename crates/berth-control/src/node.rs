@@ -56,7 +56,7 @@ pub enum LeaderResponse {
     /// The revision the write applied at, and what applying it answered.
     Written {
         revision: Revision,
-        result: CommandResult,
+        result: Box<CommandResult>,
     },
     Heartbeat {
         ttl_ms: u64,
@@ -213,10 +213,12 @@ impl Node {
                 }
             }
             failure => {
-                let retry_safe = match req {
-                    LeaderRequest::Write(w) => w.retry_safe(),
-                    _ => true,
-                };
+                let never_sent = matches!(&failure, Ok(Err(s)) if connect_failed(s));
+                let retry_safe = never_sent
+                    || match req {
+                        LeaderRequest::Write(w) => w.retry_safe(),
+                        _ => true,
+                    };
                 if retry_safe {
                     tracing::debug!(?failure, leader = %leader.raft_addr, "forward failed; retrying");
                     None
@@ -252,7 +254,10 @@ impl Node {
                 let (revision, result) = rx
                     .await
                     .map_err(|_| ApiError::unavailable("this node is shutting down"))??;
-                Ok(LeaderResponse::Written { revision, result })
+                Ok(LeaderResponse::Written {
+                    revision,
+                    result: Box::new(result),
+                })
             }
             LeaderRequest::Heartbeat { agent_id, epoch } => self.heartbeat(&agent_id, epoch),
             LeaderRequest::Join { id, node } => self.join(id, node).await,
@@ -263,7 +268,7 @@ impl Node {
     /// Submits a write wherever the leader is, and returns what it answered.
     pub async fn write(&self, req: WriteRequest) -> ApiResult<(Revision, berth_core::Outcome)> {
         match self.leader_call(LeaderRequest::Write(req)).await? {
-            LeaderResponse::Written { revision, result } => Ok((revision, result?)),
+            LeaderResponse::Written { revision, result } => Ok((revision, (*result)?)),
             other => Err(ApiError::Internal(format!(
                 "unexpected answer to a write: {other:?}"
             ))),
@@ -423,6 +428,15 @@ impl Node {
             _ => None,
         }
     }
+}
+
+/// The connection to the peer was never made, so the request cannot have run there.
+fn connect_failed(s: &tonic::Status) -> bool {
+    if s.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let m = s.message().to_ascii_lowercase();
+    m.contains("connect") || m.contains("connection refused")
 }
 
 pub(crate) fn raft_err(what: &str, e: impl std::fmt::Display) -> ApiError {

@@ -104,7 +104,7 @@ pub fn resolve(
     let ok = if row.exact.is_empty() {
         memory >= row.min_memory
             && memory <= row.max_memory
-            && (memory - row.min_memory) % row.step == 0
+            && (memory - row.min_memory).is_multiple_of(row.step)
     } else {
         row.exact.contains(&memory)
     };

@@ -18,6 +18,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Serverless containers on your own machines"
 )]
 struct Cli {
+    #[command(flatten)]
+    opts: ClientOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,29 +57,21 @@ enum Command {
     Dev(server::DevArgs),
     /// Cluster membership and settings.
     Cluster {
-        #[command(flatten)]
-        opts: ClientOpts,
         #[command(subcommand)]
         cmd: cmd::ClusterCmd,
     },
     /// Task definitions.
     Taskdef {
-        #[command(flatten)]
-        opts: ClientOpts,
         #[command(subcommand)]
         cmd: cmd::TaskdefCmd,
     },
     /// Tasks.
     Task {
-        #[command(flatten)]
-        opts: ClientOpts,
         #[command(subcommand)]
         cmd: cmd::TaskCmd,
     },
     /// Agents (worker hosts).
     Agent {
-        #[command(flatten)]
-        opts: ClientOpts,
         #[command(subcommand)]
         cmd: cmd::AgentCmd,
     },
@@ -110,14 +104,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let opts = cli.opts;
     let result = rt.block_on(async move {
         match cli.command {
             Command::Control(a) => server::control(a).await,
             Command::Dev(a) => server::dev(a).await,
-            Command::Cluster { opts, cmd } => cmd::cluster(&opts, cmd).await,
-            Command::Taskdef { opts, cmd } => cmd::taskdef(&opts, cmd).await,
-            Command::Task { opts, cmd } => cmd::task(&opts, cmd).await,
-            Command::Agent { opts, cmd } => cmd::agent(&opts, cmd).await,
+            Command::Cluster { cmd } => cmd::cluster(&opts, cmd).await,
+            Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
+            Command::Task { cmd } => cmd::task(&opts, cmd).await,
+            Command::Agent { cmd } => cmd::agent(&opts, cmd).await,
         }
     });
     match result {

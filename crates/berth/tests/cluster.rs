@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_proto::v1::cluster_client::ClusterClient;
 use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
@@ -152,7 +153,9 @@ async fn leader_sigkill_during_writes_loses_no_acknowledged_write() {
     register_agent(c.raft(any), "big", 1_000_000, 4_000_000, &[]).await;
 
     let endpoint = c.endpoint();
-    let acked: Arc<Mutex<Vec<(String, Vec<String>, Instant)>>> = Arc::default();
+    // (client token, task ids, when acknowledged)
+    type Acks = Vec<(String, Vec<String>, Instant)>;
+    let acked: Arc<Mutex<Acks>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -315,4 +318,222 @@ async fn whole_cluster_killed_and_restarted_keeps_identical_state() {
         .await
         .expect("run after restart");
     assert_eq!(r.tasks.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_node_rejoins_and_catches_up_by_snapshot() {
+    // Small snapshot interval and short log tail, so the wiped node's entries are gone
+    // from every log and only a snapshot can bring it back.
+    let mut c = Cluster::start(
+        3,
+        &["--snapshot-every", "20", "--keep-behind-snapshot", "5"],
+    );
+    let leader = c.wait_leader(FORM).await;
+    let victim = c.follower_of(leader);
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    register_agent(c.raft(leader), "a1", 1_000_000, 4_000_000, &[]).await;
+    c.stop(victim);
+    c.wipe(victim);
+    let mut last = 0;
+    for i in 0..60 {
+        last = run(c.api(leader), "web", 1, &format!("s{i}"))
+            .await
+            .expect("run")
+            .revision;
+    }
+    let li = c.info(leader, false).await.expect("leader info");
+    assert!(
+        li.purged_index > 0,
+        "the leader never compacted its log: {li:?}"
+    );
+    c.spawn(victim);
+    c.wait_applied(last, Duration::from_secs(30)).await;
+    let vi = c.info(victim, true).await.expect("victim info");
+    assert!(
+        vi.snapshot_index > 0,
+        "the wiped node caught up without a snapshot: {vi:?}\n{}",
+        c.log(victim)
+    );
+    assert!(
+        c.log(victim).contains("snapshot installed"),
+        "{}",
+        c.log(victim)
+    );
+    let li = c.info(leader, true).await.expect("leader info");
+    assert_eq!(
+        (vi.revision, vi.state_digest),
+        (li.revision, li.state_digest)
+    );
+    let tasks = all_tasks(c.api(victim), true).await;
+    assert_eq!(tasks.len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_join_as_learners_then_voters_and_leave() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    c.add_blank_node(4);
+    let (raft4, api4) = (c.nodes[&4].raft.to_string(), c.nodes[&4].api.to_string());
+    // Join through a follower: the request reaches the leader by itself.
+    let follower = c.follower_of(leader);
+    let r = ClusterClient::new(c.api(follower))
+        .join(JoinRequest {
+            id: 4,
+            raft_address: raft4.clone(),
+            api_address: api4,
+        })
+        .await
+        .expect("join")
+        .into_inner();
+    let m4 = r.members.iter().find(|m| m.id == 4).expect("node 4 listed");
+    assert!(m4.voter, "{m4:?}");
+    // Node 4 has the data and serves linearizable reads.
+    let d = TaskDefinitionsClient::new(c.api(4))
+        .describe(DescribeTaskDefinitionRequest {
+            task_definition: "web:1".into(),
+            stale: false,
+        })
+        .await
+        .expect("read on the new node");
+    assert_eq!(
+        d.into_inner().task_definition.map(|d| d.family),
+        Some("web".into())
+    );
+
+    // Joining again is a no-op; joining the same id elsewhere is refused.
+    ClusterClient::new(c.api(leader))
+        .join(JoinRequest {
+            id: 4,
+            raft_address: raft4,
+            api_address: "127.0.0.1:1".into(),
+        })
+        .await
+        .expect("rejoin at the same address");
+    let e = ClusterClient::new(c.api(leader))
+        .join(JoinRequest {
+            id: 4,
+            raft_address: "127.0.0.1:2".into(),
+            api_address: "127.0.0.1:3".into(),
+        })
+        .await
+        .expect_err("same id, other address");
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    // Remove node 4 and one of the original followers; the rest keeps taking writes.
+    let r = ClusterClient::new(c.api(leader))
+        .leave(LeaveRequest { id: 4 })
+        .await
+        .expect("leave 4")
+        .into_inner();
+    assert!(r.members.iter().all(|m| m.id != 4), "{:?}", r.members);
+    c.kill(4);
+    let other = *c
+        .running()
+        .iter()
+        .find(|id| **id != leader && **id != 4)
+        .expect("follower");
+    ClusterClient::new(c.api(leader))
+        .leave(LeaveRequest { id: other })
+        .await
+        .expect("leave follower");
+    c.kill(other);
+    let st = status(c.api(leader)).await;
+    assert_eq!(
+        st.members.iter().filter(|m| m.voter).count(),
+        2,
+        "{:?}",
+        st.members
+    );
+    register(c.api(leader), web_spec("after"))
+        .await
+        .expect("write after two leaves");
+    let e = ClusterClient::new(c.api(leader))
+        .leave(LeaveRequest { id: 99 })
+        .await
+        .expect_err("unknown member");
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_client_token_after_a_leader_change_runs_one_task() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    register_agent(c.raft(leader), "a1", 4096, 8192, &[]).await;
+    let first = run(c.api(leader), "web", 2, "once").await.expect("run");
+    c.kill(leader);
+    let new_leader = c.wait_leader(FORM).await;
+    let again = run(c.api(new_leader), "web", 2, "once")
+        .await
+        .expect("retry");
+    let ids = |r: &RunTaskResponse| {
+        r.tasks
+            .iter()
+            .map(|t| t.task_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&first), ids(&again));
+    let tasks = all_tasks(c.api(new_leader), false).await;
+    assert_eq!(tasks.iter().filter(|t| t.client_token == "once").count(), 2);
+    // Same token, different request: refused, nothing created.
+    let e = run(c.api(new_leader), "web", 3, "once")
+        .await
+        .expect_err("token reuse");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("different parameters"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(all_tasks(c.api(new_leader), false).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_majority_calls_fail_unavailable_naming_the_last_leader() {
+    let mut c = Cluster::start(3, &["--leader-wait-ms", "2000"]);
+    let leader = c.wait_leader(FORM).await;
+    let survivor = c.follower_of(leader);
+    register(c.api(survivor), web_spec("web"))
+        .await
+        .expect("register");
+    for id in [1, 2, 3] {
+        if id != survivor {
+            c.kill(id);
+        }
+    }
+    let started = Instant::now();
+    let e = register(c.api(survivor), web_spec("web"))
+        .await
+        .expect_err("no majority");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("last known leader is node"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the call waited {:?}",
+        started.elapsed()
+    );
+    let e = TasksClient::new(c.api(survivor))
+        .list(ListTasksRequest::default())
+        .await
+        .expect_err("no read index");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // A stale read still answers from the local state.
+    TasksClient::new(c.api(survivor))
+        .list(ListTasksRequest {
+            stale: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stale read without a majority");
 }

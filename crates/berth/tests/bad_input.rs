@@ -1,0 +1,268 @@
+//! Bad input gets a clear error naming the field, and never changes state.
+
+mod common;
+
+use std::time::Duration;
+
+use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use common::*;
+use tonic::Code;
+
+fn container(name: &str, image: &str) -> ContainerDefinition {
+    ContainerDefinition {
+        name: name.into(),
+        image: image.into(),
+        ..Default::default()
+    }
+}
+
+async fn expect(code: Code, needle: &str, r: Result<impl std::fmt::Debug, tonic::Status>) {
+    match r {
+        Ok(v) => panic!("expected {code:?} ({needle}), got {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{needle}: {s:?}");
+            assert!(
+                s.message().contains(needle),
+                "`{}` does not mention `{needle}`",
+                s.message()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let follower = c.follower_of(leader);
+    let api = c.api(follower);
+    register(api.clone(), web_spec("web"))
+        .await
+        .expect("register");
+    register_agent(c.raft(leader), "a1", 4096, 8192, &[("zone", "a")]).await;
+    let ok = run(api.clone(), "web", 1, "good").await.expect("run");
+    let revision_before = status(c.api(leader)).await.revision;
+
+    let reg = |spec: TaskDefinitionSpec| register(api.clone(), spec);
+    let mut s = web_spec("web");
+    s.memory = Some(4096);
+    expect(
+        Code::InvalidArgument,
+        "memory: 4096 MiB is not allowed with cpu 256",
+        reg(s).await,
+    )
+    .await;
+    let mut s = web_spec("web");
+    s.cpu = Some(300);
+    expect(Code::InvalidArgument, "cpu: 300", reg(s).await).await;
+    let mut s = web_spec("web");
+    s.container_definitions[0].image = String::new();
+    expect(
+        Code::InvalidArgument,
+        "containerDefinitions[0].image",
+        reg(s).await,
+    )
+    .await;
+    let mut s = web_spec("web");
+    s.container_definitions = (0..11)
+        .map(|i| container(&format!("c{i}"), "img"))
+        .collect();
+    expect(Code::InvalidArgument, "the limit is 10", reg(s).await).await;
+    let mut s = web_spec("web");
+    s.container_definitions = vec![container("app", "img"), container("app", "img")];
+    expect(
+        Code::InvalidArgument,
+        "containerDefinitions[1].name `app` is already used",
+        reg(s).await,
+    )
+    .await;
+    let mut s = web_spec("");
+    s.family = "has space".into();
+    expect(Code::InvalidArgument, "family", reg(s).await).await;
+    // Oversize: 5 MiB in one environment value.
+    let mut s = web_spec("web");
+    s.container_definitions[0].environment = vec![KeyValue {
+        name: "BIG".into(),
+        value: "x".repeat(5 << 20),
+    }];
+    expect(
+        Code::InvalidArgument,
+        "containerDefinitions[0].environment[0].value",
+        reg(s).await,
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        "taskDefinition is required",
+        TaskDefinitionsClient::new(api.clone())
+            .register(RegisterTaskDefinitionRequest {
+                task_definition: None,
+            })
+            .await,
+    )
+    .await;
+
+    let run_req = |td: &str, count: u32| RunTaskRequest {
+        task_definition: td.into(),
+        count,
+        ..Default::default()
+    };
+    let mut tasks = TasksClient::new(api.clone());
+    expect(
+        Code::InvalidArgument,
+        "count 0",
+        tasks.run(run_req("web", 0)).await,
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        "count 11",
+        tasks.run(run_req("web", 11)).await,
+    )
+    .await;
+    expect(
+        Code::NotFound,
+        "`nope`",
+        tasks.run(run_req("nope", 1)).await,
+    )
+    .await;
+    expect(
+        Code::NotFound,
+        "web:7",
+        tasks.run(run_req("web:7", 1)).await,
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        "revision `x`",
+        tasks.run(run_req("web:x", 1)).await,
+    )
+    .await;
+    let mut r = run_req("web", 1);
+    r.placement_strategy = vec![PlacementStrategy {
+        r#type: "pack".into(),
+        field: String::new(),
+    }];
+    expect(
+        Code::InvalidArgument,
+        "placementStrategy[0].type `pack`",
+        tasks.run(r).await,
+    )
+    .await;
+    let mut r = run_req("web", 1);
+    r.placement_constraints = vec![PlacementConstraint {
+        r#type: "memberOf".into(),
+        expression: "attribute:zone in [a,".into(),
+    }];
+    expect(
+        Code::InvalidArgument,
+        "placementConstraints[0].expression",
+        tasks.run(r).await,
+    )
+    .await;
+    let mut r = run_req("web", 1);
+    r.overrides = vec![ContainerOverride {
+        name: "ghost".into(),
+        ..Default::default()
+    }];
+    expect(
+        Code::InvalidArgument,
+        "`ghost` is not a container",
+        tasks.run(r).await,
+    )
+    .await;
+    let mut r = run_req("web", 1);
+    r.client_token = "x".repeat(65);
+    expect(Code::InvalidArgument, "clientToken", tasks.run(r).await).await;
+
+    let missing = "0123456789abcdef0123456789abcdef".to_string();
+    expect(
+        Code::NotFound,
+        "does not exist",
+        tasks
+            .stop(StopTaskRequest {
+                task_id: missing.clone(),
+                reason: String::new(),
+            })
+            .await,
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        "is not a task id",
+        tasks
+            .stop(StopTaskRequest {
+                task_id: "not-an-id".into(),
+                reason: String::new(),
+            })
+            .await,
+    )
+    .await;
+    let d = tasks
+        .describe(DescribeTasksRequest {
+            task_ids: vec![ok.tasks[0].task_id.clone(), missing.clone()],
+            stale: false,
+        })
+        .await
+        .expect("describe with one missing id")
+        .into_inner();
+    assert_eq!(d.tasks.len(), 1);
+    assert_eq!(
+        (d.failures[0].reason.as_str(), d.failures[0].arn.as_str()),
+        ("MISSING", missing.as_str())
+    );
+    expect(
+        Code::InvalidArgument,
+        "the limit is 100",
+        tasks
+            .describe(DescribeTasksRequest {
+                task_ids: vec![missing.clone(); 101],
+                stale: false,
+            })
+            .await,
+    )
+    .await;
+    let mut defs = TaskDefinitionsClient::new(api.clone());
+    expect(
+        Code::InvalidArgument,
+        "explicit revision",
+        defs.deregister(DeregisterTaskDefinitionRequest {
+            task_definition: "web".into(),
+        })
+        .await,
+    )
+    .await;
+    expect(
+        Code::NotFound,
+        "web:9",
+        defs.deregister(DeregisterTaskDefinitionRequest {
+            task_definition: "web:9".into(),
+        })
+        .await,
+    )
+    .await;
+    expect(
+        Code::InvalidArgument,
+        "revisions start at 1",
+        defs.describe(DescribeTaskDefinitionRequest {
+            task_definition: "web:0".into(),
+            stale: false,
+        })
+        .await,
+    )
+    .await;
+
+    // Nothing above reached the state.
+    let after = status(c.api(leader)).await.revision;
+    assert_eq!(
+        after, revision_before,
+        "a refused request changed the state"
+    );
+    assert_eq!(all_tasks(api.clone(), false).await.len(), 1);
+    // And the cluster is still healthy.
+    run(api, "web", 1, "good-2")
+        .await
+        .expect("run after bad input");
+}
