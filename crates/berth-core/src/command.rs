@@ -40,6 +40,12 @@ pub enum Command {
         reason: String,
     },
     UpdateSettings(Settings),
+    /// State changes an agent observed on its tasks, batched.
+    ReportTasks {
+        agent_id: String,
+        epoch: u64,
+        reports: Vec<TaskReport>,
+    },
 }
 
 impl Command {
@@ -144,6 +150,8 @@ pub enum Outcome {
     Task(Task),
     Agent(Agent),
     Settings(Settings),
+    /// An agent's reports were applied.
+    Reported,
 }
 
 pub type CommandResult = Result<Outcome, Error>;

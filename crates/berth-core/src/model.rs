@@ -318,6 +318,42 @@ pub struct Task {
     pub stopped_at: Option<Millis>,
     /// Revision of the last change to this task; watchers resume from it.
     pub version: Revision,
+    /// Every lifecycle state the task reached, with the time it was reached (agent's
+    /// clock for reported states, the leader's for the rest), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<Transition>,
+}
+
+/// A task reaching a lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub status: TaskState,
+    pub at: Millis,
+}
+
+/// What an agent reports about one task: the state it reached and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReport {
+    pub task_id: String,
+    pub last_status: TaskState,
+    /// When the agent saw the task reach `last_status`.
+    pub at: Millis,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<StopCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+}
+
+/// A task as its agent needs it: the task and the revision of the definition it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedTask {
+    pub task: Task,
+    pub definition: TaskDefinition,
 }
 
 impl Task {

@@ -142,6 +142,7 @@ impl ClusterState {
                 status,
                 reason,
             } => self.set_agent_status(agent_id, *status, reason),
+            Command::ReportTasks { agent_id, epoch, reports } => self.report_tasks(agent_id, *epoch, reports),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -317,6 +318,7 @@ impl ClusterState {
                 stopping_at: None,
                 stopped_at: None,
                 version: self.revision,
+                transitions: vec![Transition { status: TaskState::Provisioning, at: self.clock }],
             };
             self.allocate(&task);
             self.tasks.insert(task.id.clone(), task.clone());
@@ -450,6 +452,16 @@ impl ClusterState {
     /// Moves a task to STOPPED: releases its capacity and schedules its collection.
     fn finish_task(&mut self, task_id: &str, code: StopCode, reason: &str) {
         let clock = self.clock;
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            if t.last_status != TaskState::Stopped {
+                t.transitions.push(Transition { status: TaskState::Stopped, at: clock });
+            }
+        }
+        self.finish_task_at(task_id, code, reason, clock);
+    }
+
+    fn finish_task_at(&mut self, task_id: &str, code: StopCode, reason: &str, stopped_at: Millis) {
+        let clock = self.clock;
         let revision = self.revision;
         let Some(task) = self.tasks.get_mut(task_id) else {
             return;
@@ -466,13 +478,103 @@ impl ClusterState {
         for c in &mut task.containers {
             c.last_status = TaskState::Stopped;
         }
-        task.stopped_at = Some(clock);
+        task.stopped_at = Some(stopped_at);
         task.version = revision;
         let task = task.clone();
         self.release(&task);
         self.stopped_expiry
             .insert((clock + STOPPED_TASK_RETENTION_MS, task.id.clone()));
         self.changes.push(Change::Task(task));
+    }
+
+    /// Applies an agent's reports. The whole batch is refused if the agent is unknown, the
+    /// registration is stale, or any report is about a task the agent does not hold; a
+    /// report that would move a task backwards is ignored (reports may arrive late or
+    /// twice).
+    fn report_tasks(&mut self, agent_id: &str, epoch: u64, reports: &[TaskReport]) -> CommandResult {
+        let agent = self
+            .agents
+            .get(agent_id)
+            .ok_or_else(|| Error::not_found(format!("agent {agent_id} is not registered")))?;
+        if agent.epoch != epoch {
+            return Err(Error::precondition(format!(
+                "agent {agent_id}: report carries registration {epoch}, the current one is {}; re-register",
+                agent.epoch
+            )));
+        }
+        for r in reports {
+            validate::reason(r.stopped_reason.as_deref().unwrap_or_default())?;
+            match self.tasks.get(&r.task_id) {
+                None => {
+                    return Err(Error::not_found(format!(
+                        "agent {agent_id} reported task {} which does not exist",
+                        r.task_id
+                    )))
+                }
+                Some(t) if t.agent_id != agent_id => {
+                    return Err(Error::precondition(format!(
+                        "agent {agent_id} reported task {} which is assigned to agent {}",
+                        r.task_id, t.agent_id
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let revision = self.revision;
+        for r in reports {
+            let Some(task) = self.tasks.get_mut(&r.task_id) else { continue };
+            if r.last_status < task.last_status || task.last_status == TaskState::Stopped {
+                continue;
+            }
+            if !r.containers.is_empty() {
+                task.containers = r.containers.clone();
+            }
+            if r.last_status == task.last_status {
+                task.version = revision;
+                let t = task.clone();
+                self.changes.push(Change::Task(t));
+                continue;
+            }
+            // Report time is the agent's; never let it run before the task existed.
+            let at = r.at.max(task.created_at);
+            match r.last_status {
+                TaskState::Pending | TaskState::Activating if task.pull_started_at.is_none() => {
+                    task.pull_started_at = Some(at)
+                }
+                TaskState::Running => task.started_at = Some(at),
+                TaskState::Deactivating | TaskState::Stopping if task.stopping_at.is_none() => {
+                    task.stopping_at = Some(at)
+                }
+                _ => {}
+            }
+            if r.last_status == TaskState::Stopped {
+                let code = r.stop_code.unwrap_or(StopCode::EssentialContainerExited);
+                let reason = r.stopped_reason.clone().unwrap_or_else(|| "Task stopped".to_string());
+                task.transitions.push(Transition { status: TaskState::Stopped, at });
+                let id = task.id.clone();
+                self.finish_task_at(&id, code, &reason, at);
+                continue;
+            }
+            task.last_status = r.last_status;
+            task.transitions.push(Transition { status: r.last_status, at });
+            task.version = revision;
+            let t = task.clone();
+            self.changes.push(Change::Task(t));
+        }
+        Ok(Outcome::Reported)
+    }
+
+    /// The tasks assigned to an agent that it must act on: every task not yet STOPPED.
+    pub fn assigned_tasks<'a>(&'a self, agent_id: &str) -> impl Iterator<Item = AssignedTask> + 'a {
+        self.agent_tasks
+            .get(agent_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|t| {
+                let def = self.families.get(&t.family)?.get((t.revision as usize).wrapping_sub(1))?;
+                Some(AssignedTask { task: t.clone(), definition: def.clone() })
+            })
     }
 
     pub fn task(&self, id: &str) -> Option<&Task> {
