@@ -196,6 +196,7 @@ impl Batcher {
 fn request_weight(req: &WriteRequest) -> usize {
     match req {
         WriteRequest::RunTask(r) => r.count.clamp(1, berth_core::limits::MAX_RUN_COUNT) as usize,
+        WriteRequest::ReportTasks { reports, .. } => reports.len().max(1),
         _ => 1,
     }
 }
@@ -228,6 +229,31 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             Prepared::Command(Command::RegisterAgent(reg))
         }
         WriteRequest::UpdateSettings(s) => Prepared::Command(Command::UpdateSettings(s)),
+        WriteRequest::SetAgentStatus {
+            agent_id,
+            status,
+            reason,
+        } => {
+            if state.agent(&agent_id).is_none() {
+                return Err(ApiError::NotFound(format!(
+                    "agent {agent_id} is not registered"
+                )));
+            }
+            Prepared::Command(Command::SetAgentStatus {
+                agent_id,
+                status,
+                reason,
+            })
+        }
+        WriteRequest::ReportTasks {
+            agent_id,
+            epoch,
+            reports,
+        } => Prepared::Command(Command::ReportTasks {
+            agent_id,
+            epoch,
+            reports,
+        }),
         WriteRequest::RunTask(r) => prepare_run(r, state)?,
     })
 }

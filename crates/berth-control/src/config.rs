@@ -27,6 +27,10 @@ pub struct NodeConfig {
     /// considers one gone.
     pub heartbeat_interval: Duration,
     pub agent_ttl: Duration,
+    /// After this node becomes leader, no agent is declared DOWN before this much time
+    /// has passed: the new leader has not heard anyone's heartbeats yet, and agents may
+    /// still be finding it.
+    pub agent_grace: Duration,
 }
 
 impl NodeConfig {
@@ -44,6 +48,7 @@ impl NodeConfig {
             leader_wait: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(1),
             agent_ttl: Duration::from_secs(5),
+            agent_grace: Duration::from_secs(10),
         }
     }
 }

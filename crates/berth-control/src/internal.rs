@@ -1,7 +1,14 @@
 //! Services on the raft port besides Raft itself: node-to-node calls and the agent
 //! protocol.
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use berth_core::state::Change;
+use berth_raft::store::StateEvent;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 
 use berth_core::command::AgentRegistration;
 use berth_core::Outcome;
@@ -145,6 +152,170 @@ impl AgentProtocol for AgentProtocolService {
             other => Err(Status::internal(format!(
                 "heartbeat: unexpected answer {other:?}"
             ))),
+        }
+    }
+
+    type AssignmentsStream = Pin<Box<dyn Stream<Item = Result<AssignmentBatch, Status>> + Send>>;
+
+    async fn assignments(
+        &self,
+        req: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let r = req.into_inner();
+        // Subscribe before reading, so nothing applied in between is missed.
+        let events = self.node.state.subscribe();
+        self.node.read_barrier(false).await?;
+        self.check_registration(&r.agent_id, r.epoch)?;
+        let (tx, rx) = mpsc::channel(ASSIGNMENT_BUFFER);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = assignment_loop(node.clone(), r.agent_id, r.epoch, r.from_revision, events, tx) => {}
+                _ = node.shutdown.wait() => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report_tasks(
+        &self,
+        req: Request<ReportTasksRequest>,
+    ) -> Result<Response<ReportTasksResponse>, Status> {
+        let r = req.into_inner();
+        let reports: Vec<berth_core::TaskReport> = serde_json::from_slice(&r.reports)
+            .map_err(|e| ApiError::invalid(format!("reports: not a list of task reports: {e}")))?;
+        if reports.len() > MAX_REPORTS {
+            return Err(ApiError::invalid(format!(
+                "{} reports in one call; the limit is {MAX_REPORTS}",
+                reports.len()
+            ))
+            .into());
+        }
+        let (revision, _) = self
+            .node
+            .write(WriteRequest::ReportTasks {
+                agent_id: r.agent_id,
+                epoch: r.epoch,
+                reports,
+            })
+            .await?;
+        Ok(Response::new(ReportTasksResponse { revision }))
+    }
+}
+
+/// Reports accepted in one ReportTasks call; agents batch up to this.
+pub const MAX_REPORTS: usize = 1000;
+/// Batches buffered per assignment stream before the agent counts as slow and is resent
+/// the full set instead.
+const ASSIGNMENT_BUFFER: usize = 64;
+
+impl AgentProtocolService {
+    fn check_registration(&self, agent_id: &str, epoch: u64) -> ApiResult<()> {
+        let s = self.node.state.read();
+        let agent = s.state.agent(agent_id).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "agent {agent_id} is not registered; register first"
+            ))
+        })?;
+        if agent.epoch != epoch {
+            return Err(ApiError::FailedPrecondition(format!(
+                "agent {agent_id}: registration {epoch} is stale, the current one is {}; re-register",
+                agent.epoch
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn encode_tasks(tasks: impl Iterator<Item = berth_core::AssignedTask>) -> Vec<Vec<u8>> {
+    tasks.filter_map(|t| serde_json::to_vec(&t).ok()).collect()
+}
+
+/// Full set first (unless the agent already has everything up to `from`), then one batch
+/// per applied entry that touched the agent's tasks. A lagging stream or a snapshot
+/// install sends the full set again. Ends when the agent re-registers (its epoch moves on)
+/// or disconnects.
+async fn assignment_loop(
+    node: Arc<Node>,
+    agent_id: String,
+    epoch: u64,
+    from: u64,
+    mut events: broadcast::Receiver<StateEvent>,
+    tx: mpsc::Sender<Result<AssignmentBatch, Status>>,
+) {
+    let mut send_full = {
+        let s = node.state.read();
+        from == 0 || s.state.agent_tasks_changed_at(&agent_id) > from
+    };
+    loop {
+        if send_full {
+            let batch = {
+                let s = node.state.read();
+                AssignmentBatch {
+                    revision: s.state.revision(),
+                    full: true,
+                    tasks: encode_tasks(s.state.assigned_tasks(&agent_id)),
+                }
+            };
+            if tx.send(Ok(batch)).await.is_err() {
+                return;
+            }
+        }
+        send_full = true;
+        loop {
+            match events.recv().await {
+                Ok(StateEvent::Applied { revision, changes }) => {
+                    let mut touched = Vec::new();
+                    let mut stale = false;
+                    for c in changes.iter() {
+                        match c {
+                            Change::Task(t) if t.agent_id == agent_id => touched.push(t.clone()),
+                            Change::Agent(a) if a.id == agent_id && a.epoch != epoch => {
+                                stale = true
+                            }
+                            _ => {}
+                        }
+                    }
+                    if stale {
+                        let _ = tx
+                            .send(Err(Status::failed_precondition(format!(
+                                "agent {agent_id} registered again; this stream belongs to registration {epoch}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    if touched.is_empty() {
+                        continue;
+                    }
+                    let batch = {
+                        let s = node.state.read();
+                        let assigned: Vec<berth_core::AssignedTask> = touched
+                            .into_iter()
+                            .filter_map(|t| {
+                                let def = s
+                                    .state
+                                    .task_definition(&t.family, Some(t.revision))
+                                    .ok()?
+                                    .clone();
+                                Some(berth_core::AssignedTask {
+                                    task: t,
+                                    definition: def,
+                                })
+                            })
+                            .collect();
+                        AssignmentBatch {
+                            revision,
+                            full: false,
+                            tasks: encode_tasks(assigned.into_iter()),
+                        }
+                    };
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(StateEvent::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
         }
     }
 }

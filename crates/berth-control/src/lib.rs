@@ -13,6 +13,7 @@ mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod internal;
+mod monitor;
 pub mod node;
 pub mod shutdown;
 
@@ -199,6 +200,7 @@ impl ControlNode {
             .run(),
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
+        tasks.push(tokio::spawn(monitor::run(node.clone())));
 
         tracing::info!(
             id = node.id,

@@ -27,11 +27,27 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteRequest {
     RegisterTaskDefinition(TaskDefinitionSpec),
-    DeregisterTaskDefinition { family: String, revision: u32 },
+    DeregisterTaskDefinition {
+        family: String,
+        revision: u32,
+    },
     RunTask(RunTaskRequest),
-    StopTask { task_id: String, reason: String },
+    StopTask {
+        task_id: String,
+        reason: String,
+    },
     RegisterAgent(AgentRegistration),
     UpdateSettings(Settings),
+    SetAgentStatus {
+        agent_id: String,
+        status: berth_core::AgentStatus,
+        reason: String,
+    },
+    ReportTasks {
+        agent_id: String,
+        epoch: u64,
+        reports: Vec<berth_core::TaskReport>,
+    },
 }
 
 impl WriteRequest {
@@ -75,9 +91,10 @@ pub struct Node {
     /// Channels to peers' raft ports, by address; tonic channels multiplex and reconnect,
     /// so one per peer is enough.
     channels: Mutex<HashMap<String, Channel>>,
-    /// Leader only: when each agent last heartbeated. In memory by design — heartbeats
-    /// never go through Raft; only a status change does.
-    pub(crate) heartbeats: Mutex<HashMap<String, Instant>>,
+    /// Leader only: when each agent last heartbeated (wall-clock ms, comparable with the
+    /// registration time in the state). In memory by design — heartbeats never go through
+    /// Raft; only a status change does.
+    pub(crate) heartbeats: Mutex<HashMap<String, u64>>,
 }
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
@@ -293,7 +310,7 @@ impl Node {
         self.heartbeats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(agent_id.to_string(), Instant::now());
+            .insert(agent_id.to_string(), now_ms());
         Ok(LeaderResponse::Heartbeat {
             ttl_ms: self.cfg.agent_ttl.as_millis() as u64,
         })

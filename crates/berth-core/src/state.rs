@@ -51,6 +51,8 @@ pub struct ClusterState {
     /// Group → agent → tasks of that group holding capacity there; spread and
     /// distinctInstance read it instead of scanning every task.
     group_agents: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Agent id → revision of the last change to any of its tasks.
+    agent_changed: BTreeMap<String, Revision>,
     tokens: BTreeMap<String, TokenRecord>,
     /// (expiry time, token): tokens leave in order of age.
     token_expiry: BTreeSet<(Millis, String)>,
@@ -119,6 +121,19 @@ impl ClusterState {
         results
     }
 
+    /// Records a change to a task, for watchers and for its agent's assignment stream.
+    fn note_task(&mut self, task: Task) {
+        self.agent_changed
+            .insert(task.agent_id.clone(), self.revision);
+        self.changes.push(Change::Task(task));
+    }
+
+    /// The revision at which any task of `agent_id` last changed (0: never). An agent whose
+    /// assignment stream resumes from a later revision has missed nothing.
+    pub fn agent_tasks_changed_at(&self, agent_id: &str) -> Revision {
+        self.agent_changed.get(agent_id).copied().unwrap_or(0)
+    }
+
     /// Changes made since the last call, for watchers.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
@@ -142,7 +157,11 @@ impl ClusterState {
                 status,
                 reason,
             } => self.set_agent_status(agent_id, *status, reason),
-            Command::ReportTasks { agent_id, epoch, reports } => self.report_tasks(agent_id, *epoch, reports),
+            Command::ReportTasks {
+                agent_id,
+                epoch,
+                reports,
+            } => self.report_tasks(agent_id, *epoch, reports),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -318,11 +337,14 @@ impl ClusterState {
                 stopping_at: None,
                 stopped_at: None,
                 version: self.revision,
-                transitions: vec![Transition { status: TaskState::Provisioning, at: self.clock }],
+                transitions: vec![Transition {
+                    status: TaskState::Provisioning,
+                    at: self.clock,
+                }],
             };
             self.allocate(&task);
             self.tasks.insert(task.id.clone(), task.clone());
-            self.changes.push(Change::Task(task.clone()));
+            self.note_task(task.clone());
             tasks.push(task);
         }
         if let Some(token) = &run.client_token {
@@ -445,7 +467,7 @@ impl ClusterState {
         task.stopping_at = Some(clock);
         task.version = revision;
         let task = task.clone();
-        self.changes.push(Change::Task(task.clone()));
+        self.note_task(task.clone());
         Ok(Outcome::Task(task))
     }
 
@@ -454,7 +476,10 @@ impl ClusterState {
         let clock = self.clock;
         if let Some(t) = self.tasks.get_mut(task_id) {
             if t.last_status != TaskState::Stopped {
-                t.transitions.push(Transition { status: TaskState::Stopped, at: clock });
+                t.transitions.push(Transition {
+                    status: TaskState::Stopped,
+                    at: clock,
+                });
             }
         }
         self.finish_task_at(task_id, code, reason, clock);
@@ -484,14 +509,19 @@ impl ClusterState {
         self.release(&task);
         self.stopped_expiry
             .insert((clock + STOPPED_TASK_RETENTION_MS, task.id.clone()));
-        self.changes.push(Change::Task(task));
+        self.note_task(task);
     }
 
     /// Applies an agent's reports. The whole batch is refused if the agent is unknown, the
     /// registration is stale, or any report is about a task the agent does not hold; a
     /// report that would move a task backwards is ignored (reports may arrive late or
     /// twice).
-    fn report_tasks(&mut self, agent_id: &str, epoch: u64, reports: &[TaskReport]) -> CommandResult {
+    fn report_tasks(
+        &mut self,
+        agent_id: &str,
+        epoch: u64,
+        reports: &[TaskReport],
+    ) -> CommandResult {
         let agent = self
             .agents
             .get(agent_id)
@@ -522,7 +552,9 @@ impl ClusterState {
         }
         let revision = self.revision;
         for r in reports {
-            let Some(task) = self.tasks.get_mut(&r.task_id) else { continue };
+            let Some(task) = self.tasks.get_mut(&r.task_id) else {
+                continue;
+            };
             if r.last_status < task.last_status || task.last_status == TaskState::Stopped {
                 continue;
             }
@@ -532,7 +564,7 @@ impl ClusterState {
             if r.last_status == task.last_status {
                 task.version = revision;
                 let t = task.clone();
-                self.changes.push(Change::Task(t));
+                self.note_task(t);
                 continue;
             }
             // Report time is the agent's; never let it run before the task existed.
@@ -549,17 +581,26 @@ impl ClusterState {
             }
             if r.last_status == TaskState::Stopped {
                 let code = r.stop_code.unwrap_or(StopCode::EssentialContainerExited);
-                let reason = r.stopped_reason.clone().unwrap_or_else(|| "Task stopped".to_string());
-                task.transitions.push(Transition { status: TaskState::Stopped, at });
+                let reason = r
+                    .stopped_reason
+                    .clone()
+                    .unwrap_or_else(|| "Task stopped".to_string());
+                task.transitions.push(Transition {
+                    status: TaskState::Stopped,
+                    at,
+                });
                 let id = task.id.clone();
                 self.finish_task_at(&id, code, &reason, at);
                 continue;
             }
             task.last_status = r.last_status;
-            task.transitions.push(Transition { status: r.last_status, at });
+            task.transitions.push(Transition {
+                status: r.last_status,
+                at,
+            });
             task.version = revision;
             let t = task.clone();
-            self.changes.push(Change::Task(t));
+            self.note_task(t);
         }
         Ok(Outcome::Reported)
     }
@@ -572,8 +613,14 @@ impl ClusterState {
             .flat_map(|ids| ids.iter())
             .filter_map(|id| self.tasks.get(id))
             .filter_map(|t| {
-                let def = self.families.get(&t.family)?.get((t.revision as usize).wrapping_sub(1))?;
-                Some(AssignedTask { task: t.clone(), definition: def.clone() })
+                let def = self
+                    .families
+                    .get(&t.family)?
+                    .get((t.revision as usize).wrapping_sub(1))?;
+                Some(AssignedTask {
+                    task: t.clone(),
+                    definition: def.clone(),
+                })
             })
     }
 

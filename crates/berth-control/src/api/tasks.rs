@@ -25,6 +25,7 @@ pub struct TasksApi {
 const WATCH_BUFFER: usize = 256;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<TaskEvent, Status>> + Send>>;
+type LogsStream = Pin<Box<dyn Stream<Item = Result<TaskLogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Tasks for TasksApi {
@@ -148,6 +149,76 @@ impl Tasks for TasksApi {
             next_token,
             revision: s.state.revision(),
         }))
+    }
+
+    type LogsStream = LogsStream;
+
+    async fn logs(
+        &self,
+        req: Request<TaskLogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        check_task_id("taskId", &req.task_id)?;
+        self.node.read_barrier(false).await?;
+        let (agent_id, address, down) = {
+            let s = self.node.state.read();
+            let task = s.state.task(&req.task_id).ok_or_else(|| {
+                ApiError::NotFound(format!("task {} does not exist", req.task_id))
+            })?;
+            let agent = s.state.agent(&task.agent_id).ok_or_else(|| {
+                ApiError::NotFound(format!("agent {} is not registered", task.agent_id))
+            })?;
+            (
+                agent.id.clone(),
+                agent.address.clone(),
+                agent.status == berth_core::AgentStatus::Down,
+            )
+        };
+        if down {
+            return Err(ApiError::unavailable(format!(
+                "agent {agent_id}, which ran the task, is DOWN"
+            ))
+            .into());
+        }
+        if address.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "agent {agent_id} registered no address to fetch logs from"
+            ))
+            .into());
+        }
+        let channel = berth_raft::network::lazy_channel(&address).ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "agent {agent_id} has an invalid address `{address}`"
+            ))
+        })?;
+        let upstream =
+            berth_proto::internal::agent_service_client::AgentServiceClient::new(channel)
+                .logs(berth_proto::internal::LogsRequest {
+                    task_id: req.task_id,
+                    container: req.container,
+                    follow: req.follow,
+                    tail: req.tail,
+                })
+                .await
+                .map_err(|s| {
+                    if s.code() == tonic::Code::Unavailable {
+                        Status::unavailable(format!(
+                            "agent {agent_id} at {address} cannot be reached: {}",
+                            s.message()
+                        ))
+                    } else {
+                        s
+                    }
+                })?
+                .into_inner();
+        let stream = tokio_stream::StreamExt::map(upstream, |r| {
+            r.map(|c| TaskLogChunk {
+                container: c.container,
+                stream: c.stream,
+                data: c.data,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type WatchStream = WatchStream;

@@ -366,27 +366,54 @@ fn report(task: &str, status: TaskState, at: Millis) -> TaskReport {
 }
 
 fn reports(agent: &str, epoch: u64, rs: Vec<TaskReport>) -> Command {
-    Command::ReportTasks { agent_id: agent.into(), epoch, reports: rs }
+    Command::ReportTasks {
+        agent_id: agent.into(),
+        epoch,
+        reports: rs,
+    }
 }
 
 #[test]
 fn reports_move_tasks_forward_only_and_stop_frees_capacity() {
     let mut h = Harness::new();
-    h.one(Command::RegisterTaskDefinition { spec: spec("web") }).unwrap();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
     h.one(agent("a1", 4096, 8192)).unwrap();
     h.one(agent("a2", 4096, 8192)).unwrap();
     tasks_of(h.one(run(None, 0, &[("t1", "a1"), ("t2", "a2")])));
 
-    h.one(reports("a1", 1, vec![report("t1", TaskState::Activating, 1_100), report("t1", TaskState::Running, 1_200)]))
-        .unwrap();
+    h.one(reports(
+        "a1",
+        1,
+        vec![
+            report("t1", TaskState::Activating, 1_100),
+            report("t1", TaskState::Running, 1_200),
+        ],
+    ))
+    .unwrap();
     let t = h.state.task("t1").unwrap();
     assert_eq!(t.last_status, TaskState::Running);
-    assert_eq!((t.pull_started_at, t.started_at), (Some(1_100), Some(1_200)));
+    assert_eq!(
+        (t.pull_started_at, t.started_at),
+        (Some(1_100), Some(1_200))
+    );
     let seen: Vec<TaskState> = t.transitions.iter().map(|x| x.status).collect();
-    assert_eq!(seen, vec![TaskState::Provisioning, TaskState::Activating, TaskState::Running]);
+    assert_eq!(
+        seen,
+        vec![
+            TaskState::Provisioning,
+            TaskState::Activating,
+            TaskState::Running
+        ]
+    );
 
     // A late report of an earlier state changes nothing.
-    h.one(reports("a1", 1, vec![report("t1", TaskState::Pending, 1_300)])).unwrap();
+    h.one(reports(
+        "a1",
+        1,
+        vec![report("t1", TaskState::Pending, 1_300)],
+    ))
+    .unwrap();
     assert_eq!(h.state.task("t1").unwrap().last_status, TaskState::Running);
 
     // Reports about someone else's task, from a stale registration or an unknown agent
@@ -396,9 +423,22 @@ fn reports_move_tasks_forward_only_and_stop_frees_capacity() {
         h.one(reports("a1", 1, vec![report("t1", TaskState::Stopping, 1), report("t2", TaskState::Running, 1)])),
         Err(Error::FailedPrecondition(m)) if m.contains("assigned to agent a2")
     ));
-    assert!(matches!(h.one(reports("a1", 7, vec![])), Err(Error::FailedPrecondition(_))));
-    assert!(matches!(h.one(reports("zz", 1, vec![])), Err(Error::NotFound(_))));
-    assert!(matches!(h.one(reports("a1", 1, vec![report("nope", TaskState::Running, 1)])), Err(Error::NotFound(_))));
+    assert!(matches!(
+        h.one(reports("a1", 7, vec![])),
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        h.one(reports("zz", 1, vec![])),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        h.one(reports(
+            "a1",
+            1,
+            vec![report("nope", TaskState::Running, 1)]
+        )),
+        Err(Error::NotFound(_))
+    ));
     assert_eq!(h.state.task("t1"), before.task("t1"));
 
     let mut stop = report("t1", TaskState::Stopped, 1_500);
@@ -420,6 +460,11 @@ fn reports_move_tasks_forward_only_and_stop_frees_capacity() {
     assert_eq!(h.state.assigned_tasks("a1").count(), 0);
     assert_eq!(h.state.assigned_tasks("a2").count(), 1);
     // Nothing moves a STOPPED task again.
-    h.one(reports("a1", 1, vec![report("t1", TaskState::Running, 1_600)])).unwrap();
+    h.one(reports(
+        "a1",
+        1,
+        vec![report("t1", TaskState::Running, 1_600)],
+    ))
+    .unwrap();
     assert_eq!(h.state.task("t1").unwrap().last_status, TaskState::Stopped);
 }

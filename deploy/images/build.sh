@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Builds, offline, the images Berth's tests and first-time users need. Nothing is pulled:
+# each image is a root filesystem assembled here and loaded with `docker import`.
+#
+#   berth/workload:latest  Debian's static busybox (/bin/busybox + one symlink per applet),
+#                          a minimal /etc, and small helpers under /usr/local/bin:
+#                            berth-memhog   grows its memory until the kernel kills it
+#                                           (`tail /dev/zero` keeps every byte: no newline)
+#                            berth-ignore-term  ignores SIGTERM and sleeps forever
+#                          Default command: /bin/sh.
+#
+# Usage: deploy/images/build.sh [--force]
+#   Idempotent: an image that exists and was built from this very script is kept; one
+#   built by another version of the script (label berth.build differs) is rebuilt.
+#   --force rebuilds anyway. Installs Debian's busybox-static with apt-get when missing.
+set -euo pipefail
+
+IMAGE=berth/workload:latest
+FORCE=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) FORCE=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "build.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+command -v docker >/dev/null || { echo "build.sh: docker CLI not found" >&2; exit 1; }
+docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
+  echo "build.sh: no Docker engine answers (is dockerd running? DOCKER_HOST=${DOCKER_HOST:-unset})" >&2
+  exit 1
+}
+
+# The build's identity: this script's own content. Changing the script rebuilds the image.
+BUILD_ID=$(sha256sum "$0" | cut -c1-16)
+
+current=$(docker image inspect --format '{{ index .Config.Labels "berth.build" }}' "$IMAGE" 2>/dev/null || true)
+if [[ $FORCE == 0 && "$current" == "$BUILD_ID" ]]; then
+  echo "build.sh: $IMAGE is up to date (build $BUILD_ID)"
+  exit 0
+fi
+
+# busybox-static, not busybox: the binary must run in an image with no libc.
+if ! dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
+  echo "build.sh: installing busybox-static" >&2
+  SUDO=""
+  [[ $(id -u) == 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq busybox-static >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq busybox-static; }
+fi
+BUSYBOX=$(dpkg-query -L busybox-static | grep -E '/busybox$' | head -n1)
+[[ -x "$BUSYBOX" ]] || { echo "build.sh: busybox-static installed but no busybox binary found" >&2; exit 1; }
+if file "$BUSYBOX" 2>/dev/null | grep -q dynamically; then
+  echo "build.sh: $BUSYBOX is dynamically linked; it would not run in an empty image" >&2
+  exit 1
+fi
+
+ROOT=$(mktemp -d)
+trap 'rm -rf "$ROOT"' EXIT
+
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,tmp,root,proc,sys,dev,var/run,var/tmp,home}
+chmod 1777 "$ROOT/tmp" "$ROOT/var/tmp"
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+  [[ "$applet" == busybox ]] && continue
+  ln -s busybox "$ROOT/bin/$applet"
+done
+
+cat >"$ROOT/etc/passwd" <<'PASSWD'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+PASSWD
+cat >"$ROOT/etc/group" <<'GROUP'
+root:x:0:
+nogroup:x:65534:
+GROUP
+echo "hosts: files dns" >"$ROOT/etc/nsswitch.conf"
+
+cat >"$ROOT/usr/local/bin/berth-memhog" <<'HOG'
+#!/bin/sh
+# Grows memory without bound: tail keeps everything since the last newline, and
+# /dev/zero has none. Under a memory limit the kernel's OOM killer ends it.
+exec tail /dev/zero
+HOG
+cat >"$ROOT/usr/local/bin/berth-ignore-term" <<'IGN'
+#!/bin/sh
+# Ignores SIGTERM (only SIGKILL ends it), to test the stop timeout.
+trap '' TERM
+echo ready
+while :; do sleep 1; done
+IGN
+chmod 755 "$ROOT"/usr/local/bin/*
+
+# Reproducible tar: fixed owner and mtime, sorted names.
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2024-01-01 00:00:00' \
+    -C "$ROOT" -cf - . \
+  | docker import \
+      --change 'ENV PATH=/usr/local/bin:/bin' \
+      --change 'CMD ["/bin/sh"]' \
+      --change "LABEL berth.build=$BUILD_ID" \
+      --message "berth workload image (busybox-static), build $BUILD_ID" \
+      - "$IMAGE" >/dev/null
+echo "build.sh: built $IMAGE (build $BUILD_ID)"
