@@ -368,6 +368,19 @@ pub enum TaskCmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// A task container's output, streamed from the agent that runs it.
+    Logs {
+        id: String,
+        /// Container name (default: the task's first container).
+        #[arg(long, default_value = "")]
+        container: String,
+        /// Keep streaming new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, default_value_t = 0)]
+        tail: u32,
+    },
     /// Follow tasks' changes as they happen.
     Watch {
         #[arg(long)]
@@ -561,6 +574,35 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
             let tasks: Vec<Task> = r.task.clone().into_iter().collect();
             show(opts.output, &r, || tasks_table(&tasks))?;
         }
+        TaskCmd::Logs {
+            id,
+            container,
+            follow,
+            tail,
+        } => {
+            use std::io::Write;
+            let req = TaskLogsRequest {
+                task_id: id,
+                container,
+                follow,
+                tail,
+            };
+            let mut stream = client
+                .call(Retry::Safe, |ch| {
+                    let req = req.clone();
+                    async move { TasksClient::new(ch).logs(req).await.map(|r| r.into_inner()) }
+                })
+                .await
+                .map_err(status_err)?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(status_err)?;
+                if chunk.stream == "stderr" {
+                    std::io::stderr().write_all(&chunk.data)?;
+                } else {
+                    std::io::stdout().write_all(&chunk.data)?;
+                }
+            }
+        }
         TaskCmd::Watch { family, ids } => {
             let req = WatchTasksRequest {
                 family: family.unwrap_or_default(),
@@ -613,6 +655,12 @@ pub enum AgentCmd {
     Ls,
     /// Show one agent.
     Describe { id: String },
+    /// Stop new placements on an agent (its tasks keep running); --undo makes it eligible again.
+    Drain {
+        id: String,
+        #[arg(long)]
+        undo: bool,
+    },
     /// Register capacity without running an agent process (exercises placement against a
     /// control plane with no workers; tasks placed there are never started).
     Register {
@@ -685,6 +733,26 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                     async move {
                         AgentsClient::new(ch)
                             .describe(DescribeAgentRequest { agent_id, stale })
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await
+                .map_err(status_err)?;
+            let agents: Vec<Agent> = r.agent.clone().into_iter().collect();
+            show(opts.output, &r, || agents_table(&agents))?;
+        }
+        AgentCmd::Drain { id, undo } => {
+            let client = Client::new(&opts.endpoint)?;
+            let r = client
+                .call(Retry::Safe, |ch| {
+                    let agent_id = id.clone();
+                    async move {
+                        AgentsClient::new(ch)
+                            .drain(DrainAgentRequest {
+                                agent_id,
+                                drain: !undo,
+                            })
                             .await
                             .map(|r| r.into_inner())
                     }
