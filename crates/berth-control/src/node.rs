@@ -191,9 +191,17 @@ impl Node {
             if Instant::now() >= deadline {
                 return Err(self.no_leader(last_leader));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
+            self.leader_change_or(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// Waits until the known leader changes or `pause` passes, whichever is first: a
+    /// request waiting out an election should go the moment a leader is known.
+    async fn leader_change_or(&self, pause: Duration) {
+        let mut m = self.raft.metrics();
+        let before = m.borrow().current_leader;
+        let _ = tokio::time::timeout(pause, m.wait_for(|x| x.current_leader != before && x.current_leader.is_some())).await;
     }
 
     /// Sends a request to the leader's raft port. `None` means "try again": nothing was
@@ -428,7 +436,7 @@ impl Node {
             if Instant::now() >= deadline {
                 return Err(self.no_leader(last_leader));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.leader_change_or(Duration::from_millis(50)).await;
         }
     }
 

@@ -67,9 +67,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat: Duration::from_millis(200),
-            election_min: Duration::from_millis(900),
-            election_max: Duration::from_millis(1500),
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(300),
+            election_max: Duration::from_millis(500),
             snapshot_every: 20_000,
             keep_behind_snapshot: 5_000,
         }

@@ -1,6 +1,7 @@
 //! `berth`: one binary for every role — a control node, the embedded dev cluster, and the
 //! client verbs that talk to a cluster over its public gRPC API.
 
+mod bench;
 mod client;
 mod cmd;
 mod output;
@@ -70,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::TaskCmd,
     },
+    /// Measure a local three-node cluster (throughput, latency, failover, stability).
+    Bench(bench::BenchArgs),
     /// Agents (worker hosts).
     Agent {
         #[command(subcommand)]
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Control(a) => server::control(a).await,
             Command::Dev(a) => server::dev(a).await,
+            Command::Bench(a) => bench::bench(a).await,
             Command::Cluster { cmd } => cmd::cluster(&opts, cmd).await,
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
             Command::Task { cmd } => cmd::task(&opts, cmd).await,

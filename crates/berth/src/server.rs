@@ -42,11 +42,11 @@ pub struct ControlArgs {
 /// loaded 2-core machine.
 #[derive(Args, Clone)]
 pub struct TuningArgs {
-    #[arg(long, env = "BERTH_HEARTBEAT_MS", default_value_t = 200)]
+    #[arg(long, env = "BERTH_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
-    #[arg(long, env = "BERTH_ELECTION_MIN_MS", default_value_t = 900)]
+    #[arg(long, env = "BERTH_ELECTION_MIN_MS", default_value_t = 300)]
     pub election_min_ms: u64,
-    #[arg(long, env = "BERTH_ELECTION_MAX_MS", default_value_t = 1500)]
+    #[arg(long, env = "BERTH_ELECTION_MAX_MS", default_value_t = 500)]
     pub election_max_ms: u64,
     /// Build a snapshot (and compact the log) after this many entries.
     #[arg(long, env = "BERTH_SNAPSHOT_EVERY", default_value_t = 20_000)]

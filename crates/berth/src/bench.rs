@@ -1,0 +1,489 @@
+//! `berth bench`: measures a three-node local cluster of `berth control` processes (this
+//! same binary) with fsync on, through the public gRPC API. Every figure printed is
+//! measured in the run that prints it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
+use berth_proto::internal::node_client::NodeClient;
+use berth_proto::internal::{AgentRegisterRequest, InfoRequest};
+use berth_proto::v1::cluster_client::ClusterClient;
+use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use clap::{Args, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Where the benchmark's nodes keep their data (wiped first). Use a real disk: fsync
+    /// cost is part of what is measured.
+    #[arg(long, default_value = "target/bench-cluster")]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub which: Which,
+}
+
+#[derive(Subcommand)]
+pub enum Which {
+    /// Committed tasks per second with many concurrent RunTask callers (group commit).
+    Throughput {
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+        /// Tasks per RunTask call (1..10).
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Send calls to the leader, or to followers (which forward).
+        #[arg(long, default_value = "leader")]
+        via: String,
+    },
+    /// Latency of RunTask (count 1) at a fixed arrival rate (open loop).
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value = "leader")]
+        via: String,
+    },
+    /// Write gap after SIGKILL of the leader, under steady load, repeated.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Calls per second of the steady load.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
+    /// Steady load for a while, counting elections (there should be none).
+    Steady {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
+}
+
+struct Node {
+    id: u64,
+    api: SocketAddr,
+    raft: SocketAddr,
+    child: Option<Child>,
+}
+
+struct LocalCluster {
+    dir: PathBuf,
+    nodes: Vec<Node>,
+    peers: String,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn channel(addr: SocketAddr) -> Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl LocalCluster {
+    fn start(dir: &Path) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            nodes.push(Node {
+                id,
+                api: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                raft: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                child: None,
+            });
+        }
+        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+        let mut c = LocalCluster { dir: dir.to_path_buf(), nodes, peers };
+        for id in 1..=3 {
+            c.spawn(id)?;
+        }
+        Ok(c)
+    }
+
+    fn node(&mut self, id: u64) -> Result<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<()> {
+        let exe = std::env::current_exe()?;
+        let dir = self.dir.clone();
+        let peers = self.peers.clone();
+        let n = self.node(id)?;
+        let log = std::fs::File::create(dir.join(format!("node-{id}.log")))?;
+        let child = Command::new(exe)
+            .arg("control")
+            .args(["--id", &id.to_string()])
+            .args(["--api", &n.api.to_string()])
+            .args(["--raft", &n.raft.to_string()])
+            .args(["--data", &dir.join(format!("node-{id}")).display().to_string()])
+            .args(["--peers", &peers])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        n.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, id: u64) -> Result<()> {
+        if let Some(mut c) = self.node(id)?.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    fn api(&self, id: u64) -> Result<Channel> {
+        let n = self.nodes.iter().find(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))?;
+        channel(n.api)
+    }
+
+    fn raft(&self, id: u64) -> Result<Channel> {
+        let n = self.nodes.iter().find(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))?;
+        channel(n.raft)
+    }
+
+    fn running(&self) -> Vec<u64> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    /// The leader the running nodes agree on, and its term.
+    async fn leader(&self, within: Duration) -> Result<(u64, u64)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                let mut c = NodeClient::new(self.raft(id)?);
+                if let Ok(Ok(i)) = tokio::time::timeout(Duration::from_millis(500), c.info(InfoRequest { digest: false })).await {
+                    let i = i.into_inner();
+                    if i.state == "leader" {
+                        leaders.push((i.id, i.term));
+                    }
+                }
+            }
+            if leaders.len() == 1 {
+                return Ok(leaders[0]);
+            }
+            if Instant::now() > deadline {
+                bail!("no single leader within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn applied(&self, id: u64) -> Option<u64> {
+        let mut c = NodeClient::new(self.raft(id).ok()?);
+        match tokio::time::timeout(Duration::from_millis(500), c.info(InfoRequest { digest: false })).await {
+            Ok(Ok(i)) => Some(i.into_inner().applied_index),
+            _ => None,
+        }
+    }
+
+    /// A task definition and one agent big enough never to be the limit.
+    async fn prepare(&self) -> Result<()> {
+        let (leader, _) = self.leader(Duration::from_secs(30)).await?;
+        TaskDefinitionsClient::new(self.api(leader)?)
+            .register(RegisterTaskDefinitionRequest {
+                task_definition: Some(TaskDefinitionSpec {
+                    family: "bench".into(),
+                    cpu: Some(256),
+                    memory: Some(512),
+                    container_definitions: vec![ContainerDefinition {
+                        name: "app".into(),
+                        image: "berth/workload".into(),
+                        ..Default::default()
+                    }],
+                }),
+            })
+            .await?;
+        AgentProtocolClient::new(self.raft(leader)?)
+            .register(AgentRegisterRequest {
+                agent_id: "bench".into(),
+                cpu: u32::MAX / 2,
+                memory: u32::MAX / 2,
+                attributes: Default::default(),
+                address: String::new(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn run_req(count: u32, token: String) -> RunTaskRequest {
+    RunTaskRequest { task_definition: "bench".into(), count, client_token: token, ..Default::default() }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Channel>> {
+    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
+    let ids: Vec<u64> = match via {
+        "leader" => vec![leader],
+        "follower" | "followers" => c.running().into_iter().filter(|i| *i != leader).collect(),
+        "all" => c.running(),
+        other => bail!("--via {other}: use leader, followers or all"),
+    };
+    ids.into_iter().map(|i| c.api(i)).collect()
+}
+
+pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
+    let mut c = LocalCluster::start(&a.dir)?;
+    c.prepare().await?;
+    println!("cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append", a.dir.display());
+    match a.which {
+        Which::Throughput { clients, count, seconds, via } => throughput(&c, clients, count, seconds, &via).await?,
+        Which::Latency { rate, seconds, via } => latency(&c, rate, seconds, &via).await?,
+        Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
+        Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn throughput(c: &LocalCluster, clients: usize, count: u32, seconds: u64, via: &str) -> Result<()> {
+    let targets = targets(c, via).await?;
+    let (_, term0) = c.leader(Duration::from_secs(5)).await?;
+    let tasks = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..clients {
+        let ch = targets[w % targets.len()].clone();
+        let (tasks, calls, errors, stop) = (tasks.clone(), calls.clone(), errors.clone(), stop.clone());
+        handles.push(tokio::spawn(async move {
+            let mut client = TasksClient::new(ch);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match client.run(run_req(count, format!("t{w}-{n}"))).await {
+                    Ok(r) => {
+                        tasks.fetch_add(r.into_inner().tasks.len() as u64, Ordering::Relaxed);
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for h in handles {
+        let _ = h.await;
+    }
+    let (_, term1) = c.leader(Duration::from_secs(5)).await?;
+    let secs = elapsed.as_secs_f64();
+    println!("throughput: {clients} concurrent callers via {via}, RunTask count {count}, {secs:.1} s");
+    println!(
+        "  committed tasks: {} ({:.0} tasks/s), calls: {} ({:.0} calls/s), errors: {}, elections during run: {}",
+        tasks.load(Ordering::Relaxed),
+        tasks.load(Ordering::Relaxed) as f64 / secs,
+        calls.load(Ordering::Relaxed),
+        calls.load(Ordering::Relaxed) as f64 / secs,
+        errors.load(Ordering::Relaxed),
+        term1 - term0
+    );
+    Ok(())
+}
+
+async fn latency(c: &LocalCluster, rate: u64, seconds: u64, via: &str) -> Result<()> {
+    let targets = targets(c, via).await?;
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Duration, String>>(4096);
+    let start = Instant::now();
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            // Open loop: calls leave on schedule whether or not earlier ones returned, so
+            // a slow answer cannot hide behind a late request.
+            let due = start + interval * i as u32;
+            tokio::time::sleep_until(due.into()).await;
+            let ch = targets[(i as usize) % targets.len()].clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let r = TasksClient::new(ch).run(run_req(1, format!("l{i}"))).await;
+                let _ = tx.send(r.map(|_| t0.elapsed()).map_err(|e| e.message().to_string())).await;
+            });
+        }
+    });
+    let mut lat = Vec::with_capacity(total as usize);
+    let mut errors = 0;
+    for _ in 0..total {
+        match rx.recv().await {
+            Some(Ok(d)) => lat.push(d),
+            Some(Err(_)) => errors += 1,
+            None => break,
+        }
+    }
+    let _ = sender.await;
+    let wall = start.elapsed().as_secs_f64();
+    lat.sort();
+    println!("latency: RunTask count 1 at {rate} calls/s for {seconds} s via {via} ({} answered in {wall:.1} s, {errors} errors)", lat.len());
+    println!(
+        "  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.9)),
+        ms(percentile(&lat, 0.99)),
+        ms(percentile(&lat, 0.999)),
+        ms(lat.last().copied().unwrap_or_default())
+    );
+    Ok(())
+}
+
+/// (invoked, acknowledged) instants of each write.
+type Acks = Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>;
+
+/// Steady load across every node; records when each write was invoked and acknowledged.
+fn load(c: &LocalCluster, rate: u64, stop: Arc<AtomicBool>) -> Result<(tokio::task::JoinHandle<()>, Acks)> {
+    let chans: Vec<Channel> = c.nodes.iter().map(|n| channel(n.api)).collect::<Result<_>>()?;
+    let acks: Acks = Arc::default();
+    let acks2 = acks.clone();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let h = tokio::spawn(async move {
+        let mut i = 0u64;
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            next += interval;
+            tokio::time::sleep_until(next.into()).await;
+            i += 1;
+            let chans = chans.clone();
+            let acks = acks2.clone();
+            tokio::spawn(async move {
+                let invoked = Instant::now();
+                // Each call tries the nodes in turn with the same token, as the CLI does.
+                for attempt in 0..chans.len() * 20 {
+                    let ch = chans[(i as usize + attempt) % chans.len()].clone();
+                    if TasksClient::new(ch).run(run_req(1, format!("f{i}"))).await.is_ok() {
+                        if let Ok(mut a) = acks.lock() {
+                            a.push((invoked, Instant::now()));
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            });
+        }
+    });
+    Ok((h, acks))
+}
+
+async fn failover(c: &mut LocalCluster, kills: usize, rate: u64) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, acks) = load(c, rate, stop.clone())?;
+    let mut gaps = Vec::new();
+    let mut elections = Vec::new();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for k in 0..kills {
+        let (leader, term) = c.leader(Duration::from_secs(30)).await?;
+        let killed_at = Instant::now();
+        c.kill(leader)?;
+        // The gap: from the kill to the first acknowledgement of a write invoked after it
+        // (answers already on the wire when the leader died do not count).
+        let deadline = killed_at + Duration::from_secs(30);
+        let gap = loop {
+            let first_after = acks
+                .lock()
+                .ok()
+                .and_then(|a| a.iter().filter(|(inv, _)| *inv > killed_at).map(|(_, ack)| *ack).min());
+            if let Some(t) = first_after {
+                break t - killed_at;
+            }
+            if Instant::now() > deadline {
+                bail!("no write succeeded within 30 s of killing node {leader}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let (_, new_term) = c.leader(Duration::from_secs(30)).await?;
+        elections.push(new_term - term);
+        gaps.push(gap);
+        println!("  kill {:>2}: node {leader} killed, write gap {}, terms advanced {}", k + 1, ms(gap), new_term - term);
+        c.spawn(leader)?;
+        // Let the restarted node catch up before the next kill, so each kill leaves a
+        // majority that includes an up-to-date node.
+        let (l2, _) = c.leader(Duration::from_secs(30)).await?;
+        let target = c.applied(l2).await.unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.applied(leader).await.unwrap_or(0) < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.await;
+    gaps.sort();
+    println!("failover: {kills} leader SIGKILLs under {rate} calls/s");
+    println!(
+        "  write gap p50 {}  p99 {}  max {}; elections per kill (terms advanced): max {}",
+        ms(percentile(&gaps, 0.5)),
+        ms(percentile(&gaps, 0.99)),
+        ms(gaps.last().copied().unwrap_or_default()),
+        elections.iter().max().copied().unwrap_or(0)
+    );
+    Ok(())
+}
+
+async fn steady(c: &LocalCluster, seconds: u64, rate: u64) -> Result<()> {
+    let (_, term0) = c.leader(Duration::from_secs(5)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, acks) = load(c, rate, stop.clone())?;
+    let started = Instant::now();
+    let mut terms_seen = vec![term0];
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (_, t) = c.leader(Duration::from_secs(30)).await?;
+        if terms_seen.last() != Some(&t) {
+            terms_seen.push(t);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.await;
+    let (_, term1) = c.leader(Duration::from_secs(5)).await?;
+    let n = acks.lock().map(|a| a.len()).unwrap_or(0);
+    let st = ClusterClient::new(c.api(1)?).status(ClusterStatusRequest {}).await?.into_inner();
+    println!("steady: {seconds} s at {rate} calls/s: {n} writes acknowledged, final revision {}", st.revision);
+    println!("  elections: {} (term {term0} → {term1})", term1 - term0);
+    Ok(())
+}
