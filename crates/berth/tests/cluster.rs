@@ -537,3 +537,74 @@ async fn without_a_majority_calls_fail_unavailable_naming_the_last_leader() {
         .await
         .expect("stale read without a majority");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_streams_the_current_picture_then_changes() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    let follower = c.follower_of(leader);
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    register(c.api(leader), web_spec("other"))
+        .await
+        .expect("register");
+    register_agent(c.raft(leader), "a1", 4096, 8192, &[]).await;
+    let first = run(c.api(leader), "web", 1, "w1").await.expect("run");
+    run(c.api(leader), "other", 1, "o1")
+        .await
+        .expect("run other");
+
+    let mut stream = TasksClient::new(c.api(follower))
+        .watch(WatchTasksRequest {
+            family: "web".into(),
+            task_ids: vec![],
+            stale: false,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("opening picture")
+        .expect("ok")
+        .expect("event");
+    assert!(ev.initial);
+    assert_eq!(
+        ev.task.as_ref().map(|t| t.task_id.clone()),
+        Some(first.tasks[0].task_id.clone())
+    );
+
+    let second = run(c.api(leader), "web", 1, "w2").await.expect("run");
+    run(c.api(leader), "other", 1, "o2")
+        .await
+        .expect("run other");
+    TasksClient::new(c.api(leader))
+        .stop(StopTaskRequest {
+            task_id: first.tasks[0].task_id.clone(),
+            reason: "bye".into(),
+        })
+        .await
+        .expect("stop");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("change")
+            .expect("ok")
+            .expect("event");
+        assert!(!ev.initial);
+        let t = ev.task.expect("task");
+        assert_eq!(
+            t.family, "web",
+            "a task of another family leaked into the watch"
+        );
+        seen.push((t.task_id, t.desired_status, ev.revision));
+    }
+    assert_eq!(seen[0].0, second.tasks[0].task_id);
+    assert_eq!(
+        (seen[1].0.as_str(), seen[1].1.as_str()),
+        (first.tasks[0].task_id.as_str(), "STOPPED")
+    );
+    assert!(seen[1].2 > seen[0].2, "revisions must grow");
+}
