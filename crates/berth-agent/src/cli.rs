@@ -1,0 +1,167 @@
+//! The agent's command-line flags, for the `berth` binary to embed (`berth agent [ARGS]`).
+//! Every flag can also come from a `BERTH_*` environment variable (agent-specific ones are
+//! `BERTH_AGENT_*`, so they never collide with a control node's `BERTH_ID`/`BERTH_DATA`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{self, AgentConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Control nodes' raft addresses, comma-separated (the agent protocol lives on the raft
+    /// port). Any one will do; the agent moves to another when one fails.
+    #[arg(long, env = "BERTH_CONTROL", value_delimiter = ',', default_value = config::DEFAULT_CONTROL)]
+    pub control: Vec<String>,
+    /// This agent's id (letters, digits, `-`, `_`). Default: the host name.
+    #[arg(long, env = "BERTH_AGENT_ID")]
+    pub id: Option<String>,
+    /// CPU units offered to tasks (1024 = 1 vCPU). Default: the host's CPUs × 1024 − 256.
+    #[arg(long, env = "BERTH_AGENT_CPU")]
+    pub cpu: Option<u32>,
+    /// MiB offered to tasks. Default: the host's memory − 10 % (at least 512 MiB kept back).
+    #[arg(long, env = "BERTH_AGENT_MEMORY")]
+    pub memory: Option<u32>,
+    /// KEY=VALUE placement attribute, repeatable (e.g. --attr zone=a); comma-separated in
+    /// the environment variable.
+    #[arg(long = "attr", env = "BERTH_AGENT_ATTR", value_delimiter = ',')]
+    pub attrs: Vec<String>,
+    /// Directory for the agent's records of tasks it ended.
+    #[arg(long = "data", env = "BERTH_AGENT_DATA", default_value = config::DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+    /// Where the agent serves logs to the control plane.
+    #[arg(long, env = "BERTH_AGENT_LISTEN", default_value = config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// How the control plane reaches --listen. Default: --listen (the host name when it
+    /// binds 0.0.0.0).
+    #[arg(long, env = "BERTH_AGENT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Cut off from every control node this long (ms), the agent stops its tasks; 0 never.
+    /// Keep it below the control plane's heartbeat TTL minus a second (see the README).
+    #[arg(long, env = "BERTH_AGENT_FENCE_AFTER_MS", default_value_t = config::DEFAULT_FENCE_AFTER.as_millis() as u64)]
+    pub fence_after_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--attr `{0}` is not KEY=VALUE")]
+    Attribute(String),
+    #[error("--control names no address")]
+    NoControl,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AgentArgs {
+    pub fn into_config(self) -> Result<AgentConfig, ConfigError> {
+        let control: Vec<String> = self
+            .control
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if control.is_empty() {
+            return Err(ConfigError::NoControl);
+        }
+        let mut attributes = BTreeMap::new();
+        for a in &self.attrs {
+            let a = a.trim();
+            if a.is_empty() {
+                continue;
+            }
+            let (k, v) = a
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Attribute(a.to_string()))?;
+            attributes.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let mut cfg = AgentConfig::new(control, self.data);
+        if let Some(id) = self.id {
+            cfg.id = id;
+        }
+        if let Some(cpu) = self.cpu {
+            cfg.cpu = cpu;
+        }
+        if let Some(memory) = self.memory {
+            cfg.memory = memory;
+        }
+        cfg.attributes = attributes;
+        cfg.listen = self.listen;
+        cfg.advertise = self
+            .advertise
+            .unwrap_or_else(|| config::default_advertise(self.listen));
+        cfg.fence_after = Duration::from_millis(self.fence_after_ms);
+        // The same checks the control plane applies at registration, said before starting.
+        berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<AgentConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.agent.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_flag_of_the_issue_parses() {
+        let c = parse(&[
+            "--control",
+            "127.0.0.1:7500,127.0.0.1:7501",
+            "--id",
+            "agent-1",
+            "--cpu",
+            "4096",
+            "--memory",
+            "8192",
+            "--attr",
+            "zone=a",
+            "--attr",
+            "disk=ssd",
+            "--data",
+            "/tmp/x",
+            "--listen",
+            "0.0.0.0:7601",
+            "--advertise",
+            "node1:7601",
+            "--fence-after-ms",
+            "2500",
+        ])
+        .unwrap();
+        assert_eq!(c.control, vec!["127.0.0.1:7500", "127.0.0.1:7501"]);
+        assert_eq!(c.id, "agent-1");
+        assert_eq!((c.cpu, c.memory), (4096, 8192));
+        assert_eq!(c.attributes["zone"], "a");
+        assert_eq!(c.attributes["disk"], "ssd");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.listen.port(), 7601);
+        assert_eq!(c.advertise, "node1:7601");
+        assert_eq!(c.fence_after, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = parse(&["--id", "a1"]).unwrap();
+        assert_eq!(c.control, vec![config::DEFAULT_CONTROL]);
+        assert_eq!(c.fence_after, config::DEFAULT_FENCE_AFTER);
+        assert_eq!(c.advertise, config::DEFAULT_LISTEN);
+        assert!(parse(&["--id", "a1", "--attr", "novalue"])
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+        assert!(parse(&["--id", "bad id"]).is_err());
+        assert!(parse(&["--id", "a1", "--cpu", "0"]).is_err());
+    }
+}
