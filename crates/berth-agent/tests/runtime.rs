@@ -478,3 +478,51 @@ async fn fencing_stops_tasks_within_the_grace() {
     );
     assert_eq!(stopped.containers[0].exit_code, Some(137));
 }
+
+/// Figures for the README, not a pass/fail bar: `cargo test -p berth-agent --test runtime
+/// -- --ignored --nocapture measure`. Assignment → RUNNING report, one task at a time,
+/// beside a bare `docker run -d` of the same image and command.
+#[tokio::test]
+#[ignore]
+async fn measure_start_latency() {
+    let h = Harness::new("measure").await;
+    let n = 30;
+    let mut agent = Vec::new();
+    let mut bare = Vec::new();
+    for i in 0..n {
+        let id = task_id(&format!("m{i}"));
+        let mut c = container("app", "");
+        c.command = vec!["sleep".into(), "600".into()];
+        c.stop_timeout = Some(1);
+        let t = h.task(&id, 256, 512, vec![c]);
+        let t0 = Instant::now();
+        h.run(&t).await;
+        h.reports.wait_state(&id, TaskState::Running, START).await;
+        agent.push(t0.elapsed());
+
+        let name = format!("berth-bare-{}-{i}", std::process::id());
+        let t0 = Instant::now();
+        let out = std::process::Command::new("docker")
+            .args(["run", "-d", "--name", &name, "--label"])
+            .arg(format!("berth.agent={}", h.agent_id))
+            .args([IMAGE, "sleep", "600"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        bare.push(t0.elapsed());
+        h.stop(&t).await;
+        h.reports.wait_state(&id, TaskState::Stopped, START).await;
+        remove_agent_containers(&h.agent_id);
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!(
+        "assignment → RUNNING over {n} tasks: p50 {:?} p99 {:?}; bare docker run -d: p50 {:?} p99 {:?}",
+        pct(&mut agent, 0.5),
+        pct(&mut agent, 0.99),
+        pct(&mut bare, 0.5),
+        pct(&mut bare, 0.99)
+    );
+}
