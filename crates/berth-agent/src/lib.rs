@@ -123,6 +123,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let sd = shutdown::Shutdown::default();
     let book = Arc::new(reports::ReportBook::default());
     let (reports_tx, mut reports_rx) = mpsc::channel(REPORT_CHANNEL);
+    let mut tasks = Vec::new();
+    // Running before the reconciler starts: it sends the records of tasks ended before a
+    // restart, possibly more than the channel holds.
+    let outbox = book.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some(r) = reports_rx.recv().await {
+            outbox.push(r);
+        }
+    }));
     let reconciler = Arc::new(
         Reconciler::start(
             runtime.clone(),
@@ -136,14 +145,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         .await?,
     );
     let contact = Arc::new(session::Contact::new());
-    let mut tasks = Vec::new();
-
-    let outbox = book.clone();
-    tasks.push(tokio::spawn(async move {
-        while let Some(r) = reports_rx.recv().await {
-            outbox.push(r);
-        }
-    }));
 
     let server = tonic::transport::Server::builder().add_service(AgentServiceServer::new(
         logs::LogsService {
@@ -167,6 +168,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             book: book.clone(),
             contact: contact.clone(),
             shutdown: sd.clone(),
+            registration: std::sync::Mutex::new(None),
         }
         .run(),
     ));

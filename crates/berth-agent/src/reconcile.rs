@@ -610,7 +610,9 @@ impl Loop {
 /// reconnects with back-off (resuming from the last event's time) and asks for a sweep after
 /// every (re)connect.
 async fn read_events(runtime: Runtime, tx: mpsc::Sender<Input>, mut stop: watch::Receiver<bool>) {
-    let mut since: Option<i64> = None;
+    // From a second before now: what happened between the start-up listing and the
+    // subscription is replayed (a repeated event is harmless).
+    let mut since: Option<i64> = Some((crate::now_ms() / 1000) as i64 - 1);
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut stream = Box::pin(runtime.events(since));

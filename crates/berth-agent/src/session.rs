@@ -101,6 +101,8 @@ pub(crate) struct Session {
     pub book: Arc<ReportBook>,
     pub contact: Arc<Contact>,
     pub shutdown: Shutdown,
+    /// The current registration (epoch, heartbeat interval), kept across connections.
+    pub registration: Mutex<Option<(u64, Duration)>>,
 }
 
 impl Session {
@@ -162,10 +164,9 @@ impl Session {
         loop {
             match self.registered(client.clone(), from_revision).await {
                 Ended::Reregister(why) => {
+                    // The next registration asks for the full set: it also prunes
+                    // reports the control plane would refuse.
                     tracing::info!(control = %addr, reason = %why, "registering again");
-                    // Ask for the full set: it also prunes reports the control plane
-                    // would refuse.
-                    from_revision.store(0, Ordering::Relaxed);
                     // Do not spin if the control plane refuses over and over.
                     tokio::time::sleep(self.cfg.backoff_min).await;
                 }
@@ -174,37 +175,56 @@ impl Session {
         }
     }
 
-    /// Registers, then runs heartbeats, assignments and reports until one ends.
+    /// Registers (unless a registration from an earlier connection is still current),
+    /// then runs heartbeats, assignments and reports until one ends. A registration is not
+    /// tied to a connection: reusing it on another control node saves a Raft write per
+    /// reconnect and keeps the epoch stable; a stale one is answered FAILED_PRECONDITION.
     async fn registered(
         &self,
         mut client: AgentProtocolClient<Channel>,
         from_revision: &AtomicU64,
     ) -> Ended {
-        let req = AgentRegisterRequest {
-            agent_id: self.cfg.id.clone(),
-            cpu: self.cfg.cpu,
-            memory: self.cfg.memory,
-            attributes: self.cfg.attributes.clone().into_iter().collect(),
-            address: self.cfg.advertise.clone(),
-        };
-        let reg = match tokio::time::timeout(self.cfg.rpc_timeout, client.register(req)).await {
-            Err(_) => return Ended::Failed("register: no answer".into()),
-            // A refused registration (bad capacity, bad id) will not get better by
-            // re-registering at once; try elsewhere, with back-off.
-            Ok(Err(s)) => {
-                return Ended::Failed(format!("register: {} ({:?})", s.message(), s.code()))
+        let current = *self.registration.lock().unwrap_or_else(|e| e.into_inner());
+        let (epoch, interval) = match current {
+            Some(r) => r,
+            None => {
+                let req = AgentRegisterRequest {
+                    agent_id: self.cfg.id.clone(),
+                    cpu: self.cfg.cpu,
+                    memory: self.cfg.memory,
+                    attributes: self.cfg.attributes.clone().into_iter().collect(),
+                    address: self.cfg.advertise.clone(),
+                };
+                let reg = match tokio::time::timeout(self.cfg.rpc_timeout, client.register(req))
+                    .await
+                {
+                    Err(_) => return Ended::Failed("register: no answer".into()),
+                    // A refused registration (bad capacity, bad id) will not get better by
+                    // re-registering at once; try elsewhere, with back-off.
+                    Ok(Err(s)) => {
+                        return Ended::Failed(format!("register: {} ({:?})", s.message(), s.code()))
+                    }
+                    Ok(Ok(r)) => r.into_inner(),
+                };
+                self.contact.touch();
+                let interval = Duration::from_millis(reg.heartbeat_interval_ms.clamp(100, 10_000));
+                tracing::info!(agent = %self.cfg.id, epoch = reg.epoch, interval_ms = interval.as_millis() as u64, "registered");
+                *self.registration.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((reg.epoch, interval));
+                // A new registration starts from the full set of assignments.
+                from_revision.store(0, Ordering::Relaxed);
+                (reg.epoch, interval)
             }
-            Ok(Ok(r)) => r.into_inner(),
         };
-        self.contact.touch();
-        let epoch = reg.epoch;
-        let interval = Duration::from_millis(reg.heartbeat_interval_ms.clamp(100, 10_000));
-        tracing::info!(agent = %self.cfg.id, epoch, interval_ms = interval.as_millis() as u64, "registered");
-        tokio::select! {
+        let ended = tokio::select! {
             e = self.heartbeats(client.clone(), epoch, interval) => e,
             e = self.assignments(client.clone(), epoch, from_revision) => e,
             e = self.reports(client, epoch) => e,
+        };
+        if matches!(ended, Ended::Reregister(_)) {
+            *self.registration.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+        ended
     }
 
     async fn heartbeats(

@@ -86,7 +86,10 @@ struct Supervisor {
     ctx: TaskCtx,
     containers: Vec<Tracked>,
     last_sent: Option<TaskState>,
+    /// The reconciler is gone (agent shutting down; this supervisor is about to be
+    /// aborted): its channels no longer wake anything.
     stop_closed: bool,
+    events_closed: bool,
 }
 
 /// Runs a task to STOPPED and returns its final report.
@@ -108,6 +111,7 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
         ],
         last_sent: None,
         stop_closed: false,
+        events_closed: false,
     };
     let started = match mode {
         Mode::Fresh => s.launch().await,
@@ -426,16 +430,9 @@ impl Supervisor {
                         return End::Stop(stop);
                     }
                 }
-                ev = self.ctx.events.recv() => {
+                ev = self.ctx.events.recv(), if !self.events_closed => {
                     let Some(ev) = ev else {
-                        // No more events: wait for a stop or the abort.
-                        if self.stop_closed {
-                            std::future::pending::<()>().await;
-                        }
-                        let _ = self.ctx.stop.changed().await;
-                        if let Some(stop) = self.pending_stop() {
-                            return End::Stop(stop);
-                        }
+                        self.events_closed = true;
                         continue;
                     };
                     if self.on_event(ev).await && self.essential_exit().is_none() {
@@ -443,6 +440,8 @@ impl Supervisor {
                         self.report(TaskState::Running).await;
                     }
                 }
+                // Nothing can wake this supervisor any more: wait for the abort.
+                else => std::future::pending::<()>().await,
             }
         }
     }
@@ -505,11 +504,12 @@ impl Supervisor {
                 .unwrap_or(now + STOP_POLL)
                 .min(now + STOP_POLL);
             tokio::select! {
-                ev = self.ctx.events.recv() => {
-                    if let Some(ev) = ev {
-                        self.on_event(ev).await;
-                    } else {
-                        tokio::time::sleep_until(wake).await;
+                ev = self.ctx.events.recv(), if !self.events_closed => {
+                    match ev {
+                        Some(ev) => {
+                            self.on_event(ev).await;
+                        }
+                        None => self.events_closed = true,
                     }
                 }
                 changed = self.ctx.stop.changed(), if !self.stop_closed => {

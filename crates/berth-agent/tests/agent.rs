@@ -295,8 +295,8 @@ async fn agent_registers_runs_reports_reregisters_and_fences_itself() {
     );
     println!("task dead {fenced_after:?} after the cut (fence 1.5 s, grace 0.3 s)");
 
-    // Contact again: the agent registers, is told (still) to run the task, reports it
-    // STOPPED by fencing and does not start it again.
+    // Contact again: the agent reconnects (its registration still current), is told
+    // (still) to run the task, reports it STOPPED by fencing and does not start it again.
     fake.0.lock().unwrap().partitioned = false;
     fake.wait("STOPPED report", Duration::from_secs(15), |s| {
         s.reports
