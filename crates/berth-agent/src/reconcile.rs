@@ -311,6 +311,7 @@ impl Loop {
             &self.settings.agent_id,
             &assigned,
             self.runtime.options().pids_per_task,
+            self.runtime.max_nano_cpus(),
         );
         let (stop_tx, stop_rx) = watch::channel(stop);
         let (events_tx, events_rx) = mpsc::channel(TASK_EVENTS);

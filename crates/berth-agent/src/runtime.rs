@@ -115,6 +115,8 @@ pub struct Runtime {
     docker: Docker,
     agent_id: String,
     opts: RuntimeOptions,
+    /// CPUs the engine sees: it refuses a CPU limit above them.
+    host_cpus: u64,
 }
 
 impl Runtime {
@@ -129,14 +131,20 @@ impl Runtime {
             .await
             .map_err(|_| RuntimeError::Unreachable("the engine did not answer within 10 s".into()))?
             .map_err(|e| RuntimeError::Unreachable(message(&e)))?;
-        docker
-            .ping()
+        let info = docker
+            .info()
             .await
             .map_err(|e| RuntimeError::Unreachable(message(&e)))?;
+        let host_cpus = info
+            .ncpu
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
         Ok(Runtime {
             docker,
             agent_id: agent_id.to_string(),
             opts,
+            host_cpus,
         })
     }
 
@@ -146,6 +154,11 @@ impl Runtime {
 
     pub fn options(&self) -> &RuntimeOptions {
         &self.opts
+    }
+
+    /// The largest CPU limit the engine accepts: all of its CPUs.
+    pub fn max_nano_cpus(&self) -> u64 {
+        self.host_cpus * crate::resources::NANO_CPUS_PER_VCPU
     }
 
     /// The bollard client, for callers (tests) that need more than the agent does.

@@ -118,8 +118,10 @@ fn secs_to_nanos(s: u32) -> i64 {
     i64::from(s) * 1_000_000_000
 }
 
-/// The containers `at` runs as on agent `agent_id`.
-pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32) -> TaskPlan {
+/// The containers `at` runs as on agent `agent_id`. A CPU limit above `max_nano_cpus` (the
+/// engine's CPUs, which it refuses to exceed) is lowered to it: a container cannot use more
+/// than the host has anyway, and an agent may offer more units than it has cores.
+pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus: u64) -> TaskPlan {
     let task = &at.task;
     let def = &at.definition;
     let declared: Vec<(Option<u32>, Option<u32>)> = def
@@ -200,7 +202,7 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32) -> TaskPlan {
             ]);
             let is_owner = i == owner;
             let host_config = HostConfig {
-                nano_cpus: Some(l.nano_cpus as i64),
+                nano_cpus: Some(l.nano_cpus.min(max_nano_cpus) as i64),
                 memory: Some(l.memory_bytes as i64),
                 memory_swap: Some(l.memory_bytes as i64),
                 pids_limit: Some(l.pids as i64),
@@ -348,7 +350,7 @@ pub(crate) mod tests {
             host_port: 8080,
             protocol: "tcp".into(),
         }];
-        let p = plan("a1", &assigned("t1", vec![side, web]), 4096);
+        let p = plan("a1", &assigned("t1", vec![side, web]), 4096, u64::MAX);
         assert_eq!(p.owner, 1);
         assert_eq!(p.start_order(), vec![1, 0]);
         let owner = p.containers[1].body.host_config.as_ref().unwrap();
@@ -370,7 +372,12 @@ pub(crate) mod tests {
 
     #[test]
     fn hard_limits_privileges_and_labels() {
-        let p = plan("a1", &assigned("t1", vec![container("app")]), 4096);
+        let p = plan(
+            "a1",
+            &assigned("t1", vec![container("app")]),
+            4096,
+            u64::MAX,
+        );
         let c = &p.containers[0];
         let h = c.body.host_config.as_ref().unwrap();
         assert_eq!(h.nano_cpus, Some(500_000_000));
@@ -423,7 +430,7 @@ pub(crate) mod tests {
                 },
             ],
         }];
-        let p = plan("a1", &at, 4096);
+        let p = plan("a1", &at, 4096, u64::MAX);
         let b = &p.containers[0].body;
         assert_eq!(b.cmd.as_deref(), Some(&["echo hi".to_string()][..]));
         assert_eq!(b.entrypoint.as_ref().unwrap()[0], "/bin/sh");
@@ -431,6 +438,15 @@ pub(crate) mod tests {
             b.env.as_deref(),
             Some(&["A=1".to_string(), "B=3".to_string(), "C=4".to_string()][..])
         );
+    }
+
+    #[test]
+    fn cpu_limits_never_exceed_the_hosts_cpus() {
+        let mut at = assigned("t1", vec![container("app")]);
+        at.task.cpu = 4096;
+        let p = plan("a1", &at, 4096, 2_000_000_000);
+        let h = p.containers[0].body.host_config.as_ref().unwrap();
+        assert_eq!(h.nano_cpus, Some(2_000_000_000));
     }
 
     #[test]

@@ -526,3 +526,32 @@ async fn measure_start_latency() {
         pct(&mut bare, 0.99)
     );
 }
+
+#[tokio::test]
+async fn a_task_larger_than_the_host_is_limited_to_the_hosts_cpus() {
+    let h = Harness::new("bigcpu").await;
+    let id = task_id("bigcpu");
+    let mut c = container("app", "exec sleep 600");
+    c.stop_timeout = Some(1);
+    // 16 vCPU: more than this machine has; the engine would refuse such a limit.
+    let t = h.task(&id, 16384, 32768, vec![c]);
+    h.run(&t).await;
+    h.reports.wait_state(&id, TaskState::Running, START).await;
+    let ncpu: i64 = String::from_utf8(
+        std::process::Command::new("docker")
+            .args(["info", "-f", "{{.NCPU}}"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let nano = h.inspect(&id, "app")["HostConfig"]["NanoCpus"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(nano, (ncpu * 1_000_000_000).min(16_000_000_000));
+    h.stop(&t).await;
+    h.reports.wait_state(&id, TaskState::Stopped, START).await;
+}
