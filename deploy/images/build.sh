@@ -41,17 +41,22 @@ if [[ $FORCE == 0 && "$current" == "$BUILD_ID" ]]; then
 fi
 
 # busybox-static, not busybox: the binary must run in an image with no libc.
-if ! dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
-  echo "build.sh: installing busybox-static" >&2
-  SUDO=""
-  [[ $(id -u) == 0 ]] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -qq busybox-static >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq busybox-static; }
+# BUSYBOX=/path/to/static/busybox overrides (for machines without dpkg/apt).
+if [[ -z "${BUSYBOX:-}" ]]; then
+  command -v dpkg-query >/dev/null || {
+    echo "build.sh: no dpkg here; set BUSYBOX=/path/to/a/static/busybox" >&2; exit 1; }
+  if ! dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
+    echo "build.sh: installing busybox-static" >&2
+    SUDO=""
+    [[ $(id -u) == 0 ]] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq busybox-static >/dev/null 2>&1 \
+      || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq busybox-static; }
+  fi
+  BUSYBOX=$(dpkg-query -L busybox-static | grep -E '/busybox$' | head -n1)
 fi
-BUSYBOX=$(dpkg-query -L busybox-static | grep -E '/busybox$' | head -n1)
-[[ -x "$BUSYBOX" ]] || { echo "build.sh: busybox-static installed but no busybox binary found" >&2; exit 1; }
-if file "$BUSYBOX" 2>/dev/null | grep -q dynamically; then
+[[ -x "$BUSYBOX" ]] || { echo "build.sh: no busybox binary at '$BUSYBOX'" >&2; exit 1; }
+if command -v file >/dev/null && file -L "$BUSYBOX" | grep -q dynamically; then
   echo "build.sh: $BUSYBOX is dynamically linked; it would not run in an empty image" >&2
   exit 1
 fi
