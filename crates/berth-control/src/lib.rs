@@ -29,7 +29,9 @@ use berth_raft::service::RaftService;
 use berth_raft::MAX_RAFT_MESSAGE;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+// Accepted connections get TCP_NODELAY: without it Nagle's algorithm meets delayed ACKs
+// and a lone request waits ~40 ms on every hop.
+use tonic::transport::server::TcpIncoming;
 
 pub use config::NodeConfig;
 pub use node::Node;
@@ -133,7 +135,7 @@ impl ControlNode {
             }));
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(raft_listener);
+            let incoming = TcpIncoming::from(raft_listener).with_nodelay(Some(true));
             if let Err(e) = raft_server
                 .serve_with_incoming_shutdown(incoming, sd.wait())
                 .await
@@ -181,7 +183,7 @@ impl ControlNode {
             }));
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(api_listener);
+            let incoming = TcpIncoming::from(api_listener).with_nodelay(Some(true));
             if let Err(e) = api_server
                 .serve_with_incoming_shutdown(incoming, sd.wait())
                 .await
