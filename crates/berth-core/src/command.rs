@@ -140,6 +140,9 @@ impl RunTaskRequest {
 }
 
 /// What applying a command produced.
+// Answers are built once and moved to the caller; boxing the large variant would add an
+// allocation per answer to save stack space nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     TaskDefinition(TaskDefinition),

@@ -18,6 +18,8 @@ use crate::model::*;
 use crate::validate;
 
 /// A change to one object, published to watchers after apply.
+// Mostly tasks: boxing them would add an allocation per change for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Task(Task),

@@ -110,8 +110,16 @@ impl LocalCluster {
                 child: None,
             });
         }
-        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft)).collect::<Vec<_>>().join(",");
-        let mut c = LocalCluster { dir: dir.to_path_buf(), nodes, peers };
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.raft))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = LocalCluster {
+            dir: dir.to_path_buf(),
+            nodes,
+            peers,
+        };
         for id in 1..=3 {
             c.spawn(id)?;
         }
@@ -119,7 +127,10 @@ impl LocalCluster {
     }
 
     fn node(&mut self, id: u64) -> Result<&mut Node> {
-        self.nodes.iter_mut().find(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))
     }
 
     fn spawn(&mut self, id: u64) -> Result<()> {
@@ -133,7 +144,10 @@ impl LocalCluster {
             .args(["--id", &id.to_string()])
             .args(["--api", &n.api.to_string()])
             .args(["--raft", &n.raft.to_string()])
-            .args(["--data", &dir.join(format!("node-{id}")).display().to_string()])
+            .args([
+                "--data",
+                &dir.join(format!("node-{id}")).display().to_string(),
+            ])
             .args(["--peers", &peers])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -152,17 +166,29 @@ impl LocalCluster {
     }
 
     fn api(&self, id: u64) -> Result<Channel> {
-        let n = self.nodes.iter().find(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let n = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
         channel(n.api)
     }
 
     fn raft(&self, id: u64) -> Result<Channel> {
-        let n = self.nodes.iter().find(|n| n.id == id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let n = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
         channel(n.raft)
     }
 
     fn running(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// The leader the running nodes agree on, and its term.
@@ -172,7 +198,12 @@ impl LocalCluster {
             let mut leaders = Vec::new();
             for id in self.running() {
                 let mut c = NodeClient::new(self.raft(id)?);
-                if let Ok(Ok(i)) = tokio::time::timeout(Duration::from_millis(500), c.info(InfoRequest { digest: false })).await {
+                if let Ok(Ok(i)) = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    c.info(InfoRequest { digest: false }),
+                )
+                .await
+                {
                     let i = i.into_inner();
                     if i.state == "leader" {
                         leaders.push((i.id, i.term));
@@ -191,7 +222,12 @@ impl LocalCluster {
 
     async fn applied(&self, id: u64) -> Option<u64> {
         let mut c = NodeClient::new(self.raft(id).ok()?);
-        match tokio::time::timeout(Duration::from_millis(500), c.info(InfoRequest { digest: false })).await {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            c.info(InfoRequest { digest: false }),
+        )
+        .await
+        {
             Ok(Ok(i)) => Some(i.into_inner().applied_index),
             _ => None,
         }
@@ -239,7 +275,12 @@ impl Drop for LocalCluster {
 }
 
 fn run_req(count: u32, token: String) -> RunTaskRequest {
-    RunTaskRequest { task_definition: "bench".into(), count, client_token: token, ..Default::default() }
+    RunTaskRequest {
+        task_definition: "bench".into(),
+        count,
+        client_token: token,
+        ..Default::default()
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -268,9 +309,17 @@ async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Channel>> {
 pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
     let mut c = LocalCluster::start(&a.dir)?;
     c.prepare().await?;
-    println!("cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append", a.dir.display());
+    println!(
+        "cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append",
+        a.dir.display()
+    );
     match a.which {
-        Which::Throughput { clients, count, seconds, via } => throughput(&c, clients, count, seconds, &via).await?,
+        Which::Throughput {
+            clients,
+            count,
+            seconds,
+            via,
+        } => throughput(&c, clients, count, seconds, &via).await?,
         Which::Latency { rate, seconds, via } => latency(&c, rate, seconds, &via).await?,
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
@@ -278,7 +327,13 @@ pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn throughput(c: &LocalCluster, clients: usize, count: u32, seconds: u64, via: &str) -> Result<()> {
+async fn throughput(
+    c: &LocalCluster,
+    clients: usize,
+    count: u32,
+    seconds: u64,
+    via: &str,
+) -> Result<()> {
     let targets = targets(c, via).await?;
     let (_, term0) = c.leader(Duration::from_secs(5)).await?;
     let tasks = Arc::new(AtomicU64::new(0));
@@ -289,7 +344,8 @@ async fn throughput(c: &LocalCluster, clients: usize, count: u32, seconds: u64, 
     let mut handles = Vec::new();
     for w in 0..clients {
         let ch = targets[w % targets.len()].clone();
-        let (tasks, calls, errors, stop) = (tasks.clone(), calls.clone(), errors.clone(), stop.clone());
+        let (tasks, calls, errors, stop) =
+            (tasks.clone(), calls.clone(), errors.clone(), stop.clone());
         handles.push(tokio::spawn(async move {
             let mut client = TasksClient::new(ch);
             let mut n = 0u64;
@@ -315,7 +371,9 @@ async fn throughput(c: &LocalCluster, clients: usize, count: u32, seconds: u64, 
     }
     let (_, term1) = c.leader(Duration::from_secs(5)).await?;
     let secs = elapsed.as_secs_f64();
-    println!("throughput: {clients} concurrent callers via {via}, RunTask count {count}, {secs:.1} s");
+    println!(
+        "throughput: {clients} concurrent callers via {via}, RunTask count {count}, {secs:.1} s"
+    );
     println!(
         "  committed tasks: {} ({:.0} tasks/s), calls: {} ({:.0} calls/s), errors: {}, elections during run: {}",
         tasks.load(Ordering::Relaxed),
@@ -345,7 +403,9 @@ async fn latency(c: &LocalCluster, rate: u64, seconds: u64, via: &str) -> Result
             tokio::spawn(async move {
                 let t0 = Instant::now();
                 let r = TasksClient::new(ch).run(run_req(1, format!("l{i}"))).await;
-                let _ = tx.send(r.map(|_| t0.elapsed()).map_err(|e| e.message().to_string())).await;
+                let _ = tx
+                    .send(r.map(|_| t0.elapsed()).map_err(|e| e.message().to_string()))
+                    .await;
             });
         }
     });
@@ -377,8 +437,16 @@ async fn latency(c: &LocalCluster, rate: u64, seconds: u64, via: &str) -> Result
 type Acks = Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>;
 
 /// Steady load across every node; records when each write was invoked and acknowledged.
-fn load(c: &LocalCluster, rate: u64, stop: Arc<AtomicBool>) -> Result<(tokio::task::JoinHandle<()>, Acks)> {
-    let chans: Vec<Channel> = c.nodes.iter().map(|n| channel(n.api)).collect::<Result<_>>()?;
+fn load(
+    c: &LocalCluster,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<(tokio::task::JoinHandle<()>, Acks)> {
+    let chans: Vec<Channel> = c
+        .nodes
+        .iter()
+        .map(|n| channel(n.api))
+        .collect::<Result<_>>()?;
     let acks: Acks = Arc::default();
     let acks2 = acks.clone();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -396,7 +464,11 @@ fn load(c: &LocalCluster, rate: u64, stop: Arc<AtomicBool>) -> Result<(tokio::ta
                 // Each call tries the nodes in turn with the same token, as the CLI does.
                 for attempt in 0..chans.len() * 20 {
                     let ch = chans[(i as usize + attempt) % chans.len()].clone();
-                    if TasksClient::new(ch).run(run_req(1, format!("f{i}"))).await.is_ok() {
+                    if TasksClient::new(ch)
+                        .run(run_req(1, format!("f{i}")))
+                        .await
+                        .is_ok()
+                    {
                         if let Ok(mut a) = acks.lock() {
                             a.push((invoked, Instant::now()));
                         }
@@ -424,10 +496,12 @@ async fn failover(c: &mut LocalCluster, kills: usize, rate: u64) -> Result<()> {
         // (answers already on the wire when the leader died do not count).
         let deadline = killed_at + Duration::from_secs(30);
         let gap = loop {
-            let first_after = acks
-                .lock()
-                .ok()
-                .and_then(|a| a.iter().filter(|(inv, _)| *inv > killed_at).map(|(_, ack)| *ack).min());
+            let first_after = acks.lock().ok().and_then(|a| {
+                a.iter()
+                    .filter(|(inv, _)| *inv > killed_at)
+                    .map(|(_, ack)| *ack)
+                    .min()
+            });
             if let Some(t) = first_after {
                 break t - killed_at;
             }
@@ -439,7 +513,12 @@ async fn failover(c: &mut LocalCluster, kills: usize, rate: u64) -> Result<()> {
         let (_, new_term) = c.leader(Duration::from_secs(30)).await?;
         elections.push(new_term - term);
         gaps.push(gap);
-        println!("  kill {:>2}: node {leader} killed, write gap {}, terms advanced {}", k + 1, ms(gap), new_term - term);
+        println!(
+            "  kill {:>2}: node {leader} killed, write gap {}, terms advanced {}",
+            k + 1,
+            ms(gap),
+            new_term - term
+        );
         c.spawn(leader)?;
         // Let the restarted node catch up before the next kill, so each kill leaves a
         // majority that includes an up-to-date node.
@@ -482,8 +561,14 @@ async fn steady(c: &LocalCluster, seconds: u64, rate: u64) -> Result<()> {
     let _ = h.await;
     let (_, term1) = c.leader(Duration::from_secs(5)).await?;
     let n = acks.lock().map(|a| a.len()).unwrap_or(0);
-    let st = ClusterClient::new(c.api(1)?).status(ClusterStatusRequest {}).await?.into_inner();
-    println!("steady: {seconds} s at {rate} calls/s: {n} writes acknowledged, final revision {}", st.revision);
+    let st = ClusterClient::new(c.api(1)?)
+        .status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    println!(
+        "steady: {seconds} s at {rate} calls/s: {n} writes acknowledged, final revision {}",
+        st.revision
+    );
     println!("  elections: {} (term {term0} → {term1})", term1 - term0);
     Ok(())
 }

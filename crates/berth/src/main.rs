@@ -73,10 +73,13 @@ enum Command {
     },
     /// Measure a local three-node cluster (throughput, latency, failover, stability).
     Bench(bench::BenchArgs),
-    /// Agents (worker hosts).
+    /// Run an agent on this host (no subcommand), or manage agents (ls, describe, drain).
+    #[command(args_conflicts_with_subcommands = true)]
     Agent {
+        #[command(flatten)]
+        run: Box<berth_agent::cli::AgentArgs>,
         #[command(subcommand)]
-        cmd: cmd::AgentCmd,
+        cmd: Option<cmd::AgentCmd>,
     },
 }
 
@@ -91,7 +94,10 @@ fn init_tracing(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let server_role = matches!(cli.command, Command::Control(_) | Command::Dev(_));
+    let server_role = matches!(
+        cli.command,
+        Command::Control(_) | Command::Dev(_) | Command::Agent { cmd: None, .. }
+    );
     init_tracing(if server_role {
         "info,openraft=warn,sled=warn"
     } else {
@@ -116,7 +122,8 @@ fn main() -> ExitCode {
             Command::Cluster { cmd } => cmd::cluster(&opts, cmd).await,
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
             Command::Task { cmd } => cmd::task(&opts, cmd).await,
-            Command::Agent { cmd } => cmd::agent(&opts, cmd).await,
+            Command::Agent { cmd: Some(cmd), .. } => cmd::agent(&opts, cmd).await,
+            Command::Agent { cmd: None, run } => server::agent(*run).await,
         }
     });
     match result {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use berth_control::config::parse_peers;
-use berth_control::{ControlNode, NodeConfig};
+use berth_control::{shutdown, ControlNode, NodeConfig};
 use clap::Args;
 
 #[derive(Args, Clone)]
@@ -57,6 +57,15 @@ pub struct TuningArgs {
     /// How long a request waits for a leader before answering UNAVAILABLE.
     #[arg(long, env = "BERTH_LEADER_WAIT_MS", default_value_t = 5_000)]
     pub leader_wait_ms: u64,
+    /// Interval agents are told to heartbeat at.
+    #[arg(long, env = "BERTH_AGENT_HEARTBEAT_MS", default_value_t = 1_000)]
+    pub agent_heartbeat_ms: u64,
+    /// Silence after which the leader marks an agent DOWN and stops its tasks.
+    #[arg(long, env = "BERTH_AGENT_TTL_MS", default_value_t = 5_000)]
+    pub agent_ttl_ms: u64,
+    /// After a leader change, no agent is marked DOWN before this much time has passed.
+    #[arg(long, env = "BERTH_AGENT_GRACE_MS", default_value_t = 10_000)]
+    pub agent_grace_ms: u64,
 }
 
 impl TuningArgs {
@@ -77,6 +86,15 @@ impl TuningArgs {
         cfg.tuning.snapshot_every = self.snapshot_every.max(1);
         cfg.tuning.keep_behind_snapshot = self.keep_behind_snapshot;
         cfg.leader_wait = Duration::from_millis(self.leader_wait_ms.max(100));
+        if self.agent_ttl_ms < 2 * self.agent_heartbeat_ms {
+            bail!("--agent-ttl-ms must be at least two heartbeats (--agent-heartbeat-ms)");
+        }
+        if self.agent_grace_ms < self.agent_ttl_ms {
+            bail!("--agent-grace-ms must not be shorter than --agent-ttl-ms");
+        }
+        cfg.heartbeat_interval = Duration::from_millis(self.agent_heartbeat_ms);
+        cfg.agent_ttl = Duration::from_millis(self.agent_ttl_ms);
+        cfg.agent_grace = Duration::from_millis(self.agent_grace_ms);
         Ok(())
     }
 }
@@ -139,6 +157,15 @@ pub struct DevArgs {
     /// First raft port; nodes use this and the next two.
     #[arg(long, default_value_t = 7500)]
     pub raft_port: u16,
+    /// Do not start the local agent (no Docker engine here, or agents run elsewhere).
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The local agent's id.
+    #[arg(long, default_value = "local")]
+    pub agent_id: String,
+    /// Where the local agent serves logs.
+    #[arg(long, default_value = "127.0.0.1:7600")]
+    pub agent_listen: SocketAddr,
 }
 
 pub async fn dev(a: DevArgs) -> Result<ExitCode> {
@@ -169,19 +196,59 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
         _ = terminated() => None,
     };
     let endpoints: Vec<String> = ids.iter().map(|&i| api_addr(i).to_string()).collect();
-    match leader {
-        Some(l) => {
-            println!("berth dev: three control nodes running, leader is node {l}");
-            println!("  endpoint:  {}", endpoints.join(","));
-            println!("  data:      {}", a.dir.display());
-            println!("  try:       berth cluster status");
-            println!("Ctrl-C stops the cluster; running `berth dev` again resumes it.");
-            terminated().await;
+    let Some(l) = leader else {
+        eprintln!("berth dev: no leader elected within 30 s; stopping");
+        for n in nodes {
+            n.shutdown().await;
         }
-        None => eprintln!("berth dev: no leader elected within 30 s; stopping"),
+        return Ok(ExitCode::FAILURE);
+    };
+    // The agent starts once a leader is up, so it registers at once instead of fencing
+    // whatever it adopted while waiting.
+    let stop_agent = shutdown::Shutdown::default();
+    let agent = if a.no_agent {
+        None
+    } else {
+        let mut cfg = berth_agent::AgentConfig::new(
+            ids.iter().map(|&i| raft_addr(i).to_string()).collect(),
+            a.dir.join("agent"),
+        );
+        cfg.id = a.agent_id.clone();
+        cfg.listen = a.agent_listen;
+        cfg.advertise = a.agent_listen.to_string();
+        let stop = stop_agent.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = berth_agent::run(cfg, async move { stop.wait().await }).await {
+                eprintln!(
+                    "berth dev: the local agent stopped: {e}\n  (is the Docker engine running? `berth dev --no-agent` runs without it)"
+                );
+            }
+        }))
+    };
+    println!("berth dev: three control nodes running, leader is node {l}");
+    println!("  endpoint:  {}", endpoints.join(","));
+    match &agent {
+        Some(_) => println!("  agent:     {} on the local Docker engine (logs at {})", a.agent_id, a.agent_listen),
+        None => println!("  agent:     none (--no-agent)"),
+    }
+    println!("  data:      {}", a.dir.display());
+    println!("  try:       berth cluster status; berth agent ls");
+    println!("Ctrl-C stops the cluster; running `berth dev` again resumes it (task containers are adopted).");
+    terminated().await;
+    stop_agent.trigger();
+    if let Some(h) = agent {
+        let _ = h.await;
     }
     for n in nodes {
         n.shutdown().await;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth agent` with no subcommand: run the agent until Ctrl-C or SIGTERM. Its task
+/// containers keep running; the next start adopts them.
+pub async fn agent(args: berth_agent::cli::AgentArgs) -> Result<ExitCode> {
+    let cfg = args.into_config()?;
+    berth_agent::run(cfg, terminated()).await?;
     Ok(ExitCode::SUCCESS)
 }
