@@ -1,0 +1,314 @@
+//! The compose cluster as the suite drives it: containers (by the names in
+//! deploy/docker-compose.yml), their loopback ports, the docker CLI for faults, iptables
+//! inside the control containers for partitions, and Node.Info on the raft ports.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::internal::node_client::NodeClient;
+use berth_proto::internal::{InfoRequest, NodeInfo};
+use tokio::process::Command;
+use tonic::transport::{Channel, Endpoint};
+
+/// Longest any docker CLI call may take (a `docker stop` waits for the grace period).
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a Node.Info may take; a paused or partitioned node must not stall the suite.
+const INFO_TIMEOUT: Duration = Duration::from_millis(1500);
+
+#[derive(Clone)]
+pub struct Cluster {
+    /// Control node ids, 1..=n.
+    pub ids: Vec<u64>,
+    /// Agents' container names and ids, when real agents run (empty with simulated ones).
+    pub agents: Vec<(String, String)>,
+    /// First loopback API port (node i listens on base + i - 1), and the raft port base.
+    pub api_base: u16,
+    pub raft_base: u16,
+    raft: Vec<Channel>,
+}
+
+impl Cluster {
+    pub fn new(n: u64, real_agents: bool) -> Result<Self> {
+        let ids: Vec<u64> = (1..=n).collect();
+        let raft_base = 17500;
+        let raft = ids
+            .iter()
+            .map(|&i| {
+                lazy_channel(
+                    &format!("127.0.0.1:{}", raft_base + i as u16 - 1),
+                    INFO_TIMEOUT,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let agents = if real_agents {
+            ["a", "b", "c"]
+                .iter()
+                .map(|z| (format!("berth-agent-{z}"), format!("compose-{z}")))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Cluster {
+            ids,
+            agents,
+            api_base: 17400,
+            raft_base,
+            raft,
+        })
+    }
+
+    pub fn container(&self, id: u64) -> String {
+        format!("berth-control-{id}")
+    }
+
+    pub fn api_endpoints(&self) -> Vec<String> {
+        self.ids
+            .iter()
+            .map(|&i| format!("127.0.0.1:{}", self.api_base + i as u16 - 1))
+            .collect()
+    }
+
+    pub fn raft_endpoint(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.raft_base + id as u16 - 1)
+    }
+
+    /// Node.Info of one node; `digest` also asks for the state digest.
+    pub async fn info(&self, id: u64, digest: bool) -> Result<NodeInfo> {
+        let ch = self
+            .raft
+            .get((id - 1) as usize)
+            .cloned()
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let r = tokio::time::timeout(
+            INFO_TIMEOUT * if digest { 4 } else { 1 },
+            NodeClient::new(ch).info(InfoRequest { digest }),
+        )
+        .await
+        .map_err(|_| anyhow!("node {id}: Info timed out"))?
+        .map_err(|s| anyhow!("node {id}: {}", s.message()))?;
+        Ok(r.into_inner())
+    }
+
+    /// Every node's Info, in id order (errors for the unreachable ones), asked together.
+    pub async fn infos(&self, digest: bool) -> Vec<(u64, Result<NodeInfo>)> {
+        let futs = self
+            .ids
+            .iter()
+            .map(|&i| async move { (i, self.info(i, digest).await) });
+        futures::future::join_all(futs).await
+    }
+
+    /// The leader, as the reachable nodes see it: a node that says it leads at the highest
+    /// term seen. `None` while there is none (election, no majority).
+    pub async fn leader(&self) -> Option<u64> {
+        let infos = self.infos(false).await;
+        let mut best: Option<(u64, u64)> = None;
+        for (id, r) in infos {
+            if let Ok(i) = r {
+                if i.state == "leader" && best.is_none_or(|(t, _)| i.term > t) {
+                    best = Some((i.term, id));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Waits until a leader is known and every node in `up` answers with it as leader.
+    pub async fn wait_healthy(&self, up: &BTreeSet<u64>, within: Duration) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let infos = self.infos(false).await;
+            let mut leader = None;
+            let mut agree = true;
+            for (id, r) in &infos {
+                if !up.contains(id) {
+                    continue;
+                }
+                match r {
+                    Ok(i) => match (i.leader_id, leader) {
+                        (Some(l), None) => leader = Some(l),
+                        (Some(l), Some(x)) if l == x => {}
+                        _ => agree = false,
+                    },
+                    Err(_) => agree = false,
+                }
+            }
+            if agree {
+                if let Some(l) = leader {
+                    return Ok(l);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "cluster not healthy after {within:?}: {}",
+                    describe_infos(&infos)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // ------------------------------------------------------------------ docker
+
+    pub async fn kill(&self, container: &str) -> Result<()> {
+        docker(&["kill", "--signal", "KILL", container])
+            .await
+            .map(drop)
+    }
+    pub async fn start(&self, container: &str) -> Result<()> {
+        docker(&["start", container]).await.map(drop)
+    }
+    pub async fn stop_graceful(&self, container: &str) -> Result<()> {
+        docker(&["stop", "--time", "5", container]).await.map(drop)
+    }
+    pub async fn pause(&self, container: &str) -> Result<()> {
+        docker(&["pause", container]).await.map(drop)
+    }
+    pub async fn unpause(&self, container: &str) -> Result<()> {
+        docker(&["unpause", container]).await.map(drop)
+    }
+    /// "running", "paused", "exited", … or an error when the container does not exist.
+    pub async fn status(&self, container: &str) -> Result<String> {
+        Ok(
+            docker(&["inspect", "--format", "{{.State.Status}}", container])
+                .await?
+                .trim()
+                .to_string(),
+        )
+    }
+
+    /// The container's address on the compose network.
+    pub async fn ip(&self, id: u64) -> Result<String> {
+        let out = docker(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            &self.container(id),
+        ])
+        .await?;
+        out.split_whitespace()
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("node {id} has no address"))
+    }
+
+    /// Cuts the link between two control nodes, both directions, on both sides (rules on
+    /// one side would do; both sides keep the cut when one of them restarts).
+    pub async fn cut(&self, a: u64, b: u64) -> Result<()> {
+        let (ia, ib) = (self.ip(a).await?, self.ip(b).await?);
+        for (node, peer) in [(a, &ib), (b, &ia)] {
+            let c = self.container(node);
+            docker(&[
+                "exec", &c, "iptables", "-I", "INPUT", "-s", peer, "-j", "DROP",
+            ])
+            .await?;
+            docker(&[
+                "exec", &c, "iptables", "-I", "OUTPUT", "-d", peer, "-j", "DROP",
+            ])
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every partition rule on every running control node.
+    pub async fn heal(&self) {
+        for &id in &self.ids {
+            let c = self.container(id);
+            if self.status(&c).await.ok().as_deref() == Some("paused") {
+                let _ = self.unpause(&c).await;
+            }
+            let _ = docker(&["exec", &c, "iptables", "-F", "INPUT"]).await;
+            let _ = docker(&["exec", &c, "iptables", "-F", "OUTPUT"]).await;
+        }
+    }
+
+    /// Running task containers of one agent: (count, memory MiB summed, nano-CPUs summed).
+    pub async fn agent_containers(&self, agent_id: &str) -> Result<(u32, u64, u64)> {
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=berth.agent={agent_id}"),
+            "--filter",
+            "status=running",
+        ])
+        .await?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok((0, 0, 0));
+        }
+        let mut args = vec![
+            "inspect",
+            "--format",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}}",
+        ];
+        args.extend(ids.iter().copied());
+        let out = docker(&args).await?;
+        let (mut n, mut mem, mut cpu) = (0u32, 0u64, 0u64);
+        for line in out.lines() {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .map(|x| x.parse::<i64>().unwrap_or(0).max(0) as u64)
+                .collect();
+            if f.len() < 4 {
+                continue;
+            }
+            n += 1;
+            mem += f[0] / (1024 * 1024);
+            cpu += if f[1] > 0 {
+                f[1]
+            } else {
+                (f[2] * 1_000_000_000).checked_div(f[3]).unwrap_or(0)
+            };
+        }
+        Ok((n, mem, cpu))
+    }
+}
+
+pub fn describe_infos(infos: &[(u64, Result<NodeInfo>)]) -> String {
+    infos
+        .iter()
+        .map(|(id, r)| match r {
+            Ok(i) => format!(
+                "{id}:{} term {} leader {:?} applied {}",
+                i.state, i.term, i.leader_id, i.applied_index
+            ),
+            Err(e) => format!("{id}: {e}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A channel that connects on first use and reconnects by itself; `timeout` bounds every
+/// request on it.
+pub fn lazy_channel(addr: &str, timeout: Duration) -> Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad address {addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Runs the docker CLI; its stdout, or an error with its stderr.
+pub async fn docker(args: &[&str]) -> Result<String> {
+    let out = tokio::time::timeout(
+        DOCKER_TIMEOUT,
+        Command::new("docker")
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| anyhow!("docker {} timed out", args.join(" ")))?
+    .with_context(|| "running docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,500 @@
+//! `berth-chaos`: runs concurrent clients against the docker-compose cluster through the
+//! public API, injects faults from a seed, heals, checks, and reports. Exit status 0: no
+//! violation; 1: a violation; 2: the run itself could not be made (cluster not up, …).
+//! `chaos/run.sh` brings the cluster up and calls this.
+
+mod checks;
+mod cluster;
+mod faults;
+mod history;
+mod linear;
+mod report;
+mod simagent;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
+use berth_proto::v1::{ContainerDefinition, RegisterTaskDefinitionRequest, TaskDefinitionSpec};
+use clap::{Parser, ValueEnum};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+
+use crate::checks::CheckResult;
+use crate::cluster::{lazy_channel, Cluster};
+use crate::faults::{FaultKind, Nemesis};
+use crate::history::History;
+use crate::simagent::SimAgent;
+use crate::workload::{Known, WorkloadConfig};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AgentsMode {
+    /// The compose agents (berth-agent-a/b/c, ids compose-a/b/c) run real containers.
+    Real,
+    /// Agents simulated in this process over the agent protocol.
+    Sim,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "berth-chaos",
+    about = "Chaos suite for a docker-compose Berth cluster"
+)]
+struct Args {
+    /// Seed of every random choice (faults, their timing, the clients' operations).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The short CI run: a fixed set of faults (3 leader kills, a pause, an isolation, a
+    /// full restart, one of each other kind) in a seeded order.
+    #[arg(long, conflicts_with = "duration")]
+    short: bool,
+    /// Run faults drawn from the seed for this long (e.g. 30m, 90s, 1h).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Control nodes in the cluster (3, or 5 with deploy/up.sh --five).
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    #[arg(long, value_enum, default_value_t = AgentsMode::Sim)]
+    agents: AgentsMode,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    workers: u32,
+    /// Pause between one client's operations, ms, as LO-HI.
+    #[arg(long, default_value = "10-40")]
+    think_ms: String,
+    /// Longest a client waits for an answer; past it the outcome is unknown (info).
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// The cluster's --snapshot-every (to aim kills at snapshot points).
+    #[arg(long, default_value_t = 20_000)]
+    snapshot_every: u64,
+    #[arg(long, default_value_t = 5_000)]
+    keep_behind_snapshot: u64,
+    /// Quiet time between faults, ms, as LO-HI.
+    #[arg(long, default_value = "3000-6000")]
+    quiet_ms: String,
+    /// Where the history (history.jsonl) and the report (report.txt, report.json) go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The command line to print in the report (run.sh passes its own).
+    #[arg(long, default_value = "")]
+    command: String,
+}
+
+fn range(s: &str) -> Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| anyhow!("`{s}` is not LO-HI"))?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    if a > b {
+        bail!("`{s}`: LO above HI");
+    }
+    Ok((a, b))
+}
+
+fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("duration `{s}`"))?;
+    Ok(Duration::from_secs(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("duration `{s}`: unit must be s, m or h"),
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-chaos: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("berth-chaos: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn register_definition(endpoints: &[(String, Channel)], family: &str) -> Result<()> {
+    let spec = TaskDefinitionSpec {
+        family: family.to_string(),
+        cpu: Some(256),
+        memory: Some(512),
+        container_definitions: vec![ContainerDefinition {
+            name: "app".into(),
+            image: "berth/workload".into(),
+            command: vec!["sleep".into(), "900".into()],
+            stop_timeout: Some(2),
+            ..Default::default()
+        }],
+    };
+    let mut last = anyhow!("no endpoint");
+    for i in 0..(endpoints.len() * 5) {
+        let ch = endpoints[i % endpoints.len()].1.clone();
+        match TaskDefinitionsClient::new(ch)
+            .register(RegisterTaskDefinitionRequest {
+                task_definition: Some(spec.clone()),
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(s) => last = anyhow!("registering {family}: {}", s.message()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let wall = Instant::now();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() % 100_000)
+            .unwrap_or(1)
+    });
+    let duration = args.duration.as_deref().map(parse_duration).transpose()?;
+    let short = args.short || duration.is_none();
+    let think = range(&args.think_ms)?;
+    let quiet = range(&args.quiet_ms)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/berth-chaos-{seed}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let history = Arc::new(History::new(Some(&out.join("history.jsonl")))?);
+    let log = |h: &History, m: &str| eprintln!("[{:8.2}s] {m}", h.now() as f64 / 1e9);
+
+    let cluster = Cluster::new(args.nodes, args.agents == AgentsMode::Real)?;
+    let all: std::collections::BTreeSet<u64> = cluster.ids.iter().copied().collect();
+    log(&history, &format!("seed {seed}; waiting for the cluster"));
+    let leader = cluster.wait_healthy(&all, Duration::from_secs(120)).await?;
+    log(&history, &format!("cluster healthy, leader {leader}"));
+
+    let timeout = Duration::from_millis(args.request_timeout_ms);
+    let endpoints: Vec<(String, Channel)> = cluster
+        .api_endpoints()
+        .into_iter()
+        .map(|e| lazy_channel(&e, timeout).map(|c| (e, c)))
+        .collect::<Result<_>>()?;
+    let raft: Vec<Channel> = cluster
+        .ids
+        .iter()
+        .map(|&i| lazy_channel(&cluster.raft_endpoint(i), Duration::from_secs(5)))
+        .collect::<Result<_>>()?;
+    let started_by = format!("chaos-{seed}-{}", std::process::id());
+    let family = "chaos".to_string();
+    register_definition(&endpoints, &family).await?;
+
+    let stop_workers = Arc::new(AtomicBool::new(false));
+    let stop_agents = Arc::new(AtomicBool::new(false));
+    let mut sim_agents = Vec::new();
+    let mut agent_tasks = Vec::new();
+    if args.agents == AgentsMode::Sim {
+        for z in ["a", "b", "c"] {
+            let a = Arc::new(SimAgent {
+                id: format!("chaos-sim-{z}"),
+                cpu: 8192,
+                memory: 16384,
+                zone: z.to_string(),
+                dead: AtomicBool::new(false),
+            });
+            sim_agents.push(a.clone());
+            agent_tasks.push(tokio::spawn(simagent::run(
+                a,
+                raft.clone(),
+                stop_agents.clone(),
+            )));
+        }
+        // Let them register before the first RunTask.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // Capacity samples while faults run: every node's own (stale) view, and with real
+    // agents the containers under each agent's label.
+    let samples: Arc<Mutex<Vec<String>>> = Arc::default();
+    let monitor = {
+        let samples = samples.clone();
+        let endpoints = endpoints.clone();
+        let cluster = cluster.clone();
+        let stop = stop_workers.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for (node, (ep, ch)) in cluster.ids.iter().zip(&endpoints) {
+                    if let Ok((agents, rev)) = checks::list_agents(ch, true).await {
+                        for a in agents {
+                            if a.used_cpu > a.cpu || a.used_memory > a.memory {
+                                let mut g = samples.lock().unwrap_or_else(|e| e.into_inner());
+                                g.push(format!(
+                                    "node {node} ({ep}) at revision {rev}: agent {} uses {}/{} CPU, {}/{} MiB",
+                                    a.agent_id, a.used_cpu, a.cpu, a.used_memory, a.memory
+                                ));
+                            }
+                        }
+                    }
+                }
+                if n == 0 {
+                    docker_capacity(&cluster, &endpoints, &samples).await;
+                }
+                // Docker is asked every third round (it is slower than a gRPC call).
+                n = (n + 1) % 3;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+
+    let cfg = Arc::new(WorkloadConfig {
+        workers: args.workers,
+        family: family.clone(),
+        started_by: started_by.clone(),
+        seed,
+        think_ms: think,
+        live_target: if args.agents == AgentsMode::Real {
+            24
+        } else {
+            60
+        },
+    });
+    let known = Arc::new(Known::default());
+    let workload_start = history.now();
+    let workers: Vec<_> = (0..cfg.workers)
+        .map(|p| {
+            tokio::spawn(workload::run_worker(
+                p,
+                cfg.clone(),
+                endpoints.clone(),
+                history.clone(),
+                known.clone(),
+                stop_workers.clone(),
+            ))
+        })
+        .collect();
+
+    let mut nemesis = Nemesis {
+        cluster: cluster.clone(),
+        history: history.clone(),
+        sim_agents: sim_agents.clone(),
+        snapshot_every: args.snapshot_every,
+        keep_behind: args.keep_behind_snapshot,
+        rng: StdRng::seed_from_u64(seed),
+        stop: stop_workers.clone(),
+        effective: None,
+    };
+    let _ = nemesis.keep_behind;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mode;
+    if short {
+        mode = "short".to_string();
+        let plan = faults::short_plan(seed, cluster.ids.len());
+        log(&history, &format!("short run: {} faults", plan.len()));
+        for k in plan {
+            nemesis.inject(k).await?;
+            let q = nemesis.rng.gen_range(quiet.0..=quiet.1);
+            tokio::time::sleep(Duration::from_millis(q)).await;
+        }
+    } else {
+        let d = duration.unwrap_or(Duration::from_secs(1800));
+        mode = format!("long {}s", d.as_secs());
+        let deadline = Instant::now() + d;
+        let mut draw_rng = StdRng::seed_from_u64(seed.wrapping_add(1));
+        let mut n = 0;
+        while Instant::now() < deadline {
+            let k: FaultKind = faults::draw(&mut draw_rng, cluster.ids.len());
+            nemesis.inject(k).await?;
+            n += 1;
+            let q = nemesis.rng.gen_range(quiet.0..=quiet.1.max(quiet.0)) * 2;
+            tokio::time::sleep(
+                Duration::from_millis(q).min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+        log(&history, &format!("long run: {n} faults injected"));
+    }
+
+    // Heal, let the clients run a little on the healed cluster, then stop them.
+    nemesis.heal_all().await;
+    let _ = cluster.wait_healthy(&all, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_workers.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = monitor.await;
+    let workload_end = history.now();
+    history.flush();
+    log(&history, "workload stopped; checking");
+
+    // Let simulated agents act on the last stops so the state settles.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut results: Vec<CheckResult> = Vec::new();
+    // Liveness after healing: a write through each node must be acknowledged (a node whose
+    // write path is wedged fails here even though every safety check passes).
+    let mut wedged = Vec::new();
+    for (i, (ep, ch)) in endpoints.iter().enumerate() {
+        let token = format!("{started_by}-probe-{}", i + 1);
+        let ok = workload::probe(
+            1000 + i as u32,
+            &cfg,
+            (ep.clone(), ch.clone()),
+            &history,
+            &known,
+            token,
+        )
+        .await;
+        if !ok {
+            wedged.push(format!(
+                "node {} ({ep}): no RunTask acknowledged in 4 tries of {} ms after healing",
+                i + 1,
+                args.request_timeout_ms
+            ));
+        }
+    }
+    results.push(checks::CheckResult::new(
+        "every node gets writes committed after healing",
+        wedged,
+        format!("one RunTask through each of {} nodes", endpoints.len()),
+    ));
+    history.flush();
+    let ops = history.ops();
+    let faults_seen = history.faults();
+    let final_tasks = checks::list_tasks(&endpoints, &started_by, "").await;
+    match &final_tasks {
+        Ok((tasks, _)) => results.push(checks::exactly_once(&ops, tasks)),
+        Err(e) => results.push(CheckResult {
+            name: "acknowledged RunTasks exist exactly once, one task set per token".into(),
+            ok: Some(false),
+            detail: format!("cannot list the cluster's tasks: {e:#}"),
+            violations: vec![format!("{e:#}")],
+        }),
+    }
+    let mut per_node = Vec::new();
+    for (&id, (_, ch)) in cluster.ids.iter().zip(&endpoints) {
+        per_node.push((id, checks::list_agents(ch, true).await.map(|(a, _)| a)));
+    }
+    let (recount, recount_detail) = checks::recount(&endpoints).await;
+    docker_capacity(&cluster, &endpoints, &samples).await;
+    let sampled = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    results.push(checks::capacity(
+        &sampled,
+        &per_node,
+        &recount,
+        &[],
+        &recount_detail,
+    ));
+    results.push(checks::forward_only(&ops));
+    results.push(checks::linearizable(&ops));
+    results.push(checks::converged(&cluster, Duration::from_secs(60)).await);
+    results.push(CheckResult::skipped(
+        "services converge to their desired counts",
+        "services do not exist yet in Berth",
+    ));
+    stop_agents.store(true, Ordering::Relaxed);
+    for t in agent_tasks {
+        t.abort();
+    }
+
+    let failover = report::failover(&ops, &history.faults());
+    results.push(match failover.get("kill-leader") {
+        Some(g) => checks::CheckResult::new(
+            "failover bar: p99 write gap after leader SIGKILL ≤ 2 s",
+            if g.p99_ms <= report::FAILOVER_BAR_MS {
+                vec![]
+            } else {
+                vec![format!(
+                    "p99 {:.0} ms over {} kills (gaps {:?} ms)",
+                    g.p99_ms,
+                    g.gaps_ms.len(),
+                    g.gaps_ms.iter().map(|x| x.round()).collect::<Vec<_>>()
+                )]
+            },
+            format!(
+                "p99 {:.0} ms, max {:.0} ms over {} kills",
+                g.p99_ms,
+                g.max_ms,
+                g.gaps_ms.len()
+            ),
+        ),
+        None => CheckResult::skipped(
+            "failover bar: p99 write gap after leader SIGKILL ≤ 2 s",
+            "no leader was killed",
+        ),
+    });
+    let violations = results.iter().filter(|c| c.ok == Some(false)).count();
+    let mut fault_counts: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &faults_seen {
+        *fault_counts.entry(f.kind.clone()).or_default() += 1;
+    }
+    let report = report::Report {
+        seed,
+        mode,
+        command: args.command.clone(),
+        nodes: cluster.ids.len(),
+        agents: match args.agents {
+            AgentsMode::Real => "real (compose-a/b/c)".into(),
+            AgentsMode::Sim => "simulated (chaos-sim-a/b/c)".into(),
+        },
+        workload_seconds: (workload_end - workload_start) as f64 / 1e9,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        ops: report::counts(&ops),
+        failover,
+        unavailability: report::windows(&ops, &faults_seen, workload_start, workload_end),
+        faults: faults_seen,
+        fault_counts,
+        checks: results,
+        violations,
+    };
+    let text = report.text();
+    print!("{text}");
+    std::fs::write(out.join("report.txt"), &text)?;
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("history and report in {}", out.display());
+    Ok(violations == 0)
+}
+
+/// With real agents: the running containers under each agent's label must fit the
+/// capacity the agent registered.
+async fn docker_capacity(
+    cluster: &Cluster,
+    endpoints: &[(String, Channel)],
+    samples: &Mutex<Vec<String>>,
+) {
+    if cluster.agents.is_empty() {
+        return;
+    }
+    let Ok((agents, _)) = checks::list_agents(&endpoints[0].1, true).await else {
+        return;
+    };
+    for (_, id) in &cluster.agents {
+        let Some(a) = agents.iter().find(|a| &a.agent_id == id) else {
+            continue;
+        };
+        if let Ok((n, mem, _cpu)) = cluster.agent_containers(id).await {
+            if mem > a.memory as u64 {
+                let mut g = samples.lock().unwrap_or_else(|e| e.into_inner());
+                g.push(format!(
+                    "docker: agent {id} runs {n} task containers with {mem} MiB, capacity {} MiB",
+                    a.memory
+                ));
+            }
+        }
+    }
+}
