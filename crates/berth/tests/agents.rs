@@ -1,0 +1,466 @@
+//! Agents end to end: `berth control` processes, `berth agent` processes on the real Docker
+//! engine, and the public API in between.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::agents_client::AgentsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use common::*;
+use tokio_stream::StreamExt;
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests run tasks on a real Docker engine and the docker CLI is missing: {e}"
+            )
+        });
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Fails the test, saying so, when no engine answers; builds the workload image if needed.
+fn require_docker() {
+    let v = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match v {
+        Ok(o) if o.status.success() => {}
+        other => {
+            panic!("these tests need a Docker engine and none answers ({other:?}); start dockerd")
+        }
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/images/build.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run deploy/images/build.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An agent process with its own id; its containers are removed when dropped.
+struct AgentProc {
+    id: String,
+    data: tempfile::TempDir,
+    listen: String,
+    control: String,
+    child: Option<Child>,
+}
+
+impl AgentProc {
+    fn start(c: &Cluster, id: &str) -> AgentProc {
+        let control = c
+            .nodes
+            .values()
+            .map(|n| n.raft.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut a = AgentProc {
+            id: format!("{id}-{}", std::process::id()),
+            data: tempfile::tempdir().expect("tempdir"),
+            listen: format!("127.0.0.1:{}", free_port()),
+            control,
+            child: None,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("agent.log"))
+            .expect("log");
+        let child = Command::new(BIN)
+            .arg("agent")
+            .args([
+                "--control",
+                &self.control,
+                "--id",
+                &self.id,
+                "--cpu",
+                "2048",
+                "--memory",
+                "4096",
+            ])
+            .args([
+                "--attr",
+                "zone=a",
+                "--data",
+                &self.data.path().join("data").display().to_string(),
+            ])
+            .args(["--listen", &self.listen])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn berth agent");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill();
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.agent={}", self.id),
+        ]);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+    }
+}
+
+async fn task(api: tonic::transport::Channel, id: &str) -> Task {
+    TasksClient::new(api)
+        .describe(DescribeTasksRequest {
+            task_ids: vec![id.into()],
+            stale: false,
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .tasks
+        .pop()
+        .expect("task exists")
+}
+
+async fn wait_for(
+    api: tonic::transport::Channel,
+    id: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&Task) -> bool,
+) -> Task {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = task(api.clone(), id).await;
+        if ok(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never became {what}: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_agent(
+    api: tonic::transport::Channel,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> Agent {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = AgentsClient::new(api.clone())
+            .describe(DescribeAgentRequest {
+                agent_id: id.into(),
+                stale: false,
+            })
+            .await;
+        if let Ok(r) = r {
+            if let Some(a) = r.into_inner().agent {
+                if a.status == status {
+                    return a;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {id} never became {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn spec(family: &str, command: &str) -> TaskDefinitionSpec {
+    TaskDefinitionSpec {
+        family: family.into(),
+        cpu: Some(256),
+        memory: Some(512),
+        container_definitions: vec![ContainerDefinition {
+            name: "app".into(),
+            image: "berth/workload".into(),
+            command: vec!["sh".into(), "-c".into(), command.into()],
+            stop_timeout: Some(2),
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_run_report_exit_codes_stream_logs_and_survive_an_agent_restart() {
+    require_docker();
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(c.follower_of(leader));
+    let mut agent = AgentProc::start(&c, "e2e");
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    register(api.clone(), spec("svc", "echo started; sleep 3600"))
+        .await
+        .expect("register");
+    register(api.clone(), spec("three", "echo bye; exit 3"))
+        .await
+        .expect("register");
+
+    // Watch the task go through its states as they are reported.
+    let mut watch = TasksClient::new(api.clone())
+        .watch(WatchTasksRequest {
+            family: "svc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let r = run(api.clone(), "svc", 1, "svc-1").await.expect("run");
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    let id = r.tasks[0].task_id.clone();
+    let mut states = Vec::new();
+    while !states.contains(&"RUNNING".to_string()) {
+        let ev = tokio::time::timeout(Duration::from_secs(30), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("no RUNNING within 30 s; saw {states:?}\n{}", agent.log()))
+            .expect("stream open")
+            .expect("event");
+        let t = ev.task.expect("task");
+        if states.last() != Some(&t.last_status) {
+            states.push(t.last_status.clone());
+        }
+    }
+    let order = ["PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"];
+    let pos: Vec<usize> = states
+        .iter()
+        .filter_map(|s| order.iter().position(|o| o == s))
+        .collect();
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "states went backwards: {states:?}"
+    );
+    let running = task(api.clone(), &id).await;
+    assert!(
+        running.started_at_ms.is_some() && running.pull_started_at_ms.is_some(),
+        "{running:?}"
+    );
+
+    // The container is labelled for the task and agent, with the task's limits.
+    let cid = docker(&["ps", "-q", "--filter", &format!("label=berth.task={id}")]);
+    assert!(!cid.is_empty(), "no container for task {id}");
+    let inspect = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.State.StartedAt}}",
+        &cid,
+    ]);
+    assert!(
+        inspect.starts_with(&format!("{} 250000000 ", 512 * 1024 * 1024)),
+        "{inspect}"
+    );
+
+    // Logs come from the agent through the control plane.
+    let mut logs = TasksClient::new(api.clone())
+        .logs(TaskLogsRequest {
+            task_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("logs")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = logs.next().await {
+        out.extend(chunk.expect("chunk").data);
+    }
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "started");
+
+    // An essential container's exit code is reported.
+    let r = run(api.clone(), "three", 1, "three-1").await.expect("run");
+    let t = wait_for(
+        api.clone(),
+        &r.tasks[0].task_id,
+        "STOPPED",
+        Duration::from_secs(30),
+        |t| t.last_status == "STOPPED",
+    )
+    .await;
+    assert_eq!(t.stop_code, "EssentialContainerExited", "{t:?}");
+    assert_eq!(t.containers[0].exit_code, Some(3), "{t:?}");
+
+    // SIGKILL the agent and start it again: the running container is adopted, not restarted.
+    agent.kill();
+    agent.spawn();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.State.StartedAt}}",
+        &cid,
+    ]);
+    assert_eq!(
+        after,
+        inspect,
+        "the container was restarted or replaced\n{}",
+        agent.log()
+    );
+    assert_eq!(task(api.clone(), &id).await.last_status, "RUNNING");
+
+    // A user stop: SIGTERM, then SIGKILL after the 2 s stop timeout (sh ignores TERM here).
+    TasksClient::new(api.clone())
+        .stop(StopTaskRequest {
+            task_id: id.clone(),
+            reason: "test over".into(),
+        })
+        .await
+        .expect("stop");
+    let t = wait_for(api.clone(), &id, "STOPPED", Duration::from_secs(30), |t| {
+        t.last_status == "STOPPED"
+    })
+    .await;
+    assert_eq!(
+        (t.stop_code.as_str(), t.stopped_reason.as_str()),
+        ("UserInitiated", "test over")
+    );
+    assert!(
+        docker(&["ps", "-aq", "--filter", &format!("label=berth.task={id}")]).is_empty(),
+        "container not removed"
+    );
+    let a = wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(5)).await;
+    assert_eq!((a.used_cpu, a.used_memory), (0, 0), "capacity not released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_that_dies_is_marked_down_and_its_tasks_stopped() {
+    require_docker();
+    let c = Cluster::start(3, &["--agent-ttl-ms", "3000", "--agent-grace-ms", "6000"]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(leader);
+    let mut agent = AgentProc::start(&c, "doomed");
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    register(api.clone(), spec("svc", "sleep 3600"))
+        .await
+        .expect("register");
+    let r = run(api.clone(), "svc", 2, "doomed-1").await.expect("run");
+    assert_eq!(r.tasks.len(), 2, "{:?}", r.failures);
+    for t in &r.tasks {
+        wait_for(
+            api.clone(),
+            &t.task_id,
+            "RUNNING",
+            Duration::from_secs(30),
+            |t| t.last_status == "RUNNING",
+        )
+        .await;
+    }
+
+    // The agent process dies; its containers keep running until fencing — but fencing is
+    // the agent's job, and the agent is dead, so the control plane's view is what we test
+    // here: DOWN after the TTL, tasks stopped with InfrastructureHealth, capacity freed.
+    let killed = Instant::now();
+    agent.kill();
+    let a = wait_agent(api.clone(), &agent.id, "DOWN", Duration::from_secs(15)).await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "DOWN took {took:?} with a 3 s TTL"
+    );
+    assert_eq!((a.used_cpu, a.used_memory, a.task_count), (0, 0, 0));
+    for t in &r.tasks {
+        let t = task(api.clone(), &t.task_id).await;
+        assert_eq!(t.last_status, "STOPPED");
+        assert_eq!(t.stop_code, "InfrastructureHealth");
+        assert_eq!(
+            t.stopped_reason,
+            format!("agent {} stopped heartbeating", agent.id)
+        );
+    }
+
+    // When the agent comes back it registers again, learns its tasks are gone and removes
+    // their containers.
+    agent.spawn();
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.agent={}", agent.id),
+        ]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "containers of stopped tasks remain: {left}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_cut_off_from_the_control_plane_fences_its_tasks() {
+    require_docker();
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(leader);
+    let agent = AgentProc::start(&c, "fenced");
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    register(api.clone(), spec("svc", "sleep 3600"))
+        .await
+        .expect("register");
+    let r = run(api.clone(), "svc", 1, "fenced-1").await.expect("run");
+    let id = r.tasks[0].task_id.clone();
+    wait_for(api.clone(), &id, "RUNNING", Duration::from_secs(30), |t| {
+        t.last_status == "RUNNING"
+    })
+    .await;
+
+    // Every control node goes away: the agent can reach nobody.
+    let cut = Instant::now();
+    for n in [1, 2, 3] {
+        c.kill(n);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let running = docker(&["ps", "-q", "--filter", &format!("label=berth.task={id}")]);
+        if running.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task still runs {:?} after the cut\n{}",
+            cut.elapsed(),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Default fence: 3.5 s of silence, then SIGTERM, SIGKILL 0.5 s later — before the
+    // control plane's 5 s TTL would give the task up.
+    let took = cut.elapsed();
+    assert!(took < Duration::from_secs(5), "fencing took {took:?}");
+}
