@@ -103,11 +103,9 @@ set +e
   --out "$OUT" --command "$CMDLINE" "${EXTRA[@]}"
 rc=$?
 set -e
-if ((rc != 0)); then
-  # The control nodes' own words, for the diagnosis.
-  for i in $(seq 1 "$NODES"); do
-    docker logs --tail 200 "berth-control-$i" >"$OUT/control-$i.log" 2>&1 || true
-  done
-fi
+# The control nodes' own words (since their last start), for a diagnosis.
+for i in $(seq 1 "$NODES"); do
+  docker logs "berth-control-$i" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$OUT/control-$i.log" || true
+done
 echo "== chaos run finished in $(( $(date +%s) - t0 ))s, exit $rc (report: $OUT/report.txt)"
 exit $rc

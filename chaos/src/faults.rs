@@ -21,6 +21,12 @@ pub enum FaultKind {
     KillFollower,
     PauseLeader,
     IsolateLeader,
+    /// The leader cut off while clients write through it, until the majority's new leader
+    /// has compacted its log past the old leader's (so healing installs a snapshot on it
+    /// instead of truncating its unacknowledged entries); then the old leader is made
+    /// leader again by killing whoever else leads. Regression case for seed 42 (a write
+    /// path wedged by a proposal that is never answered).
+    IsolateLeaderPastCompaction,
     /// A random node (3 nodes) or a random minority (5) cut from the rest.
     MinorityPartition,
     /// Two groups that see each other only through one node.
@@ -43,6 +49,7 @@ impl FaultKind {
             FaultKind::KillFollower => "kill-follower",
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::IsolateLeaderPastCompaction => "isolate-leader-past-compaction",
             FaultKind::MinorityPartition => "partition-minority",
             FaultKind::Bridge => "partition-bridge",
             FaultKind::Ring => "partition-ring",
@@ -65,6 +72,7 @@ pub fn short_plan(seed: u64, nodes: usize) -> Vec<FaultKind> {
         PauseLeader,
         IsolateLeader,
         FullRestart,
+        IsolateLeaderPastCompaction,
         KillFollower,
         MinorityPartition,
         Bridge,
@@ -87,6 +95,7 @@ pub fn draw(rng: &mut StdRng, nodes: usize) -> FaultKind {
         (KillFollower, 2),
         (PauseLeader, 2),
         (IsolateLeader, 2),
+        (IsolateLeaderPastCompaction, 1),
         (MinorityPartition, 2),
         (Bridge, 1),
         (KillAgent, 1),
@@ -257,6 +266,55 @@ impl Nemesis {
                 tokio::time::sleep(d).await;
                 c.heal().await;
                 Ok(format!("node {l} cut off {d:?}"))
+            }
+            FaultKind::IsolateLeaderPastCompaction => {
+                let l = need_leader()?;
+                let behind = c
+                    .info(l, false)
+                    .await
+                    .map(|i| i.last_log_index)
+                    .unwrap_or(0);
+                self.log(&format!(
+                    "isolate leader {l} (log {behind}) until the others compact past it"
+                ));
+                for &o in ids.iter().filter(|&&i| i != l) {
+                    c.cut(l, o).await?;
+                }
+                self.took_hold();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+                let mut purged = 0;
+                while tokio::time::Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) {
+                    for &o in ids.iter().filter(|&&i| i != l) {
+                        if let Ok(i) = c.info(o, false).await {
+                            if i.state == "leader" {
+                                purged = i.purged_index;
+                            }
+                        }
+                    }
+                    if purged > behind + 1 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                c.heal().await;
+                // Hand leadership back to the old leader: kill whoever else leads (it is
+                // restarted at once), a few times at most.
+                let mut regained = false;
+                for _ in 0..6 {
+                    let Ok(now) = c.wait_healthy(&self.all(), Duration::from_secs(30)).await else {
+                        break;
+                    };
+                    if now == l {
+                        regained = true;
+                        break;
+                    }
+                    c.kill(&c.container(now)).await?;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    c.start(&c.container(now)).await?;
+                }
+                Ok(format!(
+                    "node {l} cut off at log {behind} until the new leader purged to {purged}; leader again: {regained}"
+                ))
             }
             FaultKind::MinorityPartition => {
                 let mut shuffled = ids.clone();

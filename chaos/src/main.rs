@@ -301,6 +301,8 @@ async fn run(args: Args) -> Result<bool> {
     };
     let _ = nemesis.keep_behind;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // Faults after whose healing no write got through (the write path stayed wedged).
+    let mut stuck: Vec<String> = Vec::new();
     let mode;
     if short {
         mode = "short".to_string();
@@ -308,6 +310,7 @@ async fn run(args: Args) -> Result<bool> {
         log(&history, &format!("short run: {} faults", plan.len()));
         for k in plan {
             nemesis.inject(k).await?;
+            liveness(&cfg, &endpoints, &history, &known, &mut stuck, k).await;
             let q = nemesis.rng.gen_range(quiet.0..=quiet.1);
             tokio::time::sleep(Duration::from_millis(q)).await;
         }
@@ -320,6 +323,7 @@ async fn run(args: Args) -> Result<bool> {
         while Instant::now() < deadline {
             let k: FaultKind = faults::draw(&mut draw_rng, cluster.ids.len());
             nemesis.inject(k).await?;
+            liveness(&cfg, &endpoints, &history, &known, &mut stuck, k).await;
             n += 1;
             let q = nemesis.rng.gen_range(quiet.0..=quiet.1.max(quiet.0)) * 2;
             tokio::time::sleep(
@@ -334,12 +338,13 @@ async fn run(args: Args) -> Result<bool> {
     nemesis.heal_all().await;
     let _ = cluster.wait_healthy(&all, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The workload ends when the clients are told to stop (the last calls still finish).
+    let workload_end = history.now();
     stop_workers.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
     let _ = monitor.await;
-    let workload_end = history.now();
     history.flush();
     log(&history, "workload stopped; checking");
 
@@ -348,7 +353,7 @@ async fn run(args: Args) -> Result<bool> {
     let mut results: Vec<CheckResult> = Vec::new();
     // Liveness after healing: a write through each node must be acknowledged (a node whose
     // write path is wedged fails here even though every safety check passes).
-    let mut wedged = Vec::new();
+    let mut wedged = stuck;
     for (i, (ep, ch)) in endpoints.iter().enumerate() {
         let token = format!("{started_by}-probe-{}", i + 1);
         let ok = workload::probe(
@@ -369,9 +374,13 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
     results.push(checks::CheckResult::new(
-        "every node gets writes committed after healing",
+        "writes are committed again after every fault heals, through every node at the end",
         wedged,
-        format!("one RunTask through each of {} nodes", endpoints.len()),
+        format!(
+            "a RunTask within {} s after each fault, one through each of {} nodes at the end",
+            LIVENESS_WITHIN.as_secs(),
+            endpoints.len()
+        ),
     ));
     history.flush();
     let ops = history.ops();
@@ -468,6 +477,45 @@ async fn run(args: Args) -> Result<bool> {
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     eprintln!("history and report in {}", out.display());
     Ok(violations == 0)
+}
+
+/// How soon after a fault is healed (and a leader is known) a write must be acknowledged.
+const LIVENESS_WITHIN: Duration = Duration::from_secs(15);
+
+/// After a fault is healed: a write (a RunTask through the nodes in turn) must be
+/// acknowledged within `LIVENESS_WITHIN`, or the fault is listed as having left the write
+/// path wedged.
+async fn liveness(
+    cfg: &WorkloadConfig,
+    endpoints: &[(String, Channel)],
+    history: &History,
+    known: &Known,
+    stuck: &mut Vec<String>,
+    after: FaultKind,
+) {
+    let start = Instant::now();
+    let mut attempt = 0usize;
+    while start.elapsed() < LIVENESS_WITHIN {
+        let (ep, ch) = &endpoints[attempt % endpoints.len()];
+        let token = format!("{}-live-{}-{attempt}", cfg.started_by, history.now());
+        let one = tokio::time::timeout(
+            LIVENESS_WITHIN.saturating_sub(start.elapsed()),
+            workload::probe(999, cfg, (ep.clone(), ch.clone()), history, known, token),
+        )
+        .await;
+        if one == Ok(true) {
+            return;
+        }
+        attempt += 1;
+    }
+    let msg = format!(
+        "after {} (healed at {:.1} s): no write acknowledged within {} s",
+        after.name(),
+        history.now() as f64 / 1e9 - start.elapsed().as_secs_f64(),
+        LIVENESS_WITHIN.as_secs()
+    );
+    eprintln!("[{:8.2}s] LIVENESS: {msg}", history.now() as f64 / 1e9);
+    stuck.push(msg);
 }
 
 /// With real agents: the running containers under each agent's label must fit the

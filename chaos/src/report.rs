@@ -134,6 +134,7 @@ pub fn windows(ops: &[Op], faults: &[FaultRecord], start: u64, end: u64) -> Vec<
         .iter()
         .filter(|o| o.call.is_write())
         .filter_map(|o| o.ok_time())
+        .filter(|&t| t >= start && t <= end)
         .collect();
     done.push(start);
     done.push(end);
