@@ -63,6 +63,14 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         rate: u64,
     },
+    /// RunTask → RUNNING with a local agent on the Docker engine (image present), beside a
+    /// bare `docker run -d` of the same image and command measured in the same run.
+    Start {
+        #[arg(long, default_value_t = 50)]
+        tasks: usize,
+        #[arg(long, default_value = "berth/workload")]
+        image: String,
+    },
     /// Steady load for a while, counting elections (there should be none).
     Steady {
         #[arg(long, default_value_t = 600)]
@@ -323,6 +331,7 @@ pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
         Which::Latency { rate, seconds, via } => latency(&c, rate, seconds, &via).await?,
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
+        Which::Start { tasks, image } => start_latency(&c, &a.dir, tasks, &image).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -571,4 +580,216 @@ async fn steady(c: &LocalCluster, seconds: u64, rate: u64) -> Result<()> {
     );
     println!("  elections: {} (term {term0} → {term1})", term1 - term0);
     Ok(())
+}
+
+/// Runs `docker` and returns stdout, or an error with stderr.
+fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("running the docker CLI")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) -> Result<()> {
+    docker(&["image", "inspect", image])
+        .with_context(|| format!("image {image} is not present; run deploy/images/build.sh"))?;
+    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
+    let control = c
+        .nodes
+        .iter()
+        .map(|n| n.raft.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let agent_id = format!("bench-{}", std::process::id());
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let mut agent = Command::new(std::env::current_exe()?)
+        .arg("agent")
+        .args([
+            "--control",
+            &control,
+            "--id",
+            &agent_id,
+            "--cpu",
+            "1000000",
+            "--memory",
+            "1000000",
+        ])
+        .args([
+            "--data",
+            &dir.join("agent").display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()?),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()?;
+    let api = c.api(leader)?;
+    let result = async {
+        // Wait for the agent, then drain the big capacity-only agent `prepare` registered so
+        // every task lands on the real one.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = berth_proto::v1::agents_client::AgentsClient::new(api.clone())
+                .describe(DescribeAgentRequest {
+                    agent_id: agent_id.clone(),
+                    stale: false,
+                })
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent did not register; see {}",
+                    dir.join("agent.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        berth_proto::v1::agents_client::AgentsClient::new(api.clone())
+            .drain(DrainAgentRequest {
+                agent_id: "bench".into(),
+                drain: true,
+            })
+            .await?;
+        TaskDefinitionsClient::new(api.clone())
+            .register(RegisterTaskDefinitionRequest {
+                task_definition: Some(TaskDefinitionSpec {
+                    family: "start".into(),
+                    cpu: Some(256),
+                    memory: Some(512),
+                    container_definitions: vec![ContainerDefinition {
+                        name: "app".into(),
+                        image: image.into(),
+                        command: vec!["sleep".into(), "3600".into()],
+                        stop_timeout: Some(1),
+                        ..Default::default()
+                    }],
+                }),
+            })
+            .await?;
+        let mut watch = TasksClient::new(api.clone())
+            .watch(WatchTasksRequest {
+                family: "start".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let mut berth = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..tasks {
+            let t0 = Instant::now();
+            let r = TasksClient::new(api.clone())
+                .run(run_start(i))
+                .await?
+                .into_inner();
+            let id = r
+                .tasks
+                .first()
+                .map(|t| t.task_id.clone())
+                .ok_or_else(|| anyhow!("task {i} not placed: {:?}", r.failures))?;
+            loop {
+                let ev = tokio::time::timeout(
+                    Duration::from_secs(60),
+                    tokio_stream::StreamExt::next(&mut watch),
+                )
+                .await
+                .map_err(|_| anyhow!("task {id} not RUNNING within 60 s"))?
+                .ok_or_else(|| anyhow!("watch ended"))??;
+                if let Some(t) = ev.task {
+                    if t.task_id == id && t.last_status == "RUNNING" {
+                        break;
+                    }
+                    if t.task_id == id && t.last_status == "STOPPED" {
+                        bail!("task {id} stopped: {}", t.stopped_reason);
+                    }
+                }
+            }
+            berth.push(t0.elapsed());
+            ids.push(id);
+        }
+        // The same image and command, started bare, one after another.
+        let mut bare = Vec::new();
+        let mut bare_ids = Vec::new();
+        for _ in 0..tasks {
+            let t0 = Instant::now();
+            let id = docker(&[
+                "run",
+                "-d",
+                "--label",
+                "berth.bench=bare",
+                image,
+                "sleep",
+                "3600",
+            ])?;
+            bare.push(t0.elapsed());
+            bare_ids.push(id);
+        }
+        for id in &bare_ids {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        for id in &ids {
+            let _ = TasksClient::new(api.clone())
+                .stop(StopTaskRequest {
+                    task_id: id.clone(),
+                    reason: "bench over".into(),
+                })
+                .await;
+        }
+        berth.sort();
+        bare.sort();
+        let (b50, b99) = (percentile(&berth, 0.5), percentile(&berth, 0.99));
+        let (d50, d99) = (percentile(&bare, 0.5), percentile(&bare, 0.99));
+        println!(
+            "start: {tasks} tasks one after another, image present, agent on the local engine"
+        );
+        println!(
+            "  RunTask → RUNNING (watch event):  p50 {}  p99 {}  max {}",
+            ms(b50),
+            ms(b99),
+            ms(berth.last().copied().unwrap_or_default())
+        );
+        println!(
+            "  bare `docker run -d`:            p50 {}  p99 {}  max {}",
+            ms(d50),
+            ms(d99),
+            ms(bare.last().copied().unwrap_or_default())
+        );
+        println!("  overhead at p50: {}", ms(b50.saturating_sub(d50)));
+        // Give the agent a moment to stop and remove the tasks' containers.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(())
+    }
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    if let Ok(left) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=berth.agent={agent_id}"),
+    ]) {
+        for id in left.split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+    }
+    result
+}
+
+fn run_start(i: usize) -> RunTaskRequest {
+    RunTaskRequest {
+        task_definition: "start".into(),
+        count: 1,
+        client_token: format!("start-{i}"),
+        ..Default::default()
+    }
 }
