@@ -249,11 +249,14 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             agent_id,
             epoch,
             reports,
-        } => Prepared::Command(Command::ReportTasks {
-            agent_id,
-            epoch,
-            reports,
-        }),
+        } => {
+            state.check_reports(&agent_id, epoch, &reports)?;
+            Prepared::Command(Command::ReportTasks {
+                agent_id,
+                epoch,
+                reports,
+            })
+        }
         WriteRequest::RunTask(r) => prepare_run(r, state)?,
     })
 }

@@ -201,7 +201,11 @@ impl Node {
     async fn leader_change_or(&self, pause: Duration) {
         let mut m = self.raft.metrics();
         let before = m.borrow().current_leader;
-        let _ = tokio::time::timeout(pause, m.wait_for(|x| x.current_leader != before && x.current_leader.is_some())).await;
+        let _ = tokio::time::timeout(
+            pause,
+            m.wait_for(|x| x.current_leader != before && x.current_leader.is_some()),
+        )
+        .await;
     }
 
     /// Sends a request to the leader's raft port. `None` means "try again": nothing was

@@ -514,16 +514,15 @@ impl ClusterState {
         self.note_task(task);
     }
 
-    /// Applies an agent's reports. The whole batch is refused if the agent is unknown, the
-    /// registration is stale, or any report is about a task the agent does not hold; a
-    /// report that would move a task backwards is ignored (reports may arrive late or
-    /// twice).
-    fn report_tasks(
-        &mut self,
+    /// Whether an agent's reports would be accepted: the agent is registered under this
+    /// epoch and holds every task it reports on. The leader asks before proposing, so a
+    /// refused report costs no Raft round; apply asks again.
+    pub fn check_reports(
+        &self,
         agent_id: &str,
         epoch: u64,
         reports: &[TaskReport],
-    ) -> CommandResult {
+    ) -> Result<(), Error> {
         let agent = self
             .agents
             .get(agent_id)
@@ -552,6 +551,20 @@ impl ClusterState {
                 Some(_) => {}
             }
         }
+        Ok(())
+    }
+
+    /// Applies an agent's reports. The whole batch is refused if the agent is unknown, the
+    /// registration is stale, or any report is about a task the agent does not hold; a
+    /// report that would move a task backwards is ignored (reports may arrive late or
+    /// twice).
+    fn report_tasks(
+        &mut self,
+        agent_id: &str,
+        epoch: u64,
+        reports: &[TaskReport],
+    ) -> CommandResult {
+        self.check_reports(agent_id, epoch, reports)?;
         let revision = self.revision;
         for r in reports {
             let Some(task) = self.tasks.get_mut(&r.task_id) else {

@@ -685,8 +685,10 @@ fn agents_table(agents: &[Agent]) -> Table {
     let mut t = Table::new(&[
         "AGENT",
         "STATUS",
-        "CPU (used/total)",
-        "MEMORY (used/total)",
+        "CPU ALLOC/TOTAL",
+        "CPU FREE",
+        "MEM ALLOC/TOTAL",
+        "MEM FREE",
         "TASKS",
         "ATTRIBUTES",
     ]);
@@ -701,7 +703,9 @@ fn agents_table(agents: &[Agent]) -> Table {
             a.agent_id.clone(),
             a.status.clone(),
             format!("{}/{}", a.used_cpu, a.cpu),
+            a.cpu.saturating_sub(a.used_cpu).to_string(),
             format!("{}/{}", a.used_memory, a.memory),
+            a.memory.saturating_sub(a.used_memory).to_string(),
             a.task_count.to_string(),
             attrs.join(","),
         ]);

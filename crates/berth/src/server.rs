@@ -228,7 +228,10 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     println!("berth dev: three control nodes running, leader is node {l}");
     println!("  endpoint:  {}", endpoints.join(","));
     match &agent {
-        Some(_) => println!("  agent:     {} on the local Docker engine (logs at {})", a.agent_id, a.agent_listen),
+        Some(_) => println!(
+            "  agent:     {} on the local Docker engine (logs at {})",
+            a.agent_id, a.agent_listen
+        ),
         None => println!("  agent:     none (--no-agent)"),
     }
     println!("  data:      {}", a.dir.display());

@@ -464,3 +464,62 @@ async fn an_agent_cut_off_from_the_control_plane_fences_its_tasks() {
     let took = cut.elapsed();
     assert!(took < Duration::from_secs(5), "fencing took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_change_neither_loses_nor_duplicates_an_agents_tasks() {
+    require_docker();
+    // Short TTL and grace, so the test would see an agent wrongly declared DOWN.
+    let mut c = Cluster::start(3, &["--agent-ttl-ms", "3000", "--agent-grace-ms", "4000"]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let agent = AgentProc::start(&c, "steady");
+    let follower = c.follower_of(leader);
+    let api = c.api(follower);
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    register(api.clone(), spec("svc", "sleep 3600"))
+        .await
+        .expect("register");
+    let r = run(api.clone(), "svc", 3, "steady-1").await.expect("run");
+    assert_eq!(r.tasks.len(), 3, "{:?}", r.failures);
+    let mut containers = Vec::new();
+    for t in &r.tasks {
+        wait_for(
+            api.clone(),
+            &t.task_id,
+            "RUNNING",
+            Duration::from_secs(30),
+            |t| t.last_status == "RUNNING",
+        )
+        .await;
+        containers.push(docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=berth.task={}", t.task_id),
+        ]));
+    }
+
+    c.kill(leader);
+    let new_leader = c.wait_leader(Duration::from_secs(30)).await;
+    // Past the new leader's grace and a whole TTL: the agent must still be READY.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let api = c.api(new_leader);
+    let a = wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(1)).await;
+    assert_eq!(a.task_count, 3);
+    for (t, cid) in r.tasks.iter().zip(&containers) {
+        assert_eq!(task(api.clone(), &t.task_id).await.last_status, "RUNNING");
+        let now = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.task={}", t.task_id),
+        ]);
+        assert_eq!(
+            &now,
+            cid,
+            "task {} lost or duplicated its container\n{}",
+            t.task_id,
+            agent.log()
+        );
+    }
+    c.spawn(leader);
+}

@@ -266,3 +266,123 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
         .await
         .expect("run after bad input");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_agent_traffic_is_refused_and_changes_nothing() {
+    use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
+    use berth_proto::internal::{AgentRegisterRequest, HeartbeatRequest, ReportTasksRequest};
+
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let follower = c.follower_of(leader);
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    let mut agents = AgentProtocolClient::new(c.raft(follower));
+    let reg = |id: &str| AgentRegisterRequest {
+        agent_id: id.into(),
+        cpu: 4096,
+        memory: 8192,
+        attributes: Default::default(),
+        address: String::new(),
+    };
+    let a1 = agents
+        .register(reg("a1"))
+        .await
+        .expect("register a1")
+        .into_inner();
+    agents.register(reg("a2")).await.expect("register a2");
+    let t = run(c.api(leader), "web", 1, "t")
+        .await
+        .expect("run")
+        .tasks
+        .remove(0);
+    let other = if t.agent_id == "a1" { "a2" } else { "a1" };
+    let other_epoch = if other == "a1" { a1.epoch } else { 1 };
+    let before = status(c.api(leader)).await.revision;
+
+    let report = |agent: &str, epoch: u64, task: &str| ReportTasksRequest {
+        agent_id: agent.into(),
+        epoch,
+        reports: format!(r#"[{{"taskId":"{task}","lastStatus":"RUNNING","at":1}}]"#).into_bytes(),
+    };
+    expect(
+        tonic::Code::NotFound,
+        "ghost is not registered",
+        agents.report_tasks(report("ghost", 1, &t.task_id)).await,
+    )
+    .await;
+    expect(
+        tonic::Code::FailedPrecondition,
+        &format!("which is assigned to agent {}", t.agent_id),
+        agents
+            .report_tasks(report(other, other_epoch, &t.task_id))
+            .await,
+    )
+    .await;
+    expect(
+        tonic::Code::FailedPrecondition,
+        "re-register",
+        agents
+            .report_tasks(report(&t.agent_id, 99, &t.task_id))
+            .await,
+    )
+    .await;
+    expect(
+        tonic::Code::InvalidArgument,
+        "not a list of task reports",
+        agents
+            .report_tasks(ReportTasksRequest {
+                agent_id: "a1".into(),
+                epoch: 1,
+                reports: b"{nope".to_vec(),
+            })
+            .await,
+    )
+    .await;
+    expect(
+        tonic::Code::FailedPrecondition,
+        "re-register",
+        agents
+            .heartbeat(HeartbeatRequest {
+                agent_id: "a1".into(),
+                epoch: 42,
+            })
+            .await,
+    )
+    .await;
+    expect(
+        tonic::Code::NotFound,
+        "register first",
+        agents
+            .heartbeat(HeartbeatRequest {
+                agent_id: "ghost".into(),
+                epoch: 1,
+            })
+            .await,
+    )
+    .await;
+    let mut r = reg("bad id");
+    r.cpu = 0;
+    expect(
+        tonic::Code::InvalidArgument,
+        "agent id",
+        agents.register(r).await,
+    )
+    .await;
+
+    assert_eq!(
+        status(c.api(leader)).await.revision,
+        before,
+        "refused agent traffic changed the state"
+    );
+    let now = TasksClient::new(c.api(leader))
+        .describe(DescribeTasksRequest {
+            task_ids: vec![t.task_id.clone()],
+            stale: false,
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(now.tasks[0].last_status, "PROVISIONING");
+}
