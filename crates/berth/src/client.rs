@@ -88,6 +88,29 @@ impl Client {
     }
 }
 
+impl Client {
+    /// One unary call of `req`, retried across endpoints as `call` does; a failure comes
+    /// back as an error a person can read.
+    pub async fn unary<Req, Resp, F, Fut>(
+        &self,
+        retry: Retry,
+        req: &Req,
+        f: F,
+    ) -> anyhow::Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(retry, |ch| {
+            let fut = f(ch, req.clone());
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!(describe(&s)))
+    }
+}
+
 /// A connection that was never made: the request cannot have been processed.
 fn is_connect_error(s: &Status) -> bool {
     let m = format!("{s:?}").to_ascii_lowercase();

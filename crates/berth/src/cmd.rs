@@ -88,14 +88,12 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
     match cmd {
         ClusterCmd::Status => {
             let r = client
-                .call(Retry::Safe, |ch| async move {
-                    ClusterClient::new(ch)
-                        .status(ClusterStatusRequest {})
-                        .await
-                        .map(|r| r.into_inner())
-                })
-                .await
-                .map_err(status_err)?;
+                .unary(
+                    Retry::Safe,
+                    &ClusterStatusRequest {},
+                    |ch, req| async move { ClusterClient::new(ch).status(req).await },
+                )
+                .await?;
             show(opts.output, &r, || {
                 println!(
                     "answered by node {}, leader {}, revision {}, sizing {}",
@@ -118,41 +116,28 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                 api_address: api,
             };
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move {
-                        ClusterClient::new(ch)
-                            .join(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    ClusterClient::new(ch).join(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             show(opts.output, &r, || members_table(&r.members, 0))?;
         }
         ClusterCmd::Leave { id } => {
             let r = client
-                .call(Retry::Safe, |ch| async move {
-                    ClusterClient::new(ch)
-                        .leave(LeaveRequest { id })
-                        .await
-                        .map(|r| r.into_inner())
+                .unary(Retry::Safe, &LeaveRequest { id }, |ch, req| async move {
+                    ClusterClient::new(ch).leave(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             show(opts.output, &r, || members_table(&r.members, 0))?;
         }
         ClusterCmd::Settings { free_sizing } => {
             let r = client
-                .call(Retry::Safe, |ch| async move {
-                    ClusterClient::new(ch)
-                        .update_settings(UpdateSettingsRequest { free_sizing })
-                        .await
-                        .map(|r| r.into_inner())
-                })
-                .await
-                .map_err(status_err)?;
+                .unary(
+                    Retry::Safe,
+                    &UpdateSettingsRequest { free_sizing },
+                    |ch, req| async move { ClusterClient::new(ch).update_settings(req).await },
+                )
+                .await?;
             show(opts.output, &r, || {
                 let mut t = Table::new(&["SETTING", "VALUE"]);
                 t.row(vec!["free sizing".into(), r.free_sizing.to_string()]);
@@ -229,17 +214,10 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
             };
             // Registering twice would make two revisions: retry only if nothing was sent.
             let r = client
-                .call(Retry::OnlyIfUnsent, |ch| {
-                    let req = req.clone();
-                    async move {
-                        TaskDefinitionsClient::new(ch)
-                            .register(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::OnlyIfUnsent, &req, |ch, req| async move {
+                    TaskDefinitionsClient::new(ch).register(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             let defs: Vec<TaskDefinition> = r.task_definition.clone().into_iter().collect();
             show(opts.output, &r, || taskdefs_table(&defs))?;
         }
@@ -255,17 +233,10 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
                     stale,
                 };
                 let r = client
-                    .call(Retry::Safe, |ch| {
-                        let req = req.clone();
-                        async move {
-                            TaskDefinitionsClient::new(ch)
-                                .list(req)
-                                .await
-                                .map(|r| r.into_inner())
-                        }
+                    .unary(Retry::Safe, &req, |ch, req| async move {
+                        TaskDefinitionsClient::new(ch).list(req).await
                     })
-                    .await
-                    .map_err(status_err)?;
+                    .await?;
                 all.extend(r.task_definitions);
                 if r.next_token.is_empty() {
                     break;
@@ -280,17 +251,10 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
                 stale,
             };
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move {
-                        TaskDefinitionsClient::new(ch)
-                            .describe(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TaskDefinitionsClient::new(ch).describe(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             match opts.output {
                 Format::Json => crate::output::json(&r)?,
                 // The whole definition is the point of describe: print it as YAML-ish JSON.
@@ -300,17 +264,10 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
         TaskdefCmd::Deregister { task_definition } => {
             let req = DeregisterTaskDefinitionRequest { task_definition };
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move {
-                        TaskDefinitionsClient::new(ch)
-                            .deregister(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TaskDefinitionsClient::new(ch).deregister(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             let defs: Vec<TaskDefinition> = r.task_definition.clone().into_iter().collect();
             show(opts.output, &r, || taskdefs_table(&defs))?;
         }
@@ -482,12 +439,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 placement_constraints: constraints.iter().map(|s| parse_constraint(s)).collect(),
             };
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move { TasksClient::new(ch).run(req).await.map(|r| r.into_inner()) }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).run(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             show(opts.output, &r, || {
                 if !r.failures.is_empty() {
                     failures_table(&r.failures).print();
@@ -518,12 +473,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                     stale,
                 };
                 let r = client
-                    .call(Retry::Safe, |ch| {
-                        let req = req.clone();
-                        async move { TasksClient::new(ch).list(req).await.map(|r| r.into_inner()) }
+                    .unary(Retry::Safe, &req, |ch, req| async move {
+                        TasksClient::new(ch).list(req).await
                     })
-                    .await
-                    .map_err(status_err)?;
+                    .await?;
                 all.extend(r.tasks);
                 if r.next_token.is_empty() {
                     break;
@@ -538,17 +491,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 stale,
             };
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move {
-                        TasksClient::new(ch)
-                            .describe(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).describe(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             show(opts.output, &r, || {
                 if !r.failures.is_empty() {
                     failures_table(&r.failures).print();
@@ -565,12 +511,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 reason,
             };
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move { TasksClient::new(ch).stop(req).await.map(|r| r.into_inner()) }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).stop(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             let tasks: Vec<Task> = r.task.clone().into_iter().collect();
             show(opts.output, &r, || tasks_table(&tasks))?;
         }
@@ -588,12 +532,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 tail,
             };
             let mut stream = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move { TasksClient::new(ch).logs(req).await.map(|r| r.into_inner()) }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).logs(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(status_err)?;
                 if chunk.stream == "stderr" {
@@ -610,17 +552,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 stale,
             };
             let mut stream = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move {
-                        TasksClient::new(ch)
-                            .watch(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).watch(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             while let Some(ev) = stream.next().await {
                 let ev = ev.map_err(status_err)?;
                 match opts.output {
@@ -719,50 +654,41 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
         AgentCmd::Ls => {
             let client = Client::new(&opts.endpoint)?;
             let r = client
-                .call(Retry::Safe, |ch| async move {
-                    AgentsClient::new(ch)
-                        .list(ListAgentsRequest { stale })
-                        .await
-                        .map(|r| r.into_inner())
-                })
-                .await
-                .map_err(status_err)?;
+                .unary(
+                    Retry::Safe,
+                    &ListAgentsRequest { stale },
+                    |ch, req| async move { AgentsClient::new(ch).list(req).await },
+                )
+                .await?;
             show(opts.output, &r, || agents_table(&r.agents))?;
         }
         AgentCmd::Describe { id } => {
             let client = Client::new(&opts.endpoint)?;
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let agent_id = id.clone();
-                    async move {
-                        AgentsClient::new(ch)
-                            .describe(DescribeAgentRequest { agent_id, stale })
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await
-                .map_err(status_err)?;
+                .unary(
+                    Retry::Safe,
+                    &DescribeAgentRequest {
+                        agent_id: id.clone(),
+                        stale,
+                    },
+                    |ch, req| async move { AgentsClient::new(ch).describe(req).await },
+                )
+                .await?;
             let agents: Vec<Agent> = r.agent.clone().into_iter().collect();
             show(opts.output, &r, || agents_table(&agents))?;
         }
         AgentCmd::Drain { id, undo } => {
             let client = Client::new(&opts.endpoint)?;
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let agent_id = id.clone();
-                    async move {
-                        AgentsClient::new(ch)
-                            .drain(DrainAgentRequest {
-                                agent_id,
-                                drain: !undo,
-                            })
-                            .await
-                            .map(|r| r.into_inner())
-                    }
-                })
-                .await
-                .map_err(status_err)?;
+                .unary(
+                    Retry::Safe,
+                    &DrainAgentRequest {
+                        agent_id: id.clone(),
+                        drain: !undo,
+                    },
+                    |ch, req| async move { AgentsClient::new(ch).drain(req).await },
+                )
+                .await?;
             let agents: Vec<Agent> = r.agent.clone().into_iter().collect();
             show(opts.output, &r, || agents_table(&agents))?;
         }
@@ -789,17 +715,10 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
             };
             let client = Client::new(&control)?;
             let r = client
-                .call(Retry::Safe, |ch| {
-                    let req = req.clone();
-                    async move {
-                        AgentProtocolClient::new(ch)
-                            .register(req)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    AgentProtocolClient::new(ch).register(req).await
                 })
-                .await
-                .map_err(status_err)?;
+                .await?;
             match opts.output {
                 Format::Json => {
                     println!("{{\"epoch\": {}, \"revision\": {}}}", r.epoch, r.revision)
