@@ -9,6 +9,7 @@
 //! `apply` refuses it if it ever did).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use berth_core::command::{
     Placement, PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks,
@@ -32,6 +33,9 @@ pub const QUEUE: usize = 4096;
 const MAX_BATCH_REQUESTS: usize = 1024;
 /// …and creates at most this many tasks, which bounds an entry to a few hundred KiB.
 const MAX_BATCH_TASKS: usize = 4096;
+/// How long a proposal (or a leadership check) may go unanswered before its callers are
+/// told UNAVAILABLE. Commits take milliseconds; only a partition or a stuck node gets here.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ECS's limits on a RunTask's placement clauses.
 const MAX_STRATEGIES: usize = 5;
 const MAX_CONSTRAINTS: usize = 10;
@@ -82,27 +86,42 @@ impl Batcher {
             }
             let term = self.raft.metrics().borrow().current_term;
             if ready_term != Some(term) {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => ready_term = Some(term),
-                    Err(e) => {
-                        let leader = match &e {
-                            RaftError::APIError(
-                                openraft::error::CheckIsLeaderError::ForwardToLeader(f),
-                            ) => f.leader_id,
-                            _ => None,
-                        };
+                let confirmed =
+                    tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await;
+                let err = match confirmed {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(RaftError::APIError(
+                        openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                    ))) => Some(ApiError::NotLeader {
+                        leader: f.leader_id,
+                    }),
+                    Ok(Err(e)) => Some(ApiError::NotLeader { leader: None }).inspect(|_| {
+                        tracing::debug!(error = %e, "leadership not confirmed");
+                    }),
+                    Err(_) => Some(ApiError::unavailable(format!(
+                        "this leader could not confirm its leadership within {COMMIT_TIMEOUT:?} \
+                         (is it cut off from the others?)"
+                    ))),
+                };
+                match err {
+                    None => ready_term = Some(term),
+                    Some(err) => {
                         for p in batch {
-                            let _ = p.reply.send(Err(ApiError::NotLeader { leader }));
+                            let _ = p.reply.send(Err(err.clone()));
                         }
                         continue;
                     }
                 }
             }
-            self.commit(batch).await;
+            if !self.commit(batch).await {
+                ready_term = None;
+            }
         }
     }
 
-    async fn commit(&self, batch: Vec<Pending>) {
+    /// Commits one batch; false when leadership may be in doubt (the next batch must
+    /// confirm it first).
+    async fn commit(&self, batch: Vec<Pending>) -> bool {
         let now = now_ms();
         let mut commands = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
@@ -154,10 +173,32 @@ impl Batcher {
             }
         }
         if commands.is_empty() {
-            return;
+            return true;
         }
         let n = commands.len();
-        match self.raft.client_write(Batch { now, commands }).await {
+        // Bounded: openraft may leave a proposal unanswered (seen when this node's log was
+        // replaced by a snapshot while it was cut off). Without a bound the batcher — and
+        // every write through this node — would wait forever.
+        let proposal = tokio::time::timeout(
+            COMMIT_TIMEOUT,
+            self.raft.client_write(Batch { now, commands }),
+        )
+        .await;
+        let Ok(proposal) = proposal else {
+            tracing::warn!(
+                commands = n,
+                "a proposal was not answered within {COMMIT_TIMEOUT:?}"
+            );
+            let err = ApiError::unavailable(format!(
+                "the write was proposed but not confirmed within {COMMIT_TIMEOUT:?} (is the cluster \
+                 partitioned?); it may still be applied — retry with the same clientToken"
+            ));
+            for reply in waiting {
+                let _ = reply.send(Err(err.clone()));
+            }
+            return false;
+        };
+        match proposal {
             Ok(resp) => {
                 let revision = resp.log_id.index;
                 debug_assert_eq!(resp.data.len(), n, "one result per command");
@@ -173,6 +214,7 @@ impl Batcher {
                         .map(|res| (revision, res));
                     let _ = reply.send(r);
                 }
+                true
             }
             Err(e) => {
                 let err = match e {
@@ -188,6 +230,7 @@ impl Batcher {
                 for reply in waiting {
                     let _ = reply.send(Err(err.clone()));
                 }
+                false
             }
         }
     }

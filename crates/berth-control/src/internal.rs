@@ -87,12 +87,15 @@ impl NodeRpc for NodeService {
         &self,
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let (read_log_id, _) = self
-            .node
-            .raft
-            .get_read_log_id()
-            .await
-            .map_err(|e| Status::unavailable(format!("not able to serve a read index: {e}")))?;
+        let (read_log_id, _) =
+            tokio::time::timeout(READ_INDEX_TIMEOUT, self.node.raft.get_read_log_id())
+                .await
+                .map_err(|_| {
+                    Status::unavailable(format!(
+                        "could not confirm leadership within {READ_INDEX_TIMEOUT:?}"
+                    ))
+                })?
+                .map_err(|e| Status::unavailable(format!("not able to serve a read index: {e}")))?;
         Ok(Response::new(ReadIndexResponse {
             index: read_log_id.map(|l| l.index).unwrap_or(0),
         }))
@@ -202,6 +205,10 @@ impl AgentProtocol for AgentProtocolService {
         Ok(Response::new(ReportTasksResponse { revision }))
     }
 }
+
+/// A follower asking for the read index gives up after this (it asks again, or answers
+/// UNAVAILABLE when its own deadline passes).
+const READ_INDEX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reports accepted in one ReportTasks call; agents batch up to this.
 pub const MAX_REPORTS: usize = 1000;

@@ -408,13 +408,19 @@ impl Node {
             let leader = self.current_leader();
             last_leader = leader.or(last_leader);
             let index = match leader {
-                Some(l) if l == self.id => match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "read index as leader failed");
-                        None
+                Some(l) if l == self.id => {
+                    // Bounded like everything else: a leader cut off from the others
+                    // cannot confirm itself, and must not hold the reader forever.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "read index as leader failed");
+                            None
+                        }
+                        Err(_) => None,
                     }
-                },
+                }
                 Some(l) => match self.member(l) {
                     Some(node) => self.remote_read_index(&node).await,
                     None => None,

@@ -343,11 +343,16 @@ async fn a_wiped_node_rejoins_and_catches_up_by_snapshot() {
             .expect("run")
             .revision;
     }
-    let li = c.info(leader, false).await.expect("leader info");
-    assert!(
-        li.purged_index > 0,
-        "the leader never compacted its log: {li:?}"
-    );
+    // Snapshots and purges run in the background: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let li = c.info(leader, false).await.expect("leader info");
+        if li.purged_index > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leader never compacted its log: {li:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.spawn(victim);
     c.wait_applied(last, Duration::from_secs(30)).await;
     let vi = c.info(victim, true).await.expect("victim info");
