@@ -20,92 +20,104 @@
 # Cargo builds go to $CARGO_TARGET_DIR (default target/): berth in release, berth-chaos
 # in the dev profile (the workspace's dependencies are optimised there too).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-SEED=""
-MODE=(--short)
-AGENTS=auto
-FIVE=0
-REUSE=0
-KEEP=0
-OUT=""
-BUILD=1
-EXTRA=()
-CMDLINE="chaos/run.sh $*"
-while (($#)); do
-  case "$1" in
-    --short) MODE=(--short) ;;
-    --duration) MODE=(--duration "${2:?--duration needs a value}"); shift ;;
-    --seed) SEED=${2:?--seed needs a value}; shift ;;
-    --agents) AGENTS=${2:?--agents needs real, sim or auto}; shift ;;
-    --five) FIVE=1 ;;
-    --reuse) REUSE=1 ;;
-    --keep) KEEP=1 ;;
-    --out) OUT=${2:?--out needs a directory}; shift ;;
-    --no-build) BUILD=0 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-  shift
-done
-SEED=${SEED:-$(( $(date +%s) % 100000 ))}
-OUT=${OUT:-/tmp/berth-chaos-$SEED}
-t0=$(date +%s)
+# Everything in a function: bash reads it whole before running it, so editing this file
+# during a run cannot break the run.
+main() {
+  cd "$(dirname "$0")/.."
 
-# Frequent snapshots, so kills land while one is built or installed.
-export BERTH_SNAPSHOT_EVERY=${BERTH_SNAPSHOT_EVERY:-500}
-export BERTH_KEEP_BEHIND_SNAPSHOT=${BERTH_KEEP_BEHIND_SNAPSHOT:-100}
-export BERTH_RESTART=no
+  SEED=""
+  MODE=(--short)
+  AGENTS=auto
+  FIVE=0
+  REUSE=0
+  KEEP=0
+  OUT=""
+  BUILD=1
+  EXTRA=()
+  CMDLINE="chaos/run.sh $*"
+  while (($#)); do
+    case "$1" in
+      --short) MODE=(--short) ;;
+      --duration) MODE=(--duration "${2:?--duration needs a value}"); shift ;;
+      --seed) SEED=${2:?--seed needs a value}; shift ;;
+      --agents) AGENTS=${2:?--agents needs real, sim or auto}; shift ;;
+      --five) FIVE=1 ;;
+      --reuse) REUSE=1 ;;
+      --keep) KEEP=1 ;;
+      --out) OUT=${2:?--out needs a directory}; shift ;;
+      --no-build) BUILD=0 ;;
+      --) shift; EXTRA=("$@"); break ;;
+      -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+      *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  SEED=${SEED:-$(( $(date +%s) % 100000 ))}
+  OUT=${OUT:-/tmp/berth-chaos-$SEED}
+  t0=$(date +%s)
 
-echo "== building berth-chaos"
-cargo build -p berth-chaos --locked --quiet
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-CHAOS="$TARGET_DIR/debug/berth-chaos"
+  # Frequent snapshots, so kills land while one is built or installed.
+  export BERTH_SNAPSHOT_EVERY=${BERTH_SNAPSHOT_EVERY:-500}
+  export BERTH_KEEP_BEHIND_SNAPSHOT=${BERTH_KEEP_BEHIND_SNAPSHOT:-100}
+  export BERTH_RESTART=no
 
-UP=()
-((FIVE)) && UP+=(--five)
-if ((BUILD)); then
-  cargo build --release -p berth --locked --quiet
-fi
-UP+=(--no-build)
-BERTH=${BERTH_BIN:-$TARGET_DIR/release/berth}
-if [[ $AGENTS == auto ]]; then
-  if "$BERTH" agent --help 2>/dev/null | grep -q -- '--cpu'; then
-    AGENTS=real
-  else
-    AGENTS=sim
+  echo "== building berth-chaos"
+  cargo build -p berth-chaos --locked --quiet
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
+  CHAOS="$TARGET_DIR/debug/berth-chaos"
+
+  UP=()
+  ((FIVE)) && UP+=(--five)
+  if ((BUILD)); then
+    cargo build --release -p berth --locked --quiet
   fi
-  echo "== agents: $AGENTS"
-fi
-[[ $AGENTS == sim ]] && UP+=(--no-agents)
+  UP+=(--no-build)
+  BERTH=${BERTH_BIN:-$TARGET_DIR/release/berth}
+  if [[ $AGENTS == auto ]]; then
+    if "$BERTH" agent --help 2>/dev/null | grep -q -- '--cpu'; then
+      AGENTS=real
+    else
+      AGENTS=sim
+    fi
+    echo "== agents: $AGENTS"
+  fi
+  [[ $AGENTS == sim ]] && UP+=(--no-agents)
 
-if ((REUSE == 0)); then
-  echo "== fresh cluster (snapshot every $BERTH_SNAPSHOT_EVERY, keep $BERTH_KEEP_BEHIND_SNAPSHOT behind)"
-  deploy/down.sh --wipe >/dev/null 2>&1 || true
-  deploy/up.sh "${UP[@]}"
-fi
-cleanup() {
-  if ((KEEP == 0)); then
-    echo "== tearing down"
+  if ((REUSE == 0)); then
+    echo "== fresh cluster (snapshot every $BERTH_SNAPSHOT_EVERY, keep $BERTH_KEEP_BEHIND_SNAPSHOT behind)"
     deploy/down.sh --wipe >/dev/null 2>&1 || true
+    deploy/up.sh "${UP[@]}"
   fi
-}
-trap cleanup EXIT
+  cleanup() {
+    if ((KEEP == 0)); then
+      echo "== tearing down"
+      deploy/down.sh --wipe >/dev/null 2>&1 || true
+    fi
+  }
+  trap cleanup EXIT
 
-NODES=3
-((FIVE)) && NODES=5
-set +e
-"$CHAOS" "${MODE[@]}" --seed "$SEED" --nodes "$NODES" --agents "$AGENTS" \
-  --snapshot-every "$BERTH_SNAPSHOT_EVERY" --keep-behind-snapshot "$BERTH_KEEP_BEHIND_SNAPSHOT" \
-  --out "$OUT" --command "$CMDLINE" "${EXTRA[@]}"
-rc=$?
-set -e
-# The control nodes' own words (since their last start), for a diagnosis.
-for i in $(seq 1 "$NODES"); do
-  docker logs "berth-control-$i" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$OUT/control-$i.log" || true
-done
-echo "== chaos run finished in $(( $(date +%s) - t0 ))s, exit $rc (report: $OUT/report.txt)"
-exit $rc
+  NODES=3
+  ((FIVE)) && NODES=5
+  # Real agents start a container per task: a gentler pace keeps the engine (and the 2-core
+  # machines this runs on) from starving Raft; `-- --workers N --think-ms A-B` overrides.
+  if [[ $AGENTS == real && ${#EXTRA[@]} == 0 ]]; then
+    EXTRA=(--workers 6 --think-ms 40-120)
+  fi
+  set +e
+  "$CHAOS" "${MODE[@]}" --seed "$SEED" --nodes "$NODES" --agents "$AGENTS" \
+    --snapshot-every "$BERTH_SNAPSHOT_EVERY" --keep-behind-snapshot "$BERTH_KEEP_BEHIND_SNAPSHOT" \
+    --out "$OUT" --command "$CMDLINE" "${EXTRA[@]}"
+  rc=$?
+  set -e
+  # The control nodes' own words (since their last start), for a diagnosis.
+  for i in $(seq 1 "$NODES"); do
+    docker logs "berth-control-$i" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$OUT/control-$i.log" || true
+  done
+  echo "== chaos run finished in $(( $(date +%s) - t0 ))s, exit $rc (report: $OUT/report.txt)"
+  exit $rc
+}
+
+main "$@"

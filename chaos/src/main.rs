@@ -83,6 +83,10 @@ struct Args {
     /// Where the history (history.jsonl) and the report (report.txt, report.json) go.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only these faults (comma-separated names, e.g. kill-leader,kill-snapshot-install);
+    /// the short plan keeps its order, the long run draws among them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// The command line to print in the report (run.sh passes its own).
     #[arg(long, default_value = "")]
     command: String,
@@ -275,6 +279,20 @@ async fn run(args: Args) -> Result<bool> {
         },
     });
     let known = Arc::new(Known::default());
+    // The prober's own task (another startedBy, so the run's checks do not count it).
+    let anchor = probe_anchor(
+        &endpoints,
+        &family,
+        &format!("chaos-probe-{seed}-{}", std::process::id()),
+    )
+    .await?;
+    let prober = tokio::spawn(workload::prober(
+        endpoints.clone(),
+        history.clone(),
+        anchor,
+        Duration::from_millis(50),
+        stop_workers.clone(),
+    ));
     let workload_start = history.now();
     let workers: Vec<_> = (0..cfg.workers)
         .map(|p| {
@@ -306,7 +324,10 @@ async fn run(args: Args) -> Result<bool> {
     let mode;
     if short {
         mode = "short".to_string();
-        let plan = faults::short_plan(seed, cluster.ids.len());
+        let plan: Vec<FaultKind> = faults::short_plan(seed, cluster.ids.len())
+            .into_iter()
+            .filter(|k| args.only.is_empty() || args.only.iter().any(|o| o == k.name()))
+            .collect();
         log(&history, &format!("short run: {} faults", plan.len()));
         for k in plan {
             nemesis.inject(k).await?;
@@ -322,6 +343,9 @@ async fn run(args: Args) -> Result<bool> {
         let mut n = 0;
         while Instant::now() < deadline {
             let k: FaultKind = faults::draw(&mut draw_rng, cluster.ids.len());
+            if !args.only.is_empty() && !args.only.iter().any(|o| o == k.name()) {
+                continue;
+            }
             nemesis.inject(k).await?;
             liveness(&cfg, &endpoints, &history, &known, &mut stuck, k).await;
             n += 1;
@@ -345,6 +369,7 @@ async fn run(args: Args) -> Result<bool> {
         let _ = w.await;
     }
     let _ = monitor.await;
+    let probes = prober.await.unwrap_or_default();
     history.flush();
     log(&history, "workload stopped; checking");
 
@@ -421,7 +446,8 @@ async fn run(args: Args) -> Result<bool> {
         t.abort();
     }
 
-    let failover = report::failover(&ops, &history.faults());
+    let failover = report::failover(&probes, &history.faults());
+    let client_stall = report::failover(&report::worker_writes(&ops), &history.faults());
     results.push(match failover.get("kill-leader") {
         Some(g) => checks::CheckResult::new(
             "failover bar: p99 write gap after leader SIGKILL ≤ 2 s",
@@ -465,7 +491,13 @@ async fn run(args: Args) -> Result<bool> {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ops: report::counts(&ops),
         failover,
-        unavailability: report::windows(&ops, &faults_seen, workload_start, workload_end),
+        client_stall,
+        unavailability: report::windows(
+            &[probes.as_slice(), report::worker_writes(&ops).as_slice()].concat(),
+            &faults_seen,
+            workload_start,
+            workload_end,
+        ),
         faults: faults_seen,
         fault_counts,
         checks: results,
@@ -477,6 +509,38 @@ async fn run(args: Args) -> Result<bool> {
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     eprintln!("history and report in {}", out.display());
     Ok(violations == 0)
+}
+
+/// Runs one task for the prober to stop again and again; its id.
+async fn probe_anchor(
+    endpoints: &[(String, Channel)],
+    family: &str,
+    started_by: &str,
+) -> Result<String> {
+    use berth_proto::v1::tasks_client::TasksClient;
+    use berth_proto::v1::RunTaskRequest;
+    let mut last = anyhow!("no endpoint");
+    for i in 0..(endpoints.len() * 5) {
+        let req = RunTaskRequest {
+            task_definition: family.to_string(),
+            count: 1,
+            client_token: format!("{started_by}-anchor"),
+            started_by: started_by.to_string(),
+            ..Default::default()
+        };
+        match TasksClient::new(endpoints[i % endpoints.len()].1.clone())
+            .run(req)
+            .await
+        {
+            Ok(r) => match r.into_inner().tasks.first() {
+                Some(t) => return Ok(t.task_id.clone()),
+                None => last = anyhow!("the probe's task could not be placed"),
+            },
+            Err(s) => last = anyhow!("running the probe's task: {}", s.message()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
 }
 
 /// How soon after a fault is healed (and a leader is known) a write must be acknowledged.

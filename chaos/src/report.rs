@@ -52,7 +52,11 @@ pub struct Report {
     pub ops: BTreeMap<String, Counts>,
     pub faults: Vec<FaultRecord>,
     pub fault_counts: BTreeMap<String, u64>,
+    /// Gaps seen by the prober: a fresh write every 50 ms, rotating over the nodes.
     pub failover: BTreeMap<String, Gaps>,
+    /// Gaps seen by the workers, whose calls in flight when a fault hits may hang until
+    /// they time out: how long clients stall, not how long the cluster is unavailable.
+    pub client_stall: BTreeMap<String, Gaps>,
     pub unavailability: Vec<Window>,
     pub checks: Vec<CheckResult>,
     pub violations: usize,
@@ -80,13 +84,19 @@ pub fn counts(ops: &[Op]) -> BTreeMap<String, Counts> {
     out
 }
 
-/// For each kind of fault that takes the leader away, the gap until writes succeed again.
-pub fn failover(ops: &[Op], faults: &[FaultRecord]) -> BTreeMap<String, Gaps> {
-    let mut writes: Vec<(u64, u64)> = ops
-        .iter()
+/// The workers' successful writes as (invoke, complete).
+pub fn worker_writes(ops: &[Op]) -> Vec<(u64, u64)> {
+    ops.iter()
         .filter(|o| o.call.is_write())
         .filter_map(|o| o.ok_time().map(|c| (o.invoke, c)))
-        .collect();
+        .collect()
+}
+
+/// For each kind of fault that takes the leader away, the gap until writes succeed again:
+/// from when the fault took hold to the completion of the first successful write (of
+/// `writes`, as (invoke, complete)) invoked after it.
+pub fn failover(writes: &[(u64, u64)], faults: &[FaultRecord]) -> BTreeMap<String, Gaps> {
+    let mut writes = writes.to_vec();
     writes.sort();
     let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for f in faults {
@@ -128,12 +138,12 @@ pub fn failover(ops: &[Op], faults: &[FaultRecord]) -> BTreeMap<String, Gaps> {
         .collect()
 }
 
-/// Stretches of the workload with no successful write for at least `WINDOW_MIN_MS`.
-pub fn windows(ops: &[Op], faults: &[FaultRecord], start: u64, end: u64) -> Vec<Window> {
-    let mut done: Vec<u64> = ops
+/// Stretches of the workload with no successful write (of `writes`, as (invoke,
+/// complete)) for at least `WINDOW_MIN_MS`.
+pub fn windows(writes: &[(u64, u64)], faults: &[FaultRecord], start: u64, end: u64) -> Vec<Window> {
+    let mut done: Vec<u64> = writes
         .iter()
-        .filter(|o| o.call.is_write())
-        .filter_map(|o| o.ok_time())
+        .map(|&(_, c)| c)
         .filter(|&t| t >= start && t <= end)
         .collect();
     done.push(start);
@@ -179,9 +189,23 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "write gap after fault (injection → first successful new write):"
+            "write gap after fault (took hold → first successful probe write sent after it):"
         );
         for (k, g) in &self.failover {
+            let _ = writeln!(
+                s,
+                "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
+                g.gaps_ms.len(),
+                g.p50_ms,
+                g.p99_ms,
+                g.max_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "client stall after fault (took hold → first successful worker write sent after it):"
+        );
+        for (k, g) in &self.client_stall {
             let _ = writeln!(
                 s,
                 "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",

@@ -335,3 +335,57 @@ async fn read_task(process: u32, ep: &str, ch: Channel, history: &History, task:
         }
     }
 }
+
+/// Most probe writes in flight at once; past it a tick is skipped (bounded).
+const PROBES_IN_FLIGHT: usize = 64;
+
+/// A fresh write every `every`, to the nodes in turn, each on its own: how soon after a
+/// fault a *new* request succeeds, whatever the workers' calls in flight are stuck on. The
+/// write is a StopTask of one task of its own (always a Raft entry; idempotent), so probes
+/// neither consume capacity nor enter the checked history. Returns (invoke, complete) of
+/// every acknowledged probe.
+pub async fn prober(
+    endpoints: Vec<(String, Channel)>,
+    history: Arc<History>,
+    task_id: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<(u64, u64)> {
+    let done: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tick = tokio::time::interval(every);
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        if in_flight.load(Ordering::Relaxed) >= PROBES_IN_FLIGHT {
+            continue;
+        }
+        let ch = endpoints[i % endpoints.len()].1.clone();
+        i += 1;
+        let (done, in_flight, history, task_id) = (
+            done.clone(),
+            in_flight.clone(),
+            history.clone(),
+            task_id.clone(),
+        );
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let invoke = history.now();
+            let r = TasksClient::new(ch)
+                .stop(StopTaskRequest {
+                    task_id,
+                    reason: "chaos probe".to_string(),
+                })
+                .await;
+            if r.is_ok() {
+                let t = history.now();
+                done.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((invoke, t));
+            }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    let out = done.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    out
+}
