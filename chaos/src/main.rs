@@ -427,6 +427,11 @@ async fn run(args: Args) -> Result<bool> {
     let (recount, recount_detail) = checks::recount(&endpoints).await;
     docker_capacity(&cluster, &endpoints, &samples).await;
     let sampled = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let recount_detail = if cluster.agents.is_empty() {
+        recount_detail
+    } else {
+        format!("{recount_detail}; docker ps per agent label every 6 s and at the end")
+    };
     results.push(checks::capacity(
         &sampled,
         &per_node,
