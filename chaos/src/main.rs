@@ -451,7 +451,8 @@ async fn run(args: Args) -> Result<bool> {
         t.abort();
     }
 
-    let failover = report::failover(&probes, &history.faults());
+    let failover = report::outage(&probes, &history.faults());
+    let recovery = report::failover(&probes, &history.faults());
     let client_stall = report::failover(&report::worker_writes(&ops), &history.faults());
     results.push(match failover.get("kill-leader") {
         Some(g) => checks::CheckResult::new(
@@ -496,6 +497,7 @@ async fn run(args: Args) -> Result<bool> {
         wall_seconds: wall.elapsed().as_secs_f64(),
         ops: report::counts(&ops),
         failover,
+        recovery,
         client_stall,
         unavailability: report::windows(
             &[probes.as_slice(), report::worker_writes(&ops).as_slice()].concat(),
@@ -511,6 +513,9 @@ async fn run(args: Args) -> Result<bool> {
     let text = report.text();
     print!("{text}");
     std::fs::write(out.join("report.txt"), &text)?;
+    // The prober's acknowledged writes, (invoke, complete) in ns, for offline analysis.
+    let probe_lines: String = probes.iter().map(|(i, c)| format!("[{i},{c}]\n")).collect();
+    std::fs::write(out.join("probes.jsonl"), probe_lines)?;
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     eprintln!("history and report in {}", out.display());
     Ok(violations == 0)

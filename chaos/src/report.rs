@@ -52,8 +52,11 @@ pub struct Report {
     pub ops: BTreeMap<String, Counts>,
     pub faults: Vec<FaultRecord>,
     pub fault_counts: BTreeMap<String, u64>,
-    /// Gaps seen by the prober: a fresh write every 50 ms, rotating over the nodes.
+    /// Outages seen by the prober (a fresh write every 50 ms, rotating over the nodes):
+    /// the longest stretch between two successful probe writes around each fault.
     pub failover: BTreeMap<String, Gaps>,
+    /// From when the fault took hold to the first successful probe write sent after it.
+    pub recovery: BTreeMap<String, Gaps>,
     /// Gaps seen by the workers, whose calls in flight when a fault hits may hang until
     /// they time out: how long clients stall, not how long the cluster is unavailable.
     pub client_stall: BTreeMap<String, Gaps>,
@@ -96,8 +99,27 @@ pub fn worker_writes(ops: &[Op]) -> Vec<(u64, u64)> {
 /// from when the fault took hold to the completion of the first successful write (of
 /// `writes`, as (invoke, complete)) invoked after it.
 pub fn failover(writes: &[(u64, u64)], faults: &[FaultRecord]) -> BTreeMap<String, Gaps> {
+    gaps_by_kind(writes, faults, false)
+}
+
+/// For the same faults, the outage: the longest stretch between two consecutive successful
+/// writes (of `writes`), from the last success before the fault was injected to the first
+/// success of a write invoked after it took hold. Unlike `failover` it does not depend on
+/// when the docker CLI returned (a `docker kill` may return a few hundred ms after the
+/// process died, and an election may be over by then).
+pub fn outage(writes: &[(u64, u64)], faults: &[FaultRecord]) -> BTreeMap<String, Gaps> {
+    gaps_by_kind(writes, faults, true)
+}
+
+fn gaps_by_kind(
+    writes: &[(u64, u64)],
+    faults: &[FaultRecord],
+    outage: bool,
+) -> BTreeMap<String, Gaps> {
     let mut writes = writes.to_vec();
     writes.sort();
+    let mut done: Vec<u64> = writes.iter().map(|&(_, c)| c).collect();
+    done.sort_unstable();
     let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for f in faults {
         if !matches!(
@@ -115,12 +137,22 @@ pub fn failover(writes: &[(u64, u64)], faults: &[FaultRecord]) -> BTreeMap<Strin
             .filter(|(i, _)| *i >= f.effective)
             .map(|(_, c)| *c)
             .min();
-        if let Some(c) = first {
-            by_kind
-                .entry(f.kind.clone())
-                .or_default()
-                .push((c - f.effective) as f64 / 1e6);
-        }
+        let Some(c) = first else { continue };
+        let gap = if outage {
+            let from = done.partition_point(|&t| t <= f.start).saturating_sub(1);
+            let to = done.partition_point(|&t| t <= c);
+            done[from..to]
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or(0)
+        } else {
+            c - f.effective
+        };
+        by_kind
+            .entry(f.kind.clone())
+            .or_default()
+            .push(gap as f64 / 1e6);
     }
     by_kind
         .into_iter()
@@ -189,9 +221,23 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "write gap after fault (took hold → first successful probe write sent after it):"
+            "write outage around fault (longest stretch between two successful probe writes):"
         );
         for (k, g) in &self.failover {
+            let _ = writeln!(
+                s,
+                "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
+                g.gaps_ms.len(),
+                g.p50_ms,
+                g.p99_ms,
+                g.max_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "recovery after fault (docker returned → first successful probe write sent after it):"
+        );
+        for (k, g) in &self.recovery {
             let _ = writeln!(
                 s,
                 "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
@@ -270,5 +316,33 @@ mod tests {
         assert_eq!(percentile(&[3.0], 99.0), 3.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0], 99.0), 3.0);
+    }
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::*;
+
+    fn fault(kind: &str, start: u64, effective: u64) -> FaultRecord {
+        FaultRecord {
+            kind: kind.into(),
+            detail: String::new(),
+            start,
+            effective,
+            end: effective + 1,
+            leader_before: 1,
+        }
+    }
+
+    #[test]
+    fn outage_spans_the_death_whichever_side_of_took_hold() {
+        // Writes every 10 until 100, nothing until 900, then every 10 again; the kill was
+        // asked at 95 and docker returned at 600 (the election was already under way).
+        let mut w: Vec<(u64, u64)> = (0..=10).map(|i| (i * 10, i * 10)).collect();
+        w.extend((90..100).map(|i| (i * 10 - 5, i * 10)));
+        let f = [fault("kill-leader", 95, 600)];
+        assert_eq!(outage(&w, &f)["kill-leader"].gaps_ms, vec![800.0 / 1e6]);
+        // Recovery from took hold: the first write sent after 600 completed at 900.
+        assert_eq!(failover(&w, &f)["kill-leader"].gaps_ms, vec![300.0 / 1e6]);
     }
 }
