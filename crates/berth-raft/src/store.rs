@@ -13,6 +13,7 @@
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use berth_core::state::Change;
@@ -66,6 +67,17 @@ async fn flush(db: &sled::Db) -> Result<(), std::io::Error> {
     }
 }
 
+/// The last log id covered by the snapshot on disk, if there is one.
+fn stored_snapshot_log_id(snap: &sled::Tree) -> StorageResult<Option<LogId<NodeId>>> {
+    let raw = snap
+        .get(KEY_SNAPSHOT_META)
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+    let Some(raw) = raw else { return Ok(None) };
+    let meta: SnapshotMeta<NodeId, BerthNode> =
+        decode(&raw).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+    Ok(meta.last_log_id)
+}
+
 /// Opens (or creates) the store at `path`, returning the log store and the state machine.
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StoreError> {
     let db = sled::Config::new()
@@ -75,8 +87,18 @@ pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StoreErr
     let log = db.open_tree("log")?;
     let meta = db.open_tree("meta")?;
     let snap = db.open_tree("snapshot")?;
-    let sm = StateMachine::load(db.clone(), snap)?;
-    Ok((LogStore { db, log, meta }, sm))
+    let installing = Arc::new(AtomicBool::new(false));
+    let sm = StateMachine::load(db.clone(), snap.clone(), installing.clone())?;
+    Ok((
+        LogStore {
+            db,
+            log,
+            meta,
+            snap,
+            installing,
+        },
+        sm,
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +119,11 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// Read only: while a snapshot from the leader is being installed, purges stop at
+    /// the snapshot already on disk.
+    snap: sled::Tree,
+    /// Set from the first chunk of a snapshot from the leader until it is stored.
+    installing: Arc<AtomicBool>,
 }
 
 impl LogStore {
@@ -120,6 +147,22 @@ impl LogStore {
 
     fn last_purged(&self) -> StorageResult<Option<LogId<NodeId>>> {
         self.meta_get(KEY_PURGED)
+    }
+
+    /// The id of the last entry present, or the purge point when the log is empty.
+    fn last_present(&self) -> StorageResult<Option<LogId<NodeId>>> {
+        let last = self
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        match last {
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> =
+                    decode(&v).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                Ok(Some(e.log_id))
+            }
+            None => self.last_purged(),
+        }
     }
 }
 
@@ -154,18 +197,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
         let last_purged_log_id = self.last_purged()?;
-        let last = self
-            .log
-            .last()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        let last_log_id = match last {
-            Some((_, v)) => {
-                let e: Entry<TypeConfig> =
-                    decode(&v).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                Some(e.log_id)
-            }
-            None => last_purged_log_id,
-        };
+        let last_log_id = self.last_present()?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -196,9 +228,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self
+        let committed = self
             .meta_get::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
-            .flatten())
+            .flatten();
+        // openraft re-applies up to this on start, from this log. While a snapshot from the
+        // leader is being installed it may record a commit point the local log never held
+        // (the entries come inside the snapshot); if we were killed before that snapshot was
+        // stored, re-applying would need entries we do not have. Never claim more than the
+        // log holds; the leader tells us the rest.
+        Ok(committed.min(self.last_present()?))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -240,6 +278,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // openraft purges as soon as it *decides* to install a snapshot from the leader,
+        // while the state machine stores that snapshot on another task. Killed in between,
+        // we would hold neither the entries nor the snapshot that replaces them (found by
+        // the chaos suite: the node could not start again). So while an install is under
+        // way, entries are deleted only up to the snapshot already on disk; the rest go
+        // with a later purge.
+        let log_id = if self.installing.load(Ordering::Acquire) {
+            match stored_snapshot_log_id(&self.snap)? {
+                Some(durable) if durable.index < log_id.index => durable,
+                Some(_) => log_id,
+                None => return Ok(()),
+            }
+        } else {
+            log_id
+        };
+        if self.last_purged()?.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
+        }
         // Record the purge point durably first: if we crash half-way through deleting,
         // the log state still reads consistently.
         self.meta_put(KEY_PURGED, &log_id)?;
@@ -312,12 +368,26 @@ impl StateHandle {
 /// Snapshot as persisted: openraft's metadata plus the serialised state.
 pub struct StateMachine {
     handle: StateHandle,
+    snapshots: SnapshotStore,
+    /// Shared with the log store; see `LogStore::purge`.
+    installing: Arc<AtomicBool>,
+}
+
+/// Where snapshots are kept, shared by the state machine (installs) and the builders.
+#[derive(Clone)]
+struct SnapshotStore {
     db: sled::Db,
     snap: sled::Tree,
+    /// Installs and builds run on different tasks; one at a time decides what is stored.
+    persist_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl StateMachine {
-    fn load(db: sled::Db, snap: sled::Tree) -> Result<Self, StoreError> {
+    fn load(
+        db: sled::Db,
+        snap: sled::Tree,
+        installing: Arc<AtomicBool>,
+    ) -> Result<Self, StoreError> {
         let mut applied = Applied::default();
         if let (Some(meta), Some(data)) =
             (snap.get(KEY_SNAPSHOT_META)?, snap.get(KEY_SNAPSHOT_DATA)?)
@@ -333,8 +403,12 @@ impl StateMachine {
                 applied: Arc::new(RwLock::new(applied)),
                 events,
             },
-            db,
-            snap,
+            snapshots: SnapshotStore {
+                db,
+                snap,
+                persist_lock: Arc::default(),
+            },
+            installing,
         })
     }
 
@@ -348,12 +422,21 @@ impl StateMachine {
             .write()
             .unwrap_or_else(|e| panic!("state lock poisoned: {e}"))
     }
+}
 
-    async fn persist_snapshot(
+impl SnapshotStore {
+    async fn persist(
         &self,
         meta: &SnapshotMeta<NodeId, BerthNode>,
         data: &[u8],
     ) -> StorageResult<()> {
+        // A build that started before an install may finish after it; the older snapshot
+        // must not replace the newer one (the log behind it may already be purged).
+        let _one_at_a_time = self.persist_lock.lock().await;
+        if stored_snapshot_log_id(&self.snap)? > meta.last_log_id {
+            tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is already stored; keeping it");
+            return Ok(());
+        }
         let sig = Some(meta.signature());
         let m = encode(meta)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
@@ -372,8 +455,7 @@ impl StateMachine {
 /// Builds snapshots from the shared state.
 pub struct SnapshotBuilder {
     handle: StateHandle,
-    db: sled::Db,
-    snap: sled::Tree,
+    snapshots: SnapshotStore,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -382,13 +464,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let applied = self.handle.read();
             let data = encode(&applied.state)
                 .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+            // One log id names one state, so it names the snapshot too.
             let id = match &applied.last_applied {
-                Some(l) => format!(
-                    "{}-{}-{}",
-                    l.leader_id.term,
-                    l.index,
-                    applied.state.digest()
-                ),
+                Some(l) => format!("{}-{}", l.leader_id.term, l.index),
                 None => "empty".to_string(),
             };
             let meta = SnapshotMeta {
@@ -398,12 +476,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             (meta, data)
         };
-        let sm = StateMachine {
-            handle: self.handle.clone(),
-            db: self.db.clone(),
-            snap: self.snap.clone(),
-        };
-        sm.persist_snapshot(&meta, &data).await?;
+        self.snapshots.persist(&meta, &data).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -469,12 +542,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             handle: self.handle.clone(),
-            db: self.db.clone(),
-            snap: self.snap.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        self.installing.store(true, Ordering::Release);
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -489,7 +562,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         // Durable first: if we crash after replacing memory but before this, a restart
         // would come back with a state older than what we told the leader we hold.
-        self.persist_snapshot(meta, &data).await?;
+        self.snapshots.persist(meta, &data).await?;
+        self.installing.store(false, Ordering::Release);
         let revision = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         {
             let mut a = self.write();
@@ -504,7 +578,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         let read = |k| {
-            self.snap
+            self.snapshots
+                .snap
                 .get(k)
                 .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
         };
@@ -535,6 +610,80 @@ mod tests {
                 open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
             Ok((dir, log, sm))
         }
+    }
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Regression (chaos suite, seed 2026): a node killed after openraft purged its log for
+    /// a snapshot from the leader, but before that snapshot was stored, could not start.
+    #[tokio::test]
+    async fn an_interrupted_snapshot_install_leaves_a_store_that_starts() -> StorageResult<()> {
+        use openraft::storage::RaftLogStorageExt;
+        let dir =
+            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        {
+            let (mut log, mut sm) =
+                open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            log.blocking_append((1..=10).map(blank)).await?;
+            sm.apply((1..=5).map(blank)).await?;
+            sm.get_snapshot_builder().await.build_snapshot().await?;
+            log.save_committed(Some(log_id(10))).await?;
+            // The leader's snapshot (at 12) starts arriving; openraft purges for it at once.
+            let _receiving = sm.begin_receiving_snapshot().await?;
+            log.purge(log_id(12)).await?;
+            // …and the process dies before the state machine stored that snapshot.
+        }
+        let (mut log, mut sm) =
+            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let state = log.get_log_state().await?;
+        assert_eq!(
+            state.last_purged_log_id,
+            Some(log_id(5)),
+            "purged past the stored snapshot"
+        );
+        assert_eq!(state.last_log_id, Some(log_id(10)));
+        let (applied, _) = sm.applied_state().await?;
+        assert_eq!(applied, Some(log_id(5)));
+        let committed = log.read_committed().await?;
+        assert!(committed <= state.last_log_id);
+        // Everything openraft will re-apply on start is there.
+        let replay = log
+            .try_get_log_entries(6..=committed.map(|c| c.index).unwrap_or(5))
+            .await?;
+        assert_eq!(
+            replay.len() as u64,
+            committed.map(|c| c.index).unwrap_or(5) - 5
+        );
+        Ok(())
+    }
+
+    /// A snapshot built before an install but stored after it must not replace it.
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one() -> StorageResult<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let (_log, sm) =
+            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let meta = |i: u64| SnapshotMeta {
+            last_log_id: Some(log_id(i)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("1-{i}"),
+        };
+        let state = encode(&ClusterState::new())
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        sm.snapshots.persist(&meta(8), &state).await?;
+        sm.snapshots.persist(&meta(5), &state).await?;
+        assert_eq!(stored_snapshot_log_id(&sm.snapshots.snap)?, Some(log_id(8)));
+        Ok(())
     }
 
     /// openraft's own storage conformance suite, against the real sled store on disk.
