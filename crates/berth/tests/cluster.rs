@@ -350,7 +350,10 @@ async fn a_wiped_node_rejoins_and_catches_up_by_snapshot() {
         if li.purged_index > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the leader never compacted its log: {li:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted its log: {li:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.spawn(victim);
