@@ -88,10 +88,15 @@ impl ControlNode {
             })?;
         let state = sm.handle();
         let raft_config = Arc::new(cfg.tuning.to_config()?);
-        let raft =
-            berth_raft::Raft::new(cfg.id, raft_config, berth_raft::network::Network, log, sm)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = berth_raft::Raft::new(
+            cfg.id,
+            raft_config,
+            berth_raft::network::Network::default(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
 
         // Bind both ports before anything else runs, so a busy port fails the start
         // instead of a background task.

@@ -4,7 +4,9 @@
 //! types); snapshot chunks travel as raw bytes, since JSON would turn every byte into an
 //! array element several times its size.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_proto::internal::raft_client::RaftClient;
@@ -22,9 +24,28 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{BerthNode, NodeId, TypeConfig, MAX_RAFT_MESSAGE};
 
-/// Makes one client per peer. Channels connect lazily and reconnect by themselves.
+/// Makes clients to peers. One channel per peer address is kept for the life of the node and
+/// shared by every client to that peer: openraft asks for a fresh client for every vote
+/// request, and a fresh channel would mean a name lookup, a TCP connect and an HTTP/2
+/// handshake inside the vote's deadline (the election timeout). Under load, or behind a slow
+/// resolver, that deadline was missed on every try and no candidate could ever win. Channels
+/// connect lazily and reconnect by themselves.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    fn channel(&self, addr: &str) -> Option<Channel> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Some(c.clone());
+        }
+        let c = lazy_channel(addr)?;
+        map.insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -32,7 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BerthNode) -> Self::Network {
         PeerClient {
             target,
-            channel: lazy_channel(&node.raft_addr),
+            channel: self.channel(&node.raft_addr),
         }
     }
 }
