@@ -94,7 +94,8 @@ main() {
   cleanup() {
     if ((KEEP == 0)); then
       echo "== tearing down"
-      deploy/down.sh --wipe >/dev/null 2>&1 || true
+      # Bounded: on a hung engine (exit 2 below) docker-compose down would wait forever.
+      timeout 300 deploy/down.sh --wipe >/dev/null 2>&1 || echo "== teardown did not finish (is the Docker engine answering?)" >&2
     fi
   }
   trap cleanup EXIT
@@ -114,7 +115,7 @@ main() {
   set -e
   # The control nodes' own words (since their last start), for a diagnosis.
   for i in $(seq 1 "$NODES"); do
-    docker logs "berth-control-$i" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$OUT/control-$i.log" || true
+    timeout 60 docker logs "berth-control-$i" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$OUT/control-$i.log" || true
   done
   echo "== chaos run finished in $(( $(date +%s) - t0 ))s, exit $rc (report: $OUT/report.txt)"
   exit $rc

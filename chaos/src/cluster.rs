@@ -291,6 +291,25 @@ pub fn lazy_channel(addr: &str, timeout: Duration) -> Result<Channel> {
         .connect_lazy())
 }
 
+/// A docker command that did not return: the engine itself is stuck, and no later fault or
+/// check could be trusted, so the run stops as "could not be made" rather than blaming Berth.
+#[derive(Debug)]
+pub struct EngineHung(pub String);
+
+impl std::fmt::Display for EngineHung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`docker {}` did not return within {DOCKER_TIMEOUT:?}: the Docker engine is hung \
+             (on Docker 20.10 a known network-controller deadlock, moby/moby#42545, does this; \
+             restart dockerd)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for EngineHung {}
+
 /// Runs the docker CLI; its stdout, or an error with its stderr.
 pub async fn docker(args: &[&str]) -> Result<String> {
     let out = tokio::time::timeout(
@@ -301,7 +320,7 @@ pub async fn docker(args: &[&str]) -> Result<String> {
             .output(),
     )
     .await
-    .map_err(|_| anyhow!("docker {} timed out", args.join(" ")))?
+    .map_err(|_| anyhow::Error::new(EngineHung(args.join(" "))))?
     .with_context(|| "running docker")?;
     if !out.status.success() {
         bail!(

@@ -163,6 +163,10 @@ impl Nemesis {
                 // Heal whatever was left, then report the failure to inject (not a
                 // violation: the checks decide that).
                 self.heal_all().await;
+                if e.chain().any(|c| c.is::<crate::cluster::EngineHung>()) {
+                    self.log(&format!("{} failed: {e:#}", kind.name()));
+                    return Err(e);
+                }
                 format!("injection error: {e:#}")
             }
         };
