@@ -78,6 +78,53 @@ fn stored_snapshot_log_id(snap: &sled::Tree) -> StorageResult<Option<LogId<NodeI
     Ok(meta.last_log_id)
 }
 
+/// Makes the snapshot on disk the start of the log: entries it covers are dropped and the
+/// purge point moves up to it.
+///
+/// A purge asked for while a leader's snapshot was being installed stops at the snapshot
+/// then on disk (see `LogStore::purge`), but openraft counts the log as purged through the
+/// new snapshot and appends after it. The entries between the two are never written, and
+/// on the next start openraft finds a hole right after the purge point and refuses to run
+/// (found by the chaos suite, seed 2026: "try to get log at index 32335 but got None"). The
+/// snapshot holds everything up to its index, so starting the log there loses nothing;
+/// the leader sends what comes after.
+fn cover_log_with_snapshot(
+    db: &sled::Db,
+    log: &sled::Tree,
+    meta: &sled::Tree,
+    snap: &sled::Tree,
+) -> Result<(), StoreError> {
+    let Some(raw) = snap.get(KEY_SNAPSHOT_META)? else {
+        return Ok(());
+    };
+    let snapshot: SnapshotMeta<NodeId, BerthNode> = decode(&raw)?;
+    let Some(covered) = snapshot.last_log_id else {
+        return Ok(());
+    };
+    let purged: Option<LogId<NodeId>> = match meta.get(KEY_PURGED)? {
+        Some(raw) => decode(&raw)?,
+        None => None,
+    };
+    if purged.is_some_and(|p| p.index >= covered.index) {
+        return Ok(());
+    }
+    // The purge point first, durably, as in `LogStore::purge`.
+    meta.insert(KEY_PURGED, encode(&covered)?)?;
+    db.flush()?;
+    let mut batch = sled::Batch::default();
+    for k in log.range(..=covered.index.to_be_bytes()).keys() {
+        batch.remove(k?);
+    }
+    log.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(
+        snapshot = %snapshot.snapshot_id,
+        purged_before = ?purged.map(|p| p.index),
+        "log now starts at the stored snapshot"
+    );
+    Ok(())
+}
+
 /// Opens (or creates) the store at `path`, returning the log store and the state machine.
 pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StoreError> {
     let db = sled::Config::new()
@@ -87,6 +134,7 @@ pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StoreErr
     let log = db.open_tree("log")?;
     let meta = db.open_tree("meta")?;
     let snap = db.open_tree("snapshot")?;
+    cover_log_with_snapshot(&db, &log, &meta, &snap)?;
     let installing = Arc::new(AtomicBool::new(false));
     let sm = StateMachine::load(db.clone(), snap.clone(), installing.clone())?;
     Ok((
@@ -663,6 +711,54 @@ mod tests {
             replay.len() as u64,
             committed.map(|c| c.index).unwrap_or(5) - 5
         );
+        Ok(())
+    }
+
+    /// Regression (chaos suite, seed 2026, 30 minutes): a purge held back during a
+    /// snapshot install left a hole between the old purge point and the installed snapshot;
+    /// entries appended after the snapshot sat beyond the hole and the node could not start.
+    #[tokio::test]
+    async fn a_held_back_purge_leaves_no_hole_after_a_restart() -> StorageResult<()> {
+        use openraft::storage::RaftLogStorageExt;
+        let dir =
+            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        {
+            let (mut log, mut sm) =
+                open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            log.blocking_append((1..=10).map(blank)).await?;
+            sm.apply((1..=5).map(blank)).await?;
+            sm.get_snapshot_builder().await.build_snapshot().await?;
+            // The leader's snapshot at 20 arrives; openraft purges for it while it is stored.
+            let receiving = sm.begin_receiving_snapshot().await?;
+            log.purge(log_id(20)).await?;
+            let leader_dir = tempfile::tempdir()
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let (_, mut leaders) = open(leader_dir.path())
+                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            leaders.apply((1..=20).map(blank)).await?;
+            let built = leaders
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await?;
+            drop(receiving);
+            sm.install_snapshot(&built.meta, built.snapshot).await?;
+            // The leader goes on from 21.
+            log.blocking_append((21..=25).map(blank)).await?;
+            log.save_committed(Some(log_id(25))).await?;
+        }
+        let (mut log, mut sm) =
+            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let state = log.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(log_id(20)));
+        assert_eq!(state.last_log_id, Some(log_id(25)));
+        // No hole: every index after the purge point up to the last entry is present.
+        let present = log.try_get_log_entries(21..=25).await?;
+        let indexes: Vec<u64> = present.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![21, 22, 23, 24, 25]);
+        assert!(log.try_get_log_entries(..=20).await?.is_empty());
+        let (applied, _) = sm.applied_state().await?;
+        assert_eq!(applied, Some(log_id(20)));
         Ok(())
     }
 
