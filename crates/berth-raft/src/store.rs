@@ -270,9 +270,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        // Not flushed on its own: it only lets a restart re-apply up to here sooner, and
-        // the next append's flush carries it.
-        self.meta_put(KEY_COMMITTED, &committed)
+        self.meta_put(KEY_COMMITTED, &committed)?;
+        // Durable before anything at this index is applied and answered. A leader that
+        // restarts with its own committed vote resumes leadership without a new term's
+        // entry, and serves linearizable reads up to the commit point it read from disk;
+        // had that lagged, an acknowledged write would be missing from reads until the
+        // next commit (seen in the whole-cluster restart test).
+        flush(&self.db)
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
