@@ -88,9 +88,8 @@ pub struct Node {
     pub state: StateHandle,
     pub shutdown: Shutdown,
     pub(crate) batcher: mpsc::Sender<Pending>,
-    /// Channels to peers' raft ports, by address; tonic channels multiplex and reconnect,
-    /// so one per peer is enough.
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Channels to peers' raft ports, one per address.
+    channels: berth_raft::network::Channels,
     /// Leader only: when each agent last heartbeated (wall-clock ms, comparable with the
     /// registration time in the state). In memory by design — heartbeats never go through
     /// Raft; only a status change does.
@@ -117,7 +116,7 @@ impl Node {
             state,
             shutdown,
             batcher,
-            channels: Mutex::new(HashMap::new()),
+            channels: Default::default(),
             heartbeats: Mutex::new(HashMap::new()),
         }
     }
@@ -140,15 +139,9 @@ impl Node {
     }
 
     pub(crate) fn channel(&self, raft_addr: &str) -> ApiResult<Channel> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(raft_addr) {
-            return Ok(c.clone());
-        }
-        let c = berth_raft::network::lazy_channel(raft_addr).ok_or_else(|| {
-            ApiError::Internal(format!("peer address `{raft_addr}` is not valid"))
-        })?;
-        map.insert(raft_addr.to_string(), c.clone());
-        Ok(c)
+        self.channels
+            .get(raft_addr)
+            .ok_or_else(|| ApiError::Internal(format!("peer address `{raft_addr}` is not valid")))
     }
 
     fn no_leader(&self, last: Option<NodeId>) -> ApiError {

@@ -24,20 +24,16 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{BerthNode, NodeId, TypeConfig, MAX_RAFT_MESSAGE};
 
-/// Makes clients to peers. One channel per peer address is kept for the life of the node and
-/// shared by every client to that peer: openraft asks for a fresh client for every vote
-/// request, and a fresh channel would mean a name lookup, a TCP connect and an HTTP/2
-/// handshake inside the vote's deadline (the election timeout). Under load, or behind a slow
-/// resolver, that deadline was missed on every try and no candidate could ever win. Channels
-/// connect lazily and reconnect by themselves.
+/// Lazy channels by address, one per peer for the life of the process: tonic channels
+/// multiplex and reconnect by themselves, so sharing one costs nothing, while a fresh one
+/// costs a name lookup, a TCP connect and an HTTP/2 handshake on first use.
 #[derive(Clone, Default)]
-pub struct Network {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-}
+pub struct Channels(Arc<Mutex<HashMap<String, Channel>>>);
 
-impl Network {
-    fn channel(&self, addr: &str) -> Option<Channel> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+impl Channels {
+    /// The channel to `addr`, made on first ask; `None` if the address does not parse.
+    pub fn get(&self, addr: &str) -> Option<Channel> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
             return Some(c.clone());
         }
@@ -47,13 +43,21 @@ impl Network {
     }
 }
 
+/// Makes clients to peers over shared [`Channels`]: openraft asks for a fresh client for
+/// every vote request, and a fresh connection per vote had to fit into the vote's deadline
+/// (the election timeout).
+#[derive(Clone, Default)]
+pub struct Network {
+    channels: Channels,
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BerthNode) -> Self::Network {
         PeerClient {
             target,
-            channel: self.channel(&node.raft_addr),
+            channel: self.channels.get(&node.raft_addr),
         }
     }
 }
