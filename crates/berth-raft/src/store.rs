@@ -78,6 +78,15 @@ fn stored_snapshot_log_id(snap: &sled::Tree) -> StorageResult<Option<LogId<NodeI
     Ok(meta.last_log_id)
 }
 
+/// Deletes every log entry up to and including `index`.
+fn remove_through(log: &sled::Tree, index: u64) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    for k in log.range(..=index.to_be_bytes()).keys() {
+        batch.remove(k?);
+    }
+    log.apply_batch(batch)
+}
+
 /// Makes the snapshot on disk the start of the log: entries it covers are dropped and the
 /// purge point moves up to it.
 ///
@@ -94,11 +103,7 @@ fn cover_log_with_snapshot(
     meta: &sled::Tree,
     snap: &sled::Tree,
 ) -> Result<(), StoreError> {
-    let Some(raw) = snap.get(KEY_SNAPSHOT_META)? else {
-        return Ok(());
-    };
-    let snapshot: SnapshotMeta<NodeId, BerthNode> = decode(&raw)?;
-    let Some(covered) = snapshot.last_log_id else {
+    let Some(covered) = stored_snapshot_log_id(snap)? else {
         return Ok(());
     };
     let purged: Option<LogId<NodeId>> = match meta.get(KEY_PURGED)? {
@@ -111,14 +116,10 @@ fn cover_log_with_snapshot(
     // The purge point first, durably, as in `LogStore::purge`.
     meta.insert(KEY_PURGED, encode(&covered)?)?;
     db.flush()?;
-    let mut batch = sled::Batch::default();
-    for k in log.range(..=covered.index.to_be_bytes()).keys() {
-        batch.remove(k?);
-    }
-    log.apply_batch(batch)?;
+    remove_through(log, covered.index)?;
     db.flush()?;
     tracing::info!(
-        snapshot = %snapshot.snapshot_id,
+        snapshot = %covered,
         purged_before = ?purged.map(|p| p.index),
         "log now starts at the stored snapshot"
     );
@@ -155,6 +156,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt snapshot in the store: {0}")]
     Snapshot(#[from] serde_json::Error),
+    #[error("{0}")]
+    Storage(#[from] StorageError<NodeId>),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -356,18 +359,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         flush(&self.db)
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        let keys: Vec<_> = self
-            .log
-            .range(..=log_id.index.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
+        remove_through(&self.log, log_id.index)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
@@ -658,12 +650,30 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SledBuilder {
         async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachine)> {
-            let dir = tempfile::tempdir()
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            let (log, sm) =
-                open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let dir = temp_dir()?;
+            let (log, sm) = open_at(dir.path())?;
             Ok((dir, log, sm))
         }
+    }
+
+    fn temp_dir() -> StorageResult<tempfile::TempDir> {
+        tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    fn open_at(path: &std::path::Path) -> StorageResult<(LogStore, StateMachine)> {
+        open(path).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    /// Entries 1..=10 in the log, 1..=5 applied and in a snapshot on disk.
+    async fn log_to_10_snapshot_at_5(
+        log: &mut LogStore,
+        sm: &mut StateMachine,
+    ) -> StorageResult<()> {
+        use openraft::storage::RaftLogStorageExt;
+        log.blocking_append((1..=10).map(blank)).await?;
+        sm.apply((1..=5).map(blank)).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        Ok(())
     }
 
     fn log_id(index: u64) -> LogId<NodeId> {
@@ -681,23 +691,17 @@ mod tests {
     /// a snapshot from the leader, but before that snapshot was stored, could not start.
     #[tokio::test]
     async fn an_interrupted_snapshot_install_leaves_a_store_that_starts() -> StorageResult<()> {
-        use openraft::storage::RaftLogStorageExt;
-        let dir =
-            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let dir = temp_dir()?;
         {
-            let (mut log, mut sm) =
-                open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            log.blocking_append((1..=10).map(blank)).await?;
-            sm.apply((1..=5).map(blank)).await?;
-            sm.get_snapshot_builder().await.build_snapshot().await?;
+            let (mut log, mut sm) = open_at(dir.path())?;
+            log_to_10_snapshot_at_5(&mut log, &mut sm).await?;
             log.save_committed(Some(log_id(10))).await?;
             // The leader's snapshot (at 12) starts arriving; openraft purges for it at once.
             let _receiving = sm.begin_receiving_snapshot().await?;
             log.purge(log_id(12)).await?;
             // …and the process dies before the state machine stored that snapshot.
         }
-        let (mut log, mut sm) =
-            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let (mut log, mut sm) = open_at(dir.path())?;
         let state = log.get_log_state().await?;
         assert_eq!(
             state.last_purged_log_id,
@@ -726,21 +730,15 @@ mod tests {
     #[tokio::test]
     async fn a_held_back_purge_leaves_no_hole_after_a_restart() -> StorageResult<()> {
         use openraft::storage::RaftLogStorageExt;
-        let dir =
-            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let dir = temp_dir()?;
         {
-            let (mut log, mut sm) =
-                open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            log.blocking_append((1..=10).map(blank)).await?;
-            sm.apply((1..=5).map(blank)).await?;
-            sm.get_snapshot_builder().await.build_snapshot().await?;
+            let (mut log, mut sm) = open_at(dir.path())?;
+            log_to_10_snapshot_at_5(&mut log, &mut sm).await?;
             // The leader's snapshot at 20 arrives; openraft purges for it while it is stored.
             let receiving = sm.begin_receiving_snapshot().await?;
             log.purge(log_id(20)).await?;
-            let leader_dir = tempfile::tempdir()
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-            let (_, mut leaders) = open(leader_dir.path())
-                .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let leader_dir = temp_dir()?;
+            let (_, mut leaders) = open_at(leader_dir.path())?;
             leaders.apply((1..=20).map(blank)).await?;
             let built = leaders
                 .get_snapshot_builder()
@@ -753,8 +751,7 @@ mod tests {
             log.blocking_append((21..=25).map(blank)).await?;
             log.save_committed(Some(log_id(25))).await?;
         }
-        let (mut log, mut sm) =
-            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let (mut log, mut sm) = open_at(dir.path())?;
         let state = log.get_log_state().await?;
         assert_eq!(state.last_purged_log_id, Some(log_id(20)));
         assert_eq!(state.last_log_id, Some(log_id(25)));
@@ -771,10 +768,8 @@ mod tests {
     /// A snapshot built before an install but stored after it must not replace it.
     #[tokio::test]
     async fn an_older_snapshot_never_replaces_a_newer_one() -> StorageResult<()> {
-        let dir =
-            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        let (_log, sm) =
-            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let dir = temp_dir()?;
+        let (_log, sm) = open_at(dir.path())?;
         let meta = |i: u64| SnapshotMeta {
             last_log_id: Some(log_id(i)),
             last_membership: StoredMembership::default(),
