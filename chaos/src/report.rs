@@ -223,44 +223,17 @@ impl Report {
             s,
             "write outage around fault (longest stretch between two successful probe writes):"
         );
-        for (k, g) in &self.failover {
-            let _ = writeln!(
-                s,
-                "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
-                g.gaps_ms.len(),
-                g.p50_ms,
-                g.p99_ms,
-                g.max_ms
-            );
-        }
+        write_gaps(&mut s, &self.failover);
         let _ = writeln!(
             s,
             "recovery after fault (docker returned → first successful probe write sent after it):"
         );
-        for (k, g) in &self.recovery {
-            let _ = writeln!(
-                s,
-                "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
-                g.gaps_ms.len(),
-                g.p50_ms,
-                g.p99_ms,
-                g.max_ms
-            );
-        }
+        write_gaps(&mut s, &self.recovery);
         let _ = writeln!(
             s,
             "client stall after fault (took hold → first successful worker write sent after it):"
         );
-        for (k, g) in &self.client_stall {
-            let _ = writeln!(
-                s,
-                "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
-                g.gaps_ms.len(),
-                g.p50_ms,
-                g.p99_ms,
-                g.max_ms
-            );
-        }
+        write_gaps(&mut s, &self.client_stall);
         let total: f64 = self.unavailability.iter().map(|w| w.length_ms).sum();
         let _ = writeln!(
             s,
@@ -301,6 +274,20 @@ impl Report {
             }
         );
         s
+    }
+}
+
+/// One line per fault kind: how many, p50, p99 and max of the gaps.
+fn write_gaps(s: &mut String, gaps: &BTreeMap<String, Gaps>) {
+    for (k, g) in gaps {
+        let _ = writeln!(
+            s,
+            "  {k:<16} n={:<3} p50 {:>7.0} ms  p99 {:>7.0} ms  max {:>7.0} ms",
+            g.gaps_ms.len(),
+            g.p50_ms,
+            g.p99_ms,
+            g.max_ms
+        );
     }
 }
 
