@@ -22,11 +22,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
 
 /// A port nobody listens on right now. Binding port 0 and releasing it leaves a small
 /// window for another process to take it; good enough on a test machine.
+/// A port no other node of this test process has had. Ports the kernel hands out for
+/// `bind(0)` come from the ephemeral range, where a node killed for a restart could find its
+/// port taken by a concurrently running test's new node (seen once: a wiped node's peers
+/// reached another test's cluster). So ports come from a counter below that range (32768+),
+/// offset by the process id, and are checked to be free now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free local port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 12_000 + (std::process::id() % 20) as u16 * 1_000;
+    for _ in 0..1_000 {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free local port between {base} and {}", base + 999)
 }
 
 pub struct NodeProc {
