@@ -40,11 +40,12 @@ fn interrupt(child: &mut std::process::Child) {
     panic!("berth dev did not stop on Ctrl-C");
 }
 
-/// Three consecutive free ports starting at the returned one.
+/// Three consecutive free ports starting at the returned one, all taken from `free_port`
+/// so that no later call hands one of them out again.
 fn port_run() -> u16 {
     loop {
         let p = free_port();
-        if p < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        if free_port() == p + 1 && free_port() == p + 2 {
             return p;
         }
     }
