@@ -142,6 +142,12 @@ async fn register_definition(endpoints: &[(String, Channel)], family: &str) -> R
         family: family.to_string(),
         cpu: Some(256),
         memory: Some(512),
+        // The workload's tasks only sleep. Without a network they add no endpoint churn to
+        // the engine's bridge: Docker 20.10's network controller deadlocks (a container's
+        // leave and another's endpoint delete take the network's and the controller's
+        // locks in opposite orders) once some thousands of bridge endpoints have come and
+        // gone, which ended a long run with a hung engine.
+        network_mode: Some("none".into()),
         container_definitions: vec![ContainerDefinition {
             name: "app".into(),
             image: "berth/workload".into(),

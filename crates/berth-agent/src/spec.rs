@@ -211,7 +211,7 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                 cap_drop: Some(vec!["ALL".to_string()]),
                 cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
                 network_mode: Some(if is_owner {
-                    "bridge".to_string()
+                    def.network_mode.as_str().to_string()
                 } else {
                     format!("container:{owner_name}")
                 }),
@@ -319,6 +319,7 @@ pub(crate) mod tests {
                 revision: 1,
                 cpu: 512,
                 memory: 1024,
+                network_mode: NetworkMode::Bridge,
                 container_definitions: containers,
                 status: TaskDefinitionStatus::Active,
                 registered_at: 0,
@@ -368,6 +369,18 @@ pub(crate) mod tests {
         assert_eq!(side.network_mode.as_deref(), Some("container:berth-t1-web"));
         assert!(side.port_bindings.is_none());
         assert!(p.containers[0].body.exposed_ports.is_none());
+    }
+
+    #[test]
+    fn network_mode_none_gives_the_owner_no_network_and_the_others_its_namespace() {
+        let mut at = assigned("t2", vec![container("app"), container("side")]);
+        at.definition.network_mode = NetworkMode::None;
+        let p = plan("a1", &at, 4096, u64::MAX);
+        let owner = p.containers[0].body.host_config.as_ref().unwrap();
+        assert_eq!(owner.network_mode.as_deref(), Some("none"));
+        assert!(owner.port_bindings.is_none());
+        let side = p.containers[1].body.host_config.as_ref().unwrap();
+        assert_eq!(side.network_mode.as_deref(), Some("container:berth-t2-app"));
     }
 
     #[test]

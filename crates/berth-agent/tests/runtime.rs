@@ -345,6 +345,51 @@ async fn containers_of_a_task_share_localhost_and_a_non_essential_exit_keeps_it_
 }
 
 #[tokio::test]
+async fn network_mode_none_leaves_loopback_only_shared_by_the_task() {
+    let h = Harness::new("nonet").await;
+    let id = task_id("nonet");
+    let server = container(
+        "server",
+        "mkdir -p /tmp/w && echo hello-over-lo > /tmp/w/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/w",
+    );
+    let mut client = container(
+        "client",
+        "echo interfaces: $(ls /sys/class/net); for i in $(seq 100); do if wget -q -O - http://127.0.0.1:8080/; then exit 0; fi; sleep 0.1; done; exit 1",
+    );
+    client.essential = Some(false);
+    let mut t = h.task(&id, 512, 1024, vec![server, client]);
+    t.definition.network_mode = NetworkMode::None;
+    t.definition.container_definitions[0].stop_timeout = Some(1);
+    h.run(&t).await;
+    let r = h
+        .reports
+        .wait(&id, START, |r| {
+            r.containers
+                .iter()
+                .any(|c| c.name == "client" && c.exit_code.is_some())
+        })
+        .await;
+    let client_state = r.containers.iter().find(|c| c.name == "client").unwrap();
+    assert_eq!(client_state.exit_code, Some(0), "{r:?}");
+    let logs = logs_of(&h, &id, "client").await;
+    assert!(logs.contains("hello-over-lo"), "{logs}");
+    // Loopback is the only interface: no bridge address, nothing published.
+    let interfaces = logs
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("interfaces: "));
+    assert_eq!(interfaces, Some("lo"), "{logs}");
+    let server = h.inspect(&id, "server");
+    assert_eq!(server["HostConfig"]["NetworkMode"], "none");
+    assert!(server["NetworkSettings"]["Ports"]
+        .as_object()
+        .map_or(true, |p| p.is_empty()));
+
+    h.stop(&t).await;
+    let stopped = h.reports.wait_state(&id, TaskState::Stopped, START).await;
+    assert_eq!(stopped.stop_code, Some(StopCode::UserInitiated));
+}
+
+#[tokio::test]
 async fn adopts_running_containers_after_a_restart_without_restarting_them() {
     let mut h = Harness::new("adopt").await;
     let keep = task_id("adopt-keep");

@@ -28,6 +28,9 @@ pub struct TaskDefinitionSpec {
     /// Task memory in MiB. Absent means the smallest memory for the CPU size.
     #[serde(default, deserialize_with = "crate::size::de_opt_units")]
     pub memory: Option<u32>,
+    /// `bridge` (absent means bridge) or `none`, as ECS's `networkMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
     pub container_definitions: Vec<ContainerDefinition>,
 }
 
@@ -108,6 +111,35 @@ pub struct HealthCheck {
     pub start_period: Option<u32>,
 }
 
+/// How a task's containers reach the network. The task's first container owns the network
+/// namespace and the others join it, in either mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Its own namespace on the engine's default bridge, ports mapped on the host.
+    #[default]
+    Bridge,
+    /// A namespace with loopback only: no address, no route, no published ports.
+    None,
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> Option<NetworkMode> {
+        match s {
+            "bridge" => Some(NetworkMode::Bridge),
+            "none" => Some(NetworkMode::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskDefinitionStatus {
@@ -124,6 +156,9 @@ pub struct TaskDefinition {
     /// Resolved task size (defaults filled in).
     pub cpu: u32,
     pub memory: u32,
+    /// Revisions registered before network modes existed read as bridge.
+    #[serde(default)]
+    pub network_mode: NetworkMode,
     pub container_definitions: Vec<ContainerDefinition>,
     pub status: TaskDefinitionStatus,
     pub registered_at: Millis,

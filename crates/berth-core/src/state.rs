@@ -176,6 +176,7 @@ impl ClusterState {
 
     fn register_task_definition(&mut self, spec: &TaskDefinitionSpec) -> CommandResult {
         let (cpu, memory) = validate::task_definition(spec, self.settings.free_sizing)?;
+        let network_mode = validate::network_mode(spec)?;
         let revisions = self.families.entry(spec.family.clone()).or_default();
         let revision = u32::try_from(revisions.len() + 1).map_err(|_| {
             Error::precondition(format!("family {} has too many revisions", spec.family))
@@ -185,6 +186,7 @@ impl ClusterState {
             revision,
             cpu,
             memory,
+            network_mode,
             container_definitions: spec.container_definitions.clone(),
             status: TaskDefinitionStatus::Active,
             registered_at: self.clock,

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Error;
 use crate::limits::*;
-use crate::model::{ContainerDefinition, ContainerOverride, KeyValue, TaskDefinitionSpec};
+use crate::model::{
+    ContainerDefinition, ContainerOverride, KeyValue, NetworkMode, TaskDefinitionSpec,
+};
 use crate::size;
 
 fn invalid(msg: String) -> Error {
@@ -193,6 +195,7 @@ pub fn task_definition(spec: &TaskDefinitionSpec, free_sizing: bool) -> Result<(
             )));
         }
     }
+    network_mode(spec)?;
     if !spec.container_definitions.iter().any(|c| c.is_essential()) {
         return Err(invalid(
             "containerDefinitions: at least one container must be essential".into(),
@@ -235,6 +238,31 @@ pub fn task_definition(spec: &TaskDefinitionSpec, free_sizing: bool) -> Result<(
         )));
     }
     Ok((cpu, memory))
+}
+
+/// The definition's network mode; `none` leaves nothing to map a port from.
+pub fn network_mode(spec: &TaskDefinitionSpec) -> Result<NetworkMode, Error> {
+    let Some(s) = spec.network_mode.as_deref() else {
+        return Ok(NetworkMode::Bridge);
+    };
+    let mode = NetworkMode::parse(s).ok_or_else(|| {
+        invalid(format!(
+            "networkMode `{s}` must be `bridge` or `none` (host networking is not offered: a task gets a network namespace of its own)"
+        ))
+    })?;
+    if mode == NetworkMode::None {
+        if let Some((i, _)) = spec
+            .container_definitions
+            .iter()
+            .enumerate()
+            .find(|(_, c)| !c.port_mappings.is_empty())
+        {
+            return Err(invalid(format!(
+                "containerDefinitions[{i}].portMappings: a task with networkMode `none` has no network to publish ports on"
+            )));
+        }
+    }
+    Ok(mode)
 }
 
 pub fn run_count(count: u32) -> Result<(), Error> {
@@ -381,6 +409,7 @@ mod tests {
             family: "web".into(),
             cpu: Some(256),
             memory: Some(512),
+            network_mode: None,
             container_definitions: vec![ContainerDefinition {
                 name: "app".into(),
                 image: "berth/workload".into(),
@@ -396,6 +425,42 @@ mod tests {
     #[test]
     fn accepts_a_plain_definition() {
         assert_eq!(task_definition(&spec(), false), Ok((256, 512)));
+    }
+
+    #[test]
+    fn network_modes() {
+        assert_eq!(network_mode(&spec()), Ok(NetworkMode::Bridge));
+        let mut s = spec();
+        s.network_mode = Some("none".into());
+        assert_eq!(network_mode(&s), Ok(NetworkMode::None));
+        assert!(task_definition(&s, false).is_ok());
+
+        s.network_mode = Some("host".into());
+        let e = err(&s);
+        assert!(
+            e.contains("networkMode `host` must be `bridge` or `none`"),
+            "{e}"
+        );
+
+        let mut s = spec();
+        s.network_mode = Some("none".into());
+        s.container_definitions.push(ContainerDefinition {
+            name: "web".into(),
+            image: "berth/workload".into(),
+            port_mappings: vec![crate::model::PortMapping {
+                container_port: 80,
+                host_port: 0,
+                protocol: "tcp".into(),
+            }],
+            ..Default::default()
+        });
+        let e = err(&s);
+        assert!(
+            e.contains("containerDefinitions[1].portMappings: a task with networkMode `none`"),
+            "{e}"
+        );
+        s.network_mode = Some("bridge".into());
+        assert!(task_definition(&s, false).is_ok());
     }
 
     #[test]

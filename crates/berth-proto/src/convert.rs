@@ -97,6 +97,7 @@ impl From<&core::TaskDefinitionSpec> for v1::TaskDefinitionSpec {
             family: s.family.clone(),
             cpu: s.cpu,
             memory: s.memory,
+            network_mode: s.network_mode.clone(),
             container_definitions: s.container_definitions.iter().map(Into::into).collect(),
         }
     }
@@ -108,6 +109,7 @@ impl From<v1::TaskDefinitionSpec> for core::TaskDefinitionSpec {
             family: s.family,
             cpu: s.cpu,
             memory: s.memory,
+            network_mode: s.network_mode,
             container_definitions: s
                 .container_definitions
                 .into_iter()
@@ -124,6 +126,7 @@ impl From<&core::TaskDefinition> for v1::TaskDefinition {
             revision: d.revision,
             cpu: d.cpu,
             memory: d.memory,
+            network_mode: d.network_mode.as_str().into(),
             container_definitions: d.container_definitions.iter().map(Into::into).collect(),
             status: match d.status {
                 core::TaskDefinitionStatus::Active => "ACTIVE".into(),
@@ -271,6 +274,7 @@ mod tests {
             family: "web".into(),
             cpu: Some(512),
             memory: None,
+            network_mode: Some("bridge".into()),
             container_definitions: vec![core::ContainerDefinition {
                 name: "app".into(),
                 image: "img".into(),

@@ -250,6 +250,7 @@ impl LocalCluster {
                     family: "bench".into(),
                     cpu: Some(256),
                     memory: Some(512),
+                    network_mode: None,
                     container_definitions: vec![ContainerDefinition {
                         name: "app".into(),
                         image: "berth/workload".into(),
@@ -667,6 +668,7 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
                     family: "start".into(),
                     cpu: Some(256),
                     memory: Some(512),
+                    network_mode: None,
                     container_definitions: vec![ContainerDefinition {
                         name: "app".into(),
                         image: image.into(),

@@ -204,6 +204,7 @@ fn spec(family: &str, command: &str) -> TaskDefinitionSpec {
         family: family.into(),
         cpu: Some(256),
         memory: Some(512),
+        network_mode: None,
         container_definitions: vec![ContainerDefinition {
             name: "app".into(),
             image: "berth/workload".into(),
@@ -222,12 +223,15 @@ async fn tasks_run_report_exit_codes_stream_logs_and_survive_an_agent_restart() 
     let api = c.api(c.follower_of(leader));
     let mut agent = AgentProc::start(&c, "e2e");
     wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec("svc", "echo started; sleep 3600"))
+    let svc = register(api.clone(), spec("svc", "echo started; sleep 3600"))
         .await
         .expect("register");
-    register(api.clone(), spec("three", "echo bye; exit 3"))
-        .await
-        .expect("register");
+    assert_eq!(svc.network_mode, "bridge");
+    // A task that needs no network: loopback only.
+    let mut three = spec("three", "echo bye; exit 3");
+    three.network_mode = Some("none".into());
+    let three = register(api.clone(), three).await.expect("register");
+    assert_eq!(three.network_mode, "none");
 
     // Watch the task go through its states as they are reported.
     let mut watch = TasksClient::new(api.clone())
@@ -280,6 +284,10 @@ async fn tasks_run_report_exit_codes_stream_logs_and_survive_an_agent_restart() 
     assert!(
         inspect.starts_with(&format!("{} 250000000 ", 512 * 1024 * 1024)),
         "{inspect}"
+    );
+    assert_eq!(
+        docker(&["inspect", "--format", "{{.HostConfig.NetworkMode}}", &cid]),
+        "bridge"
     );
 
     // Logs come from the agent through the control plane.

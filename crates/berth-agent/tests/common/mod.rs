@@ -304,6 +304,7 @@ pub fn task(
             revision: 1,
             cpu,
             memory,
+            network_mode: NetworkMode::Bridge,
             container_definitions: containers,
             status: TaskDefinitionStatus::Active,
             registered_at: 0,

@@ -6,6 +6,7 @@ fn spec(family: &str) -> TaskDefinitionSpec {
         family: family.into(),
         cpu: Some(1024),
         memory: Some(2048),
+        network_mode: None,
         container_definitions: vec![ContainerDefinition {
             name: "app".into(),
             image: "berth/workload".into(),
@@ -111,6 +112,20 @@ fn revisions_count_up_and_deregister_hides_latest() {
         h.state.task_definition("nope", None),
         Err(Error::NotFound(_))
     ));
+}
+
+#[test]
+fn network_mode_is_resolved_at_registration() {
+    let mut h = Harness::new();
+    let mut none = spec("batch");
+    none.network_mode = Some("none".into());
+    h.one(Command::RegisterTaskDefinition { spec: none })
+        .unwrap();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    let mode = |f: &str| h.state.task_definition(f, None).map(|d| d.network_mode);
+    assert_eq!(mode("batch"), Ok(NetworkMode::None));
+    assert_eq!(mode("web"), Ok(NetworkMode::Bridge));
 }
 
 #[test]

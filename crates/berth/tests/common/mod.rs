@@ -295,6 +295,7 @@ pub fn web_spec(family: &str) -> TaskDefinitionSpec {
         family: family.into(),
         cpu: Some(256),
         memory: Some(512),
+        network_mode: None,
         container_definitions: vec![ContainerDefinition {
             name: "app".into(),
             image: "berth/workload".into(),
