@@ -382,7 +382,7 @@ async fn network_mode_none_leaves_loopback_only_shared_by_the_task() {
     assert_eq!(server["HostConfig"]["NetworkMode"], "none");
     assert!(server["NetworkSettings"]["Ports"]
         .as_object()
-        .map_or(true, |p| p.is_empty()));
+        .is_none_or(|p| p.is_empty()));
 
     h.stop(&t).await;
     let stopped = h.reports.wait_state(&id, TaskState::Stopped, START).await;
