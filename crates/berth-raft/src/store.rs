@@ -660,8 +660,23 @@ mod tests {
         tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
+    /// Opens the store at `path`. A test that reopens a store in the same process can find
+    /// the file lock still held for a moment: sled's own I/O threads keep the previous
+    /// instance's file open until their last write ends (a restarted process never sees
+    /// this; the kernel drops the lock with the process).
     fn open_at(path: &std::path::Path) -> StorageResult<(LogStore, StateMachine)> {
-        open(path).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+        let mut tries = 0;
+        loop {
+            match open(path) {
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e)),
+            }
+        }
     }
 
     /// Entries 1..=10 in the log, 1..=5 applied and in a snapshot on disk.
