@@ -276,21 +276,33 @@ async fn a_missing_image_fails_to_start() {
     assert!(!h.exists(&id, "app"));
 }
 
+/// A task of two containers: `server` (essential, 1 s stop timeout) serves `body` on
+/// 127.0.0.1:8080; `client` (not essential) runs `client_first`, then fetches the page and
+/// exits 0 once it has (1 after ten seconds of tries).
+fn server_and_client(h: &Harness, id: &str, body: &str, client_first: &str) -> AssignedTask {
+    let server = container(
+        "server",
+        &format!(
+            "mkdir -p /tmp/w && echo {body} > /tmp/w/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/w"
+        ),
+    );
+    let mut client = container(
+        "client",
+        &format!(
+            "{client_first}for i in $(seq 100); do if wget -q -O - http://127.0.0.1:8080/; then exit 0; fi; sleep 0.1; done; exit 1"
+        ),
+    );
+    client.essential = Some(false);
+    let mut t = h.task(id, 512, 1024, vec![server, client]);
+    t.definition.container_definitions[0].stop_timeout = Some(1);
+    t
+}
+
 #[tokio::test]
 async fn containers_of_a_task_share_localhost_and_a_non_essential_exit_keeps_it_running() {
     let h = Harness::new("localhost").await;
     let id = task_id("localhost");
-    let server = container(
-        "server",
-        "mkdir -p /tmp/w && echo hello-from-server > /tmp/w/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/w",
-    );
-    let mut client = container(
-        "client",
-        "for i in $(seq 100); do if wget -q -O - http://127.0.0.1:8080/; then exit 0; fi; sleep 0.1; done; exit 1",
-    );
-    client.essential = Some(false);
-    let mut t = h.task(&id, 512, 1024, vec![server, client]);
-    t.definition.container_definitions[0].stop_timeout = Some(1);
+    let t = server_and_client(&h, &id, "hello-from-server", "");
     h.run(&t).await;
     // The client reached the server on 127.0.0.1 and exited 0; the task runs on.
     let r = h
@@ -348,18 +360,13 @@ async fn containers_of_a_task_share_localhost_and_a_non_essential_exit_keeps_it_
 async fn network_mode_none_leaves_loopback_only_shared_by_the_task() {
     let h = Harness::new("nonet").await;
     let id = task_id("nonet");
-    let server = container(
-        "server",
-        "mkdir -p /tmp/w && echo hello-over-lo > /tmp/w/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/w",
+    let mut t = server_and_client(
+        &h,
+        &id,
+        "hello-over-lo",
+        "echo interfaces: $(ls /sys/class/net); ",
     );
-    let mut client = container(
-        "client",
-        "echo interfaces: $(ls /sys/class/net); for i in $(seq 100); do if wget -q -O - http://127.0.0.1:8080/; then exit 0; fi; sleep 0.1; done; exit 1",
-    );
-    client.essential = Some(false);
-    let mut t = h.task(&id, 512, 1024, vec![server, client]);
     t.definition.network_mode = NetworkMode::None;
-    t.definition.container_definitions[0].stop_timeout = Some(1);
     h.run(&t).await;
     let r = h
         .reports
