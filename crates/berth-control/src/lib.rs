@@ -129,6 +129,11 @@ impl ControlNode {
         let mut tasks = Vec::new();
 
         let raft_server = tonic::transport::Server::builder()
+            // openraft cancels every append or vote that misses its deadline; on a loaded
+            // host that is many in a burst, and h2's default (20 reset streams not yet
+            // accepted) then tears down the peer's connection, so the next call pays a new
+            // connection on top of the load.
+            .http2_max_pending_accept_reset_streams(Some(1024))
             .add_service(RaftService::server(raft.clone()))
             .add_service(
                 NodeServer::new(internal::NodeService { node: node.clone() })

@@ -127,6 +127,20 @@ impl PeerClient {
     }
 }
 
+/// How long a call may take before this client gives up on it itself.
+///
+/// openraft bounds every append-entries, vote and snapshot call with the deadline it
+/// passes in `option`, and reports a miss as a timeout, after which replication simply
+/// sends again. This bound is only a backstop, later than openraft's: a miss reported from
+/// here is `Unreachable`, which makes openraft pause replication to that peer for the
+/// backoff (200 ms, no heartbeats either) — right for a peer that is gone, wrong for one
+/// that is slow for a moment. On a loaded host a follower that took 150 ms to fsync an
+/// append (deadline: one heartbeat, 100 ms) missed 300 ms of replication each time, and
+/// right after a failover that follower is the only one the new leader can commit with.
+fn backstop(option: &RPCOption) -> Duration {
+    option.hard_ttl() * 2 + Duration::from_millis(50)
+}
+
 fn status_to_rpc_error<E: std::error::Error>(
     status: tonic::Status,
 ) -> RPCError<NodeId, BerthNode, RaftError<NodeId, E>> {
@@ -154,7 +168,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId>>> {
         let req = payload(&rpc)?;
         let mut client = self.client()?;
-        self.call(option.hard_ttl(), client.append_entries(req))
+        self.call(backstop(&option), client.append_entries(req))
             .await
     }
 
@@ -178,7 +192,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             data: rpc.data,
         };
         let mut client = self.client()?;
-        self.call(option.hard_ttl(), client.install_snapshot(chunk))
+        self.call(backstop(&option), client.install_snapshot(chunk))
             .await
     }
 
@@ -189,12 +203,25 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BerthNode, RaftError<NodeId>>> {
         let req = payload(&rpc)?;
         let mut client = self.client()?;
-        self.call(option.hard_ttl(), client.vote(req)).await
+        self.call(backstop(&option), client.vote(req)).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
         // A dead peer is retried every 200 ms: often enough to notice it is back within a
         // heartbeat or two, rarely enough not to spin.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backstop_leaves_openraft_its_own_deadline() {
+        for ms in [1, 100, 300, 30_000] {
+            let option = RPCOption::new(Duration::from_millis(ms));
+            assert!(backstop(&option) > option.hard_ttl());
+        }
     }
 }
