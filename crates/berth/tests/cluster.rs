@@ -369,10 +369,20 @@ async fn a_wiped_node_rejoins_and_catches_up_by_snapshot() {
         "{}",
         c.log(victim)
     );
-    let li = c.info(leader, true).await.expect("leader info");
+    // The agent registered above never heartbeats, so the leader marks it DOWN at some
+    // point: a write that can land between two reads. Compare at one applied index.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (vi, li) = loop {
+        let vi = c.info(victim, true).await.expect("victim info");
+        let li = c.info(leader, true).await.expect("leader info");
+        if vi.applied_index == li.applied_index || Instant::now() > deadline {
+            break (vi, li);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
-        (vi.revision, vi.state_digest),
-        (li.revision, li.state_digest)
+        (vi.applied_index, vi.revision, vi.state_digest),
+        (li.applied_index, li.revision, li.state_digest)
     );
     let tasks = all_tasks(c.api(victim), true).await;
     assert_eq!(tasks.len(), 60);
