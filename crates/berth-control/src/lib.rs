@@ -18,6 +18,7 @@ pub mod node;
 pub mod shutdown;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_proto::internal::agent_protocol_server::AgentProtocolServer;
 use berth_proto::internal::node_server::NodeServer;
@@ -213,6 +214,11 @@ impl ControlNode {
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
+        tasks.push(tokio::spawn(berth_raft::watch_raft_loop(
+            raft.clone(),
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        )));
 
         tracing::info!(
             id = node.id,

@@ -1,9 +1,13 @@
 //! The sled-backed Raft store.
 //!
-//! One sled database per control node, three trees:
+//! One sled database per control node, two trees:
 //! - `log`: entries keyed by big-endian index (so key order is index order);
-//! - `meta`: vote, committed log id, last purged log id;
-//! - `snapshot`: the latest snapshot's metadata and bytes.
+//! - `meta`: vote, committed log id, last purged log id.
+//!
+//! The latest snapshot is a file beside them (`berth-snapshot` in the same directory),
+//! replaced atomically. It is kept out of sled because openraft's Raft loop waits for every
+//! log append, vote and commit point to be flushed, and a multi-megabyte value in sled is
+//! written by those same flushes.
 //!
 //! The state machine itself lives in memory ([`ClusterState`]) and is rebuilt on start from
 //! the latest snapshot plus the committed log, which openraft re-applies. That keeps apply
@@ -11,10 +15,12 @@
 //! before the log entries holding it are flushed (sled flushes all trees at once).
 
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{Cursor, Write};
 use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use berth_core::state::Change;
 use berth_core::{ClusterState, CommandResult};
@@ -33,8 +39,18 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
-const KEY_SNAPSHOT_META: &[u8] = b"meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+/// Where stores written before snapshots moved to a file kept them (see `open`).
+const OLD_SNAPSHOT_TREE: &str = "snapshot";
+const OLD_KEY_SNAPSHOT_META: &[u8] = b"meta";
+const OLD_KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// The snapshot file, and the name it is written under before it replaces the last one.
+const SNAPSHOT_FILE: &str = "berth-snapshot";
+const SNAPSHOT_TMP: &str = "berth-snapshot.tmp";
+
+/// A flush slower than this is logged: openraft's Raft loop (ticks, votes, appends) waits
+/// for every flush, so this is how long the node was deaf.
+const SLOW_FLUSH: Duration = Duration::from_millis(200);
 
 /// Watchers lag behind at most this many applied entries before they are told to resync;
 /// a bound, so a stuck watcher cannot grow memory.
@@ -57,25 +73,107 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, serde_json::Error> {
 }
 
 /// Flushes every tree of the database off the async runtime: an fsync may take
-/// milliseconds and must not stall other tasks on the same worker.
-async fn flush(db: &sled::Db) -> Result<(), std::io::Error> {
+/// milliseconds and must not stall other tasks on the same worker. `what` names the
+/// write in the slow-flush warning.
+async fn flush(db: &sled::Db, what: &'static str) -> Result<(), std::io::Error> {
     let db = db.clone();
-    match tokio::task::spawn_blocking(move || db.flush()).await {
+    let started = Instant::now();
+    let res = match tokio::task::spawn_blocking(move || db.flush()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(std::io::Error::other(e)),
         Err(e) => Err(std::io::Error::other(e)),
+    };
+    let took = started.elapsed();
+    if took >= SLOW_FLUSH {
+        tracing::warn!(
+            what,
+            took_ms = took.as_millis() as u64,
+            "slow flush to disk; the Raft loop waited for it"
+        );
     }
+    res
 }
 
-/// The last log id covered by the snapshot on disk, if there is one.
-fn stored_snapshot_log_id(snap: &sled::Tree) -> StorageResult<Option<LogId<NodeId>>> {
-    let raw = snap
-        .get(KEY_SNAPSHOT_META)
-        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-    let Some(raw) = raw else { return Ok(None) };
-    let meta: SnapshotMeta<NodeId, BerthNode> =
-        decode(&raw).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-    Ok(meta.last_log_id)
+/// Runs blocking work (file I/O, encoding a whole state) off the async runtime's workers,
+/// which openraft's Raft loop shares.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, std::io::Error> + Send + 'static,
+) -> Result<T, std::io::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Writes a snapshot so that a crash at any point leaves either the previous file or
+/// this one: a temporary file, synced, renamed over the last, and the directory synced.
+/// Layout: metadata length (u64, big-endian), metadata (JSON), state (JSON).
+fn write_snapshot_file(dir: &Path, meta: &[u8], data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(SNAPSHOT_TMP);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&(meta.len() as u64).to_be_bytes())?;
+    f.write_all(meta)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    // The rename itself is durable only once the directory is.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The snapshot file's metadata and state bytes, or `None` when there is no snapshot.
+fn read_snapshot_file(dir: &Path) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut bytes = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let torn = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{SNAPSHOT_FILE} is shorter than its header says"),
+        )
+    };
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(torn)?;
+    let meta_end = usize::try_from(u64::from_be_bytes(len_bytes))
+        .ok()
+        .and_then(|len| len.checked_add(8))
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(torn)?;
+    let data = bytes.split_off(meta_end);
+    bytes.drain(..8);
+    Ok(Some((bytes, data)))
+}
+
+/// Moves a snapshot that an older store kept in sled into the snapshot file. The file is
+/// written (durably) before the tree is dropped, so a crash in between only repeats this.
+fn migrate_snapshot_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == OLD_SNAPSHOT_TREE.as_bytes())
+    {
+        return Ok(());
+    }
+    let old = db.open_tree(OLD_SNAPSHOT_TREE)?;
+    if let (Some(meta), Some(data)) = (
+        old.get(OLD_KEY_SNAPSHOT_META)?,
+        old.get(OLD_KEY_SNAPSHOT_DATA)?,
+    ) {
+        if read_snapshot_file(dir)?.is_none() {
+            write_snapshot_file(dir, &meta, &data)?;
+            tracing::info!(
+                bytes = data.len(),
+                "moved the stored snapshot out of sled into {SNAPSHOT_FILE}"
+            );
+        }
+    }
+    drop(old);
+    db.drop_tree(OLD_SNAPSHOT_TREE)?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Deletes every log entry up to and including `index`.
@@ -101,9 +199,9 @@ fn cover_log_with_snapshot(
     db: &sled::Db,
     log: &sled::Tree,
     meta: &sled::Tree,
-    snap: &sled::Tree,
+    snapshot: Option<LogId<NodeId>>,
 ) -> Result<(), StoreError> {
-    let Some(covered) = stored_snapshot_log_id(snap)? else {
+    let Some(covered) = snapshot else {
         return Ok(());
     };
     let purged: Option<LogId<NodeId>> = match meta.get(KEY_PURGED)? {
@@ -134,16 +232,17 @@ pub fn open(path: &std::path::Path) -> Result<(LogStore, StateMachine), StoreErr
         .open()?;
     let log = db.open_tree("log")?;
     let meta = db.open_tree("meta")?;
-    let snap = db.open_tree("snapshot")?;
-    cover_log_with_snapshot(&db, &log, &meta, &snap)?;
+    migrate_snapshot_out_of_sled(&db, path)?;
     let installing = Arc::new(AtomicBool::new(false));
-    let sm = StateMachine::load(db.clone(), snap.clone(), installing.clone())?;
+    let sm = StateMachine::load(path, installing.clone())?;
+    let snapshots = sm.snapshots.clone();
+    cover_log_with_snapshot(&db, &log, &meta, snapshots.stored_log_id())?;
     Ok((
         LogStore {
             db,
             log,
             meta,
-            snap,
+            snapshots,
             installing,
         },
         sm,
@@ -156,6 +255,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt snapshot in the store: {0}")]
     Snapshot(#[from] serde_json::Error),
+    #[error("snapshot file: {0}")]
+    SnapshotFile(#[from] std::io::Error),
     #[error("{0}")]
     Storage(#[from] StorageError<NodeId>),
 }
@@ -172,7 +273,7 @@ pub struct LogStore {
     meta: sled::Tree,
     /// Read only: while a snapshot from the leader is being installed, purges stop at
     /// the snapshot already on disk.
-    snap: sled::Tree,
+    snapshots: SnapshotStore,
     /// Set from the first chunk of a snapshot from the leader until it is stored.
     installing: Arc<AtomicBool>,
 }
@@ -263,7 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta_put(KEY_VOTE, vote)?;
         // A vote must be durable before it is answered, or a restarted node could vote
         // twice in one term.
-        flush(&self.db)
+        flush(&self.db, "vote")
             .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
@@ -279,7 +380,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entry, and serves linearizable reads up to the commit point it read from disk;
         // had that lagged, an acknowledged write would be missing from reads until the
         // next commit (seen in the whole-cluster restart test).
-        flush(&self.db)
+        flush(&self.db, "commit point")
             .await
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
@@ -310,7 +411,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Acknowledged means on disk: report completion only after the flush.
-        let res = flush(&self.db).await;
+        let res = flush(&self.db, "log append").await;
         callback.log_io_completed(res);
         Ok(())
     }
@@ -329,7 +430,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        flush(&self.db)
+        flush(&self.db, "log truncation")
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
@@ -342,7 +443,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // way, entries are deleted only up to the snapshot already on disk; the rest go
         // with a later purge.
         let log_id = if self.installing.load(Ordering::Acquire) {
-            match stored_snapshot_log_id(&self.snap)? {
+            match self.snapshots.stored_log_id() {
                 Some(durable) if durable.index < log_id.index => durable,
                 Some(_) => log_id,
                 None => return Ok(()),
@@ -356,7 +457,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point durably first: if we crash half-way through deleting,
         // the log state still reads consistently.
         self.meta_put(KEY_PURGED, &log_id)?;
-        flush(&self.db)
+        flush(&self.db, "purge point")
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         remove_through(&self.log, log_id.index)
@@ -419,29 +520,32 @@ pub struct StateMachine {
     installing: Arc<AtomicBool>,
 }
 
-/// Where snapshots are kept, shared by the state machine (installs) and the builders.
+/// Where snapshots are kept, shared by the state machine (installs), the builders and the
+/// log store (purges).
 #[derive(Clone)]
 struct SnapshotStore {
-    db: sled::Db,
-    snap: sled::Tree,
+    dir: PathBuf,
+    /// The log id the snapshot file covers, kept in memory so purges need not read it.
+    stored: Arc<Mutex<Option<LogId<NodeId>>>>,
     /// Installs and builds run on different tasks; one at a time decides what is stored.
     persist_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+type StoredSnapshot = (SnapshotMeta<NodeId, BerthNode>, Vec<u8>);
+
 impl StateMachine {
-    fn load(
-        db: sled::Db,
-        snap: sled::Tree,
-        installing: Arc<AtomicBool>,
-    ) -> Result<Self, StoreError> {
+    fn load(dir: &Path, installing: Arc<AtomicBool>) -> Result<Self, StoreError> {
         let mut applied = Applied::default();
-        if let (Some(meta), Some(data)) =
-            (snap.get(KEY_SNAPSHOT_META)?, snap.get(KEY_SNAPSHOT_DATA)?)
-        {
-            let meta: SnapshotMeta<NodeId, BerthNode> = decode(&meta)?;
+        let snapshots = SnapshotStore {
+            dir: dir.to_path_buf(),
+            stored: Arc::default(),
+            persist_lock: Arc::default(),
+        };
+        if let Some((meta, data)) = snapshots.read()? {
             applied.state = decode(&data)?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership;
+            snapshots.set_stored(applied.last_applied);
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(StateMachine {
@@ -449,11 +553,7 @@ impl StateMachine {
                 applied: Arc::new(RwLock::new(applied)),
                 events,
             },
-            snapshots: SnapshotStore {
-                db,
-                snap,
-                persist_lock: Arc::default(),
-            },
+            snapshots,
             installing,
         })
     }
@@ -471,30 +571,58 @@ impl StateMachine {
 }
 
 impl SnapshotStore {
+    fn stored_log_id(&self) -> Option<LogId<NodeId>> {
+        *self
+            .stored
+            .lock()
+            .unwrap_or_else(|e| panic!("snapshot lock poisoned: {e}"))
+    }
+
+    fn set_stored(&self, log_id: Option<LogId<NodeId>>) {
+        *self
+            .stored
+            .lock()
+            .unwrap_or_else(|e| panic!("snapshot lock poisoned: {e}")) = log_id;
+    }
+
+    /// The snapshot on disk, read and decoded (metadata only; the state stays bytes).
+    fn read(&self) -> Result<Option<StoredSnapshot>, StoreError> {
+        let Some((meta, data)) = read_snapshot_file(&self.dir)? else {
+            return Ok(None);
+        };
+        Ok(Some((decode(&meta)?, data)))
+    }
+
+    /// Stores `data` as the snapshot `meta` names, unless a newer one is stored already,
+    /// and hands the bytes back.
     async fn persist(
         &self,
         meta: &SnapshotMeta<NodeId, BerthNode>,
-        data: &[u8],
-    ) -> StorageResult<()> {
+        data: Vec<u8>,
+    ) -> StorageResult<Vec<u8>> {
         // A build that started before an install may finish after it; the older snapshot
         // must not replace the newer one (the log behind it may already be purged).
         let _one_at_a_time = self.persist_lock.lock().await;
-        if stored_snapshot_log_id(&self.snap)? > meta.last_log_id {
+        if self.stored_log_id() > meta.last_log_id {
             tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is already stored; keeping it");
-            return Ok(());
+            return Ok(data);
         }
         let sig = Some(meta.signature());
         let m = encode(meta)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_SNAPSHOT_META, m);
-        batch.insert(KEY_SNAPSHOT_DATA, data);
-        self.snap
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
-        flush(&self.db)
+        let dir = self.dir.clone();
+        let started = Instant::now();
+        let data = off_runtime(move || write_snapshot_file(&dir, &m, &data).map(|()| data))
             .await
-            .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)).into())
+            .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))?;
+        self.set_stored(meta.last_log_id);
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot written to disk"
+        );
+        Ok(data)
     }
 }
 
@@ -506,10 +634,11 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (meta, data) = {
+        let started = Instant::now();
+        // A copy, so apply (which takes the write lock on the Raft state machine's task)
+        // waits only for the copy, not for encoding and writing megabytes.
+        let (meta, state) = {
             let applied = self.handle.read();
-            let data = encode(&applied.state)
-                .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
             // One log id names one state, so it names the snapshot too.
             let id = match &applied.last_applied {
                 Some(l) => format!("{}-{}", l.leader_id.term, l.index),
@@ -520,10 +649,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: applied.membership.clone(),
                 snapshot_id: id,
             };
-            (meta, data)
+            (meta, applied.state.clone())
         };
-        self.snapshots.persist(&meta, &data).await?;
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        let copied = started.elapsed();
+        let data = off_runtime(move || encode(&state).map_err(std::io::Error::other))
+            .await
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let data = self.snapshots.persist(&meta, data).await?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = data.len(),
+            copy_ms = copied.as_millis() as u64,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -603,12 +742,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let state: ClusterState = decode(&data).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
+        // Decoding megabytes is kept off the workers the Raft loop runs on.
+        let (state, data) = off_runtime(move || {
+            let state: ClusterState = decode(&data).map_err(std::io::Error::other)?;
+            Ok((state, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         // Durable first: if we crash after replacing memory but before this, a restart
         // would come back with a state older than what we told the leader we hold.
-        self.snapshots.persist(meta, &data).await?;
+        let data = self.snapshots.persist(meta, data).await?;
         self.installing.store(false, Ordering::Release);
         let revision = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         {
@@ -623,20 +766,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let read = |k| {
-            self.snapshots
-                .snap
-                .get(k)
-                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
-        };
-        let (Some(meta), Some(data)) = (read(KEY_SNAPSHOT_META)?, read(KEY_SNAPSHOT_DATA)?) else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta<NodeId, BerthNode> =
-            decode(&meta).map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
+        let snapshots = self.snapshots.clone();
+        let stored = off_runtime(move || snapshots.read().map_err(std::io::Error::other))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(stored.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
@@ -792,10 +928,81 @@ mod tests {
         };
         let state = encode(&ClusterState::new())
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        sm.snapshots.persist(&meta(8), &state).await?;
-        sm.snapshots.persist(&meta(5), &state).await?;
-        assert_eq!(stored_snapshot_log_id(&sm.snapshots.snap)?, Some(log_id(8)));
+        sm.snapshots.persist(&meta(8), state.clone()).await?;
+        sm.snapshots.persist(&meta(5), state).await?;
+        assert_eq!(sm.snapshots.stored_log_id(), Some(log_id(8)));
+        let on_disk = sm
+            .snapshots
+            .read()
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        assert_eq!(on_disk.and_then(|(m, _)| m.last_log_id), Some(log_id(8)));
         Ok(())
+    }
+
+    /// A store written when snapshots lived in sled starts with the same state, and the
+    /// snapshot now sits in the file.
+    #[tokio::test]
+    async fn a_snapshot_kept_in_sled_moves_to_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut state = ClusterState::new();
+        state.advance(7);
+        let meta = SnapshotMeta::<NodeId, BerthNode> {
+            last_log_id: Some(log_id(7)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "1-7".into(),
+        };
+        {
+            let db = sled::open(dir.path())?;
+            let old = db.open_tree(OLD_SNAPSHOT_TREE)?;
+            old.insert(OLD_KEY_SNAPSHOT_META, encode(&meta)?)?;
+            old.insert(OLD_KEY_SNAPSHOT_DATA, encode(&state)?)?;
+            db.flush()?;
+        }
+        let (log, mut sm) = open_at(dir.path())?;
+        assert_eq!(sm.applied_state().await?.0, Some(log_id(7)));
+        assert_eq!(sm.handle().read().state, state);
+        let current = sm.get_current_snapshot().await?.ok_or("no snapshot")?;
+        assert_eq!(current.meta.last_log_id, Some(log_id(7)));
+        assert!(dir.path().join(SNAPSHOT_FILE).exists());
+        let trees = log.db.tree_names();
+        assert!(!trees
+            .iter()
+            .any(|n| n.as_ref() == OLD_SNAPSHOT_TREE.as_bytes()));
+        Ok(())
+    }
+
+    /// A crash while a snapshot file was being written leaves the temporary file behind;
+    /// the store starts from the last complete snapshot.
+    #[tokio::test]
+    async fn a_half_written_snapshot_is_ignored() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let (mut log, mut sm) = open_at(dir.path())?;
+            log_to_10_snapshot_at_5(&mut log, &mut sm).await?;
+        }
+        std::fs::write(dir.path().join(SNAPSHOT_TMP), b"\0\0\0\0\0\0\x10\0{\"last")?;
+        let (_log, mut sm) = open_at(dir.path())?;
+        assert_eq!(sm.applied_state().await?.0, Some(log_id(5)));
+        Ok(())
+    }
+
+    /// A damaged snapshot file stops the node with an error naming it, not a panic.
+    #[test]
+    fn a_truncated_snapshot_file_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path())?;
+        std::fs::write(
+            dir.path().join(SNAPSHOT_FILE),
+            [0, 0, 0, 0, 0, 0, 1, 0, b'{'],
+        )?;
+        match open(dir.path()) {
+            Err(e @ StoreError::SnapshotFile(_)) => {
+                assert!(e.to_string().contains(SNAPSHOT_FILE), "{e}");
+                Ok(())
+            }
+            Err(e) => Err(format!("wrong error: {e}").into()),
+            Ok(_) => Err("a truncated snapshot file was accepted".into()),
+        }
     }
 
     /// openraft's own storage conformance suite, against the real sled store on disk.
