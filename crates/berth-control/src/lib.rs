@@ -214,6 +214,13 @@ impl ControlNode {
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
+        tasks.push(tokio::spawn(
+            berth_raft::election::stand_when_the_timer_is_late(
+                raft.clone(),
+                node.id,
+                node.cfg.tuning.clone(),
+            ),
+        ));
         tasks.push(tokio::spawn(berth_raft::watch_raft_loop(
             raft.clone(),
             Duration::from_millis(100),

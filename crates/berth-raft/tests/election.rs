@@ -1,6 +1,7 @@
 //! Elections among three in-process nodes over real gRPC on loopback and real sled stores:
 //! a follower that refuses a candidate for its short log, with no leader heard, stands at
-//! once and wins; one that still hears a leader leaves it alone.
+//! once and wins; one that still hears a leader leaves it alone; a follower that openraft
+//! flagged for once seeing a longer log stands at the ordinary time when its leader dies.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ struct Node {
     raft: Raft,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
+    backstop: Option<JoinHandle<()>>,
 }
 
 struct Cluster {
@@ -33,6 +35,7 @@ struct Cluster {
     root: PathBuf,
     addrs: BTreeMap<NodeId, SocketAddr>,
     nodes: BTreeMap<NodeId, Node>,
+    tuning: RaftTuning,
 }
 
 /// Opens a store, waiting while a stopped node of this process still holds its lock
@@ -54,6 +57,10 @@ fn open_store(path: &Path) -> (berth_raft::store::LogStore, berth_raft::store::S
 
 impl Cluster {
     async fn new(ids: &[NodeId]) -> Cluster {
+        Cluster::with_tuning(ids, RaftTuning::default()).await
+    }
+
+    async fn with_tuning(ids: &[NodeId], tuning: RaftTuning) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut addrs = BTreeMap::new();
         for &id in ids {
@@ -66,6 +73,7 @@ impl Cluster {
             _dir: dir,
             addrs,
             nodes: BTreeMap::new(),
+            tuning,
         };
         for &id in ids {
             c.start(id).await;
@@ -74,8 +82,13 @@ impl Cluster {
     }
 
     async fn start(&mut self, id: NodeId) {
+        self.start_with(id, false).await
+    }
+
+    /// Starts a node, with the control node's election backstop beside it or not.
+    async fn start_with(&mut self, id: NodeId, backstop: bool) {
         let (log, sm) = open_store(&self.root.join(id.to_string()));
-        let config = Arc::new(RaftTuning::default().to_config().expect("config"));
+        let config = Arc::new(self.tuning.to_config().expect("config"));
         let raft = Raft::new(id, config, Network::default(), log, sm)
             .await
             .expect("raft starts");
@@ -90,11 +103,29 @@ impl Cluster {
                 })
                 .await;
         });
-        self.nodes.insert(id, Node { raft, stop, server });
+        let backstop = backstop.then(|| {
+            tokio::spawn(berth_raft::election::stand_when_the_timer_is_late(
+                raft.clone(),
+                id,
+                self.tuning.clone(),
+            ))
+        });
+        self.nodes.insert(
+            id,
+            Node {
+                raft,
+                stop,
+                server,
+                backstop,
+            },
+        );
     }
 
     async fn stop(&mut self, id: NodeId) {
         let node = self.nodes.remove(&id).expect("running node");
+        if let Some(b) = node.backstop {
+            b.abort();
+        }
         let _ = node.stop.send(());
         node.server.abort();
         let _ = node.server.await;
@@ -254,6 +285,71 @@ async fn the_follower_with_the_longer_log_stands_when_it_refuses_a_shorter_one()
     );
 
     for id in [ahead, behind] {
+        c.stop(id).await;
+    }
+}
+
+/// openraft 0.9 makes a node that once saw a longer log in a vote response wait a further
+/// 2 × `election-max` before it next stands, and forgets that only when it stands on its
+/// own timer. Here the flagged node's peer is kept from standing (as if it carried the same
+/// flag), so without the backstop the flagged node would stand 2 × `election-max` late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_once_saw_a_longer_log_stands_on_time_when_its_leader_dies() {
+    // Long, narrow timers, so that on time and late are far apart: openraft stands a
+    // follower 1.9–2.0 s after its leader's last word, a flagged one 3.9–4.0 s after.
+    let tuning = RaftTuning {
+        election_min: Duration::from_millis(900),
+        election_max: Duration::from_millis(1000),
+        ..RaftTuning::default()
+    };
+    let mut c = Cluster::with_tuning(&[1, 2, 3], tuning).await;
+    c.initialize(1).await;
+    let first = c.leader(Duration::from_secs(15)).await.expect("a leader");
+    let mut followers = c.nodes.keys().copied().filter(|&id| id != first);
+    let (flagged, second) = (followers.next().unwrap(), followers.next().unwrap());
+
+    // `flagged` misses entries, the leader dies, and `flagged` stands with its short log:
+    // `second` refuses it with a longer one (openraft flags `flagged`) and then wins.
+    c.stop(flagged).await;
+    c.write(first, 20).await;
+    let mut waited = 0;
+    while c.last_index(second) < c.last_index(first) && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    c.stop(first).await;
+    c.start_with(flagged, true).await;
+    assert!(c.last_index(flagged) < c.last_index(second));
+    c.raft(flagged).trigger().elect().await.expect("elect");
+    assert_eq!(c.leader(Duration::from_secs(10)).await, Some(second));
+
+    // The old leader comes back unable to stand on its own; everyone catches up.
+    c.start(first).await;
+    c.raft(first).runtime_config().elect(false);
+    c.write(second, 1).await;
+    let target = c.last_index(second);
+    let mut waited = 0;
+    while (c.last_index(first) < target || c.last_index(flagged) < target) && waited < 250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        (c.last_index(first), c.last_index(flagged)),
+        (target, target)
+    );
+
+    // The leader dies; only `flagged` can stand.
+    let died = tokio::time::Instant::now();
+    c.stop(second).await;
+    let new_leader = c.leader(Duration::from_secs(8)).await;
+    let took = died.elapsed();
+    assert_eq!(new_leader, Some(flagged));
+    assert!(
+        took < Duration::from_millis(3200),
+        "the flagged follower stood {took:?} after its leader died; on time is 2.0–2.1 s"
+    );
+
+    for id in [first, flagged] {
         c.stop(id).await;
     }
 }
