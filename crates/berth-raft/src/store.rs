@@ -512,7 +512,7 @@ impl StateHandle {
     }
 }
 
-/// Snapshot as persisted: openraft's metadata plus the serialised state.
+/// The state machine openraft drives: the applied state in memory, and the snapshot file.
 pub struct StateMachine {
     handle: StateHandle,
     snapshots: SnapshotStore,
