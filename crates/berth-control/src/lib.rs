@@ -18,7 +18,6 @@ pub mod node;
 pub mod shutdown;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use berth_proto::internal::agent_protocol_server::AgentProtocolServer;
 use berth_proto::internal::node_server::NodeServer;
@@ -214,17 +213,10 @@ impl ControlNode {
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
-        tasks.push(tokio::spawn(
-            berth_raft::election::stand_when_the_timer_is_late(
-                raft.clone(),
-                node.id,
-                node.cfg.tuning.clone(),
-            ),
-        ));
-        tasks.push(tokio::spawn(berth_raft::watch_raft_loop(
+        tasks.push(tokio::spawn(berth_raft::election::watch(
             raft.clone(),
-            Duration::from_millis(100),
-            Duration::from_millis(300),
+            node.id,
+            node.cfg.tuning.clone(),
         )));
 
         tracing::info!(

@@ -14,12 +14,19 @@
 //! random margin. A node with the longer log and no flag still stands first, on its own
 //! timer, so the flag's purpose is kept; only a stale flag stops delaying the cluster.
 //! Standing at any time is safe in Raft; this only decides when.
+//!
+//! The same check also times the Raft loop's answer: while the loop is busy (a flush it
+//! waits for, a starved runtime) the node neither counts down its election timer nor
+//! answers votes and appends, so a late answer is logged.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
 
 use crate::{NodeId, Raft, RaftTuning};
+
+/// A Raft loop that takes this long to answer a question needing no work is logged.
+const LATE_ANSWER: Duration = Duration::from_millis(300);
 
 /// How long a node whose vote is `committed` (it follows an elected leader) or not may go
 /// without hearing a leader before openraft's timer, with no flag, would have made it
@@ -72,14 +79,16 @@ impl Jitter {
 
 /// Checks every half heartbeat how long this node has gone without hearing a leader (or
 /// granting a vote, which restarts openraft's wait too), and stands when openraft's timer
-/// is late. Returns when the Raft loop has stopped.
-pub async fn stand_when_the_timer_is_late(raft: Raft, id: NodeId, tuning: RaftTuning) {
+/// is late; warns when the Raft loop itself answered late. Returns when the Raft loop has
+/// stopped.
+pub async fn watch(raft: Raft, id: NodeId, tuning: RaftTuning) {
     let tick = (tuning.heartbeat / 2).max(Duration::from_millis(10));
     let spread = tuning.election_max.saturating_sub(tuning.election_min);
     let mut jitter = Jitter::new(id);
     let mut margin = jitter.next(spread);
     loop {
         tokio::time::sleep(tick).await;
+        let asked = Instant::now();
         let seen = raft
             .with_raft_state(|s| {
                 (
@@ -89,6 +98,13 @@ pub async fn stand_when_the_timer_is_late(raft: Raft, id: NodeId, tuning: RaftTu
                 )
             })
             .await;
+        let took = asked.elapsed();
+        if took >= LATE_ANSWER {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                "the Raft loop answered late; elections and replication waited as long"
+            );
+        }
         let Ok((state, committed, Some(silent))) = seen else {
             if seen.is_err() {
                 return;

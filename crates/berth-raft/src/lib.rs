@@ -15,7 +15,7 @@ pub mod store;
 
 use std::fmt;
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,24 +99,3 @@ impl RaftTuning {
 
 /// Largest message on the raft port (append-entries batches, snapshot chunks).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
-
-/// Asks the Raft loop a question that needs no work every `every`, and warns when the
-/// answer took `slow` or longer. While the loop is busy (a flush it waits for, a starved
-/// runtime) the node neither counts down its election timer nor answers votes and appends,
-/// so this is how long the node was deaf. Returns when the Raft loop has stopped.
-pub async fn watch_raft_loop(raft: Raft, every: Duration, slow: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let asked = Instant::now();
-        if raft.with_raft_state(|_| ()).await.is_err() {
-            return;
-        }
-        let took = asked.elapsed();
-        if took >= slow {
-            tracing::warn!(
-                took_ms = took.as_millis() as u64,
-                "the Raft loop answered late; elections and replication waited as long"
-            );
-        }
-    }
-}

@@ -78,11 +78,7 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, serde_json::Error> {
 async fn flush(db: &sled::Db, what: &'static str) -> Result<(), std::io::Error> {
     let db = db.clone();
     let started = Instant::now();
-    let res = match tokio::task::spawn_blocking(move || db.flush()).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(std::io::Error::other(e)),
-        Err(e) => Err(std::io::Error::other(e)),
-    };
+    let res = off_runtime(move || db.flush().map(|_| ()).map_err(std::io::Error::other)).await;
     let took = started.elapsed();
     if took >= SLOW_FLUSH {
         tracing::warn!(
@@ -162,7 +158,7 @@ fn migrate_snapshot_out_of_sled(db: &sled::Db, dir: &Path) -> Result<(), StoreEr
         old.get(OLD_KEY_SNAPSHOT_META)?,
         old.get(OLD_KEY_SNAPSHOT_DATA)?,
     ) {
-        if read_snapshot_file(dir)?.is_none() {
+        if !dir.join(SNAPSHOT_FILE).exists() {
             write_snapshot_file(dir, &meta, &data)?;
             tracing::info!(
                 bytes = data.len(),

@@ -104,7 +104,7 @@ impl Cluster {
                 .await;
         });
         let backstop = backstop.then(|| {
-            tokio::spawn(berth_raft::election::stand_when_the_timer_is_late(
+            tokio::spawn(berth_raft::election::watch(
                 raft.clone(),
                 id,
                 self.tuning.clone(),
@@ -200,6 +200,16 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// Waits (up to `tries` × 20 ms) until every node in `ids` holds the log up to `target`.
+    async fn catch_up(&self, ids: &[NodeId], target: u64, tries: u32) {
+        for _ in 0..tries {
+            if ids.iter().all(|&id| self.last_index(id) >= target) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn term(&self, id: NodeId) -> u64 {
         self.raft(id).metrics().borrow().current_term
     }
@@ -216,11 +226,7 @@ async fn the_follower_with_the_longer_log_stands_when_it_refuses_a_shorter_one()
     // `behind` misses entries that the leader and `ahead` commit; then the leader dies.
     c.stop(behind).await;
     c.write(leader, 20).await;
-    let mut waited = 0;
-    while c.last_index(ahead) < c.last_index(leader) && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-    }
+    c.catch_up(&[ahead], c.last_index(leader), 100).await;
     c.stop(leader).await;
     let ahead_index = c.last_index(ahead);
 
@@ -252,11 +258,7 @@ async fn the_follower_with_the_longer_log_stands_when_it_refuses_a_shorter_one()
     // The new leader's log reaches the node that was behind.
     c.write(ahead, 1).await;
     let target = c.last_index(ahead);
-    let mut waited = 0;
-    while c.last_index(behind) < target && waited < 250 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-    }
+    c.catch_up(&[behind], target, 250).await;
     assert_eq!(c.last_index(behind), target);
 
     // A stale candidate (the dead leader, with no log at all) asks `behind`, which hears
@@ -312,11 +314,7 @@ async fn a_follower_that_once_saw_a_longer_log_stands_on_time_when_its_leader_di
     // `second` refuses it with a longer one (openraft flags `flagged`) and then wins.
     c.stop(flagged).await;
     c.write(first, 20).await;
-    let mut waited = 0;
-    while c.last_index(second) < c.last_index(first) && waited < 100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-    }
+    c.catch_up(&[second], c.last_index(first), 100).await;
     c.stop(first).await;
     c.start_with(flagged, true).await;
     assert!(c.last_index(flagged) < c.last_index(second));
@@ -328,11 +326,7 @@ async fn a_follower_that_once_saw_a_longer_log_stands_on_time_when_its_leader_di
     c.raft(first).runtime_config().elect(false);
     c.write(second, 1).await;
     let target = c.last_index(second);
-    let mut waited = 0;
-    while (c.last_index(first) < target || c.last_index(flagged) < target) && waited < 250 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-    }
+    c.catch_up(&[first, flagged], target, 250).await;
     assert_eq!(
         (c.last_index(first), c.last_index(flagged)),
         (target, target)
