@@ -1,24 +1,50 @@
 //! The leader's heartbeat monitor. Heartbeats live in the leader's memory only; this loop
 //! turns prolonged silence into the one Raft write that matters — the agent is DOWN, its
-//! tasks are stopped with `InfrastructureHealth` and its capacity is freed.
+//! tasks are stopped with `InfrastructureHealth`, its capacity is freed and its epoch
+//! retired (so it registers again, and becomes READY, as soon as it is heard from).
 //!
 //! After any leader change every agent gets a fresh, longer grace before it can be
 //! declared DOWN: a new leader has heard nobody yet, and agents need a moment to find it.
+//!
+//! Every time here is monotonic (`Instant`): a wall-clock step on the leader must not
+//! declare agents DOWN early, which would break the margin agents fence themselves by.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_core::AgentStatus;
 
-use crate::node::{now_ms, LeaderRequest, Node, WriteRequest};
+use crate::node::{LeaderRequest, Node, WriteRequest};
 
 /// How often silence is checked; a fraction of the TTL, so DOWN is declared within about
 /// TTL + this.
 const TICK: Duration = Duration::from_millis(250);
 
+/// What the monitor knows of one agent besides its heartbeats.
+struct Seen {
+    epoch: u64,
+    /// When this leader first saw the agent under `epoch`: a registration is contact too,
+    /// so an agent that registers and never heartbeats is DOWN a TTL later.
+    at: Instant,
+}
+
+/// The decision for one agent: silent past its deadline, and for how long.
+fn overdue(
+    last_contact: Instant,
+    leading_since: Instant,
+    now: Instant,
+    ttl: Duration,
+    grace: Duration,
+) -> Option<Duration> {
+    let deadline = (last_contact + ttl).max(leading_since + grace);
+    (now > deadline).then(|| now.saturating_duration_since(last_contact))
+}
+
 pub(crate) async fn run(node: Arc<Node>) {
-    // Wall-clock millis at which this node last became leader, and the term it was for.
-    let mut leading: Option<(u64, u64)> = None;
+    // The term this node leads in, and since when.
+    let mut leading: Option<(u64, Instant)> = None;
+    let mut seen: HashMap<String, Seen> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -37,33 +63,52 @@ pub(crate) async fn run(node: Arc<Node>) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
-                let now = now_ms();
+                seen.clear();
+                let now = Instant::now();
                 leading = Some((term, now));
                 now
             }
         };
-        let now = now_ms();
-        let ttl = node.cfg.agent_ttl.as_millis() as u64;
-        let grace = node.cfg.agent_grace.as_millis() as u64;
-        let silent: Vec<(String, u64)> = {
+        let now = Instant::now();
+        let silent: Vec<(String, Duration)> = {
             let heard = node
                 .heartbeats
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let s = node.state.read();
+            seen.retain(|id, _| s.state.agent(id).is_some());
             s.state
                 .agents()
                 .filter(|a| a.status != AgentStatus::Down)
                 .filter_map(|a| {
-                    let last = heard.get(&a.id).copied().unwrap_or(0).max(a.registered_at);
-                    let deadline = (last + ttl).max(since + grace);
-                    (now > deadline).then(|| (a.id.clone(), now.saturating_sub(last)))
+                    let first = seen
+                        .entry(a.id.clone())
+                        .and_modify(|x| {
+                            if x.epoch != a.epoch {
+                                *x = Seen {
+                                    epoch: a.epoch,
+                                    at: now,
+                                }
+                            }
+                        })
+                        .or_insert(Seen {
+                            epoch: a.epoch,
+                            at: now,
+                        })
+                        .at;
+                    // A heartbeat under an older registration says nothing of this one.
+                    let last = match heard.get(&a.id) {
+                        Some((epoch, at)) if *epoch == a.epoch => first.max(*at),
+                        _ => first,
+                    };
+                    overdue(last, since, now, node.cfg.agent_ttl, node.cfg.agent_grace)
+                        .map(|silent| (a.id.clone(), silent))
                 })
                 .collect()
         };
         for (agent_id, silent_for) in silent {
-            tracing::warn!(agent = %agent_id, silent_ms = silent_for, "agent missed its heartbeats; marking it DOWN");
+            tracing::warn!(agent = %agent_id, silent_ms = silent_for.as_millis() as u64, "agent missed its heartbeats; marking it DOWN");
             let req = LeaderRequest::Write(WriteRequest::SetAgentStatus {
                 agent_id: agent_id.clone(),
                 status: AgentStatus::Down,
@@ -73,5 +118,32 @@ pub(crate) async fn run(node: Arc<Node>) {
                 tracing::warn!(agent = %agent_id, error = %e, "could not mark the agent DOWN");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(5);
+    const GRACE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn silence_past_the_ttl_is_overdue_once_the_grace_has_passed() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Within the grace of a new leadership nobody is overdue.
+        assert_eq!(overdue(at(0), at(0), at(9_000), TTL, GRACE), None);
+        // Past the grace, silence since the leadership began counts.
+        assert_eq!(
+            overdue(at(0), at(0), at(10_001), TTL, GRACE),
+            Some(Duration::from_millis(10_001))
+        );
+        // A heartbeat 4 s ago keeps an agent alive; 6 s ago does not.
+        assert_eq!(overdue(at(16_000), at(0), at(20_000), TTL, GRACE), None);
+        assert_eq!(
+            overdue(at(14_000), at(0), at(20_000), TTL, GRACE),
+            Some(Duration::from_secs(6))
+        );
     }
 }

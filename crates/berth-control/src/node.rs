@@ -90,10 +90,11 @@ pub struct Node {
     pub(crate) batcher: mpsc::Sender<Pending>,
     /// Channels to peers' raft ports, one per address.
     channels: berth_raft::network::Channels,
-    /// Leader only: when each agent last heartbeated (wall-clock ms, comparable with the
-    /// registration time in the state). In memory by design — heartbeats never go through
-    /// Raft; only a status change does.
-    pub(crate) heartbeats: Mutex<HashMap<String, u64>>,
+    /// Leader only: each agent's last heartbeat, under which registration (epoch) and
+    /// when. A monotonic clock, because a step of the wall clock must neither declare
+    /// agents DOWN early nor stretch the margin fencing relies on. In memory by design —
+    /// heartbeats never go through Raft; only a status change does.
+    pub(crate) heartbeats: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
@@ -311,11 +312,18 @@ impl Node {
                     agent.epoch
                 )));
             }
+            // Marking an agent DOWN retires its epoch, so this only catches a state written
+            // before that rule: such an agent must register again to come back.
+            if agent.status == berth_core::AgentStatus::Down {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "agent {agent_id} was marked DOWN; re-register to become READY again"
+                )));
+            }
         }
         self.heartbeats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(agent_id.to_string(), now_ms());
+            .insert(agent_id.to_string(), (epoch, Instant::now()));
         Ok(LeaderResponse::Heartbeat {
             ttl_ms: self.cfg.agent_ttl.as_millis() as u64,
         })
@@ -471,6 +479,7 @@ pub(crate) fn raft_err(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable(format!("{what}: {e}"))
 }
 
+/// Wall-clock time for the state's timestamps (what users read); never for timeouts.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

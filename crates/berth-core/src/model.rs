@@ -450,9 +450,16 @@ pub struct Agent {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
     pub registered_at: Millis,
-    /// Bumped by every registration, so a heartbeat from a previous incarnation is told
-    /// apart from the current one.
+    /// Bumped by every registration and by being marked DOWN, so a heartbeat, report or
+    /// assignment stream from before either is told apart from the current one.
     pub epoch: u64,
+    /// When the control plane last marked the agent DOWN; kept after it returns, so an
+    /// operator can see that it was gone and for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_at: Option<Millis>,
+    /// When it last came back from DOWN (registered again); `None` while it is DOWN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_at: Option<Millis>,
 }
 
 impl Agent {

@@ -688,6 +688,7 @@ impl ClusterState {
                 a.epoch += 1;
                 if a.status == AgentStatus::Down {
                     a.status = AgentStatus::Ready;
+                    a.back_at = Some(clock);
                 }
                 a.clone()
             }
@@ -704,6 +705,8 @@ impl ClusterState {
                     address: reg.address.clone(),
                     registered_at: clock,
                     epoch: 1,
+                    down_at: None,
+                    back_at: None,
                 };
                 self.agents.insert(a.id.clone(), a.clone());
                 a
@@ -728,6 +731,12 @@ impl ClusterState {
         }
         agent.status = status;
         if status == AgentStatus::Down {
+            // A new epoch: whatever the agent sends under the old one (heartbeats, reports,
+            // its assignment stream) is refused, so it registers again — which is what
+            // brings it back to READY — and learns that its tasks are gone.
+            agent.epoch += 1;
+            agent.down_at = Some(self.clock);
+            agent.back_at = None;
             let ids: Vec<String> = self
                 .agent_tasks
                 .get(agent_id)

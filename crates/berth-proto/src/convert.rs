@@ -217,6 +217,8 @@ impl From<&core::Agent> for v1::Agent {
             address: a.address.clone(),
             registered_at_ms: a.registered_at,
             epoch: a.epoch,
+            down_at_ms: a.down_at,
+            back_at_ms: a.back_at,
         }
     }
 }

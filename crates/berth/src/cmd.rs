@@ -625,6 +625,7 @@ fn agents_table(agents: &[Agent]) -> Table {
         "MEM ALLOC/TOTAL",
         "MEM FREE",
         "TASKS",
+        "LAST DOWN",
         "ATTRIBUTES",
     ]);
     for a in agents {
@@ -642,10 +643,25 @@ fn agents_table(agents: &[Agent]) -> Table {
             format!("{}/{}", a.used_memory, a.memory),
             a.memory.saturating_sub(a.used_memory).to_string(),
             a.task_count.to_string(),
+            last_down(a),
             attrs.join(","),
         ]);
     }
     t
+}
+
+/// When the agent was last DOWN and for how long: `since 12:00:03Z` while it is,
+/// `12:00:03Z for 9.2s` once it is back, `-` if never.
+fn last_down(a: &Agent) -> String {
+    match (a.down_at_ms, a.back_at_ms) {
+        (Some(down), None) => format!("since {}", time(Some(down))),
+        (Some(down), Some(back)) => format!(
+            "{} for {:.1}s",
+            time(Some(down)),
+            back.saturating_sub(down) as f64 / 1000.0
+        ),
+        _ => "-".into(),
+    }
 }
 
 pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {

@@ -118,6 +118,17 @@ impl AgentProc {
     fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default()
     }
+
+    /// SIGSTOP or SIGCONT: the process is frozen as a stuck host or a long GC pause would
+    /// freeze it, and its containers keep running.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("agent running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
 }
 
 impl Drop for AgentProc {
@@ -530,4 +541,103 @@ async fn a_leader_change_neither_loses_nor_duplicates_an_agents_tasks() {
         );
     }
     c.spawn(leader);
+}
+
+/// Regression: an agent marked DOWN while it was paused (or cut off) came back, heartbeated
+/// — and stayed DOWN for good, so a one-agent cluster could never run anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_marked_down_while_paused_returns_ready_under_a_new_epoch() {
+    require_docker();
+    let c = Cluster::start(3, &["--agent-grace-ms", "5000"]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(c.follower_of(leader));
+    let agent = AgentProc::start(&c, "paused");
+    let before = wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    register(api.clone(), spec("svc", "sleep 3600"))
+        .await
+        .expect("register");
+    let r = run(api.clone(), "svc", 2, "paused-1").await.expect("run");
+    assert_eq!(r.tasks.len(), 2, "{:?}", r.failures);
+    for t in &r.tasks {
+        wait_for(
+            api.clone(),
+            &t.task_id,
+            "RUNNING",
+            Duration::from_secs(30),
+            |t| t.last_status == "RUNNING",
+        )
+        .await;
+    }
+    // Past the new leader's grace, so the TTL alone decides.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    agent.signal("-STOP");
+    let down = wait_agent(api.clone(), &agent.id, "DOWN", Duration::from_secs(15)).await;
+    assert!(down.epoch > before.epoch, "DOWN kept epoch {}", down.epoch);
+    assert!(
+        down.down_at_ms.is_some() && down.back_at_ms.is_none(),
+        "{down:?}"
+    );
+    assert_eq!((down.used_cpu, down.task_count), (0, 0));
+    for t in &r.tasks {
+        let t = task(api.clone(), &t.task_id).await;
+        assert_eq!(
+            (t.last_status.as_str(), t.stop_code.as_str()),
+            ("STOPPED", "InfrastructureHealth")
+        );
+    }
+    // 8 s frozen in all, as in the report.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.signal("-CONT");
+    let healed = Instant::now();
+
+    let back = wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(10)).await;
+    assert!(
+        healed.elapsed() < Duration::from_secs(6),
+        "READY only {:?} after the agent was heard again\n{}",
+        healed.elapsed(),
+        agent.log()
+    );
+    assert!(back.epoch > down.epoch, "{back:?}");
+    assert_eq!(back.down_at_ms, down.down_at_ms);
+    let (down_at, back_at) = (
+        back.down_at_ms.expect("down time kept"),
+        back.back_at_ms.expect("return time"),
+    );
+    assert!(back_at > down_at, "{back:?}");
+    assert_eq!(
+        (back.used_cpu, back.used_memory, back.task_count),
+        (0, 0, 0)
+    );
+
+    // The stopped tasks' containers are gone, and the capacity is usable again.
+    for t in &r.tasks {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.task={}", t.task_id),
+        ])
+        .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the container of stopped task {} remains\n{}",
+                t.task_id,
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let again = run(api.clone(), "svc", 1, "paused-2").await.expect("run");
+    assert_eq!(again.tasks.len(), 1, "{:?}", again.failures);
+    wait_for(
+        api.clone(),
+        &again.tasks[0].task_id,
+        "RUNNING",
+        Duration::from_secs(30),
+        |t| t.last_status == "RUNNING",
+    )
+    .await;
 }

@@ -276,6 +276,58 @@ fn stop_is_idempotent_and_agent_down_frees_capacity() {
     assert_eq!(h.state.task_count(), 0);
 }
 
+/// Regression: an agent marked DOWN kept its epoch, so its heartbeats went on being
+/// accepted, nothing made it register again, and it stayed DOWN for good.
+#[test]
+fn an_agent_marked_down_gets_a_new_epoch_and_returns_ready_when_it_registers() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    tasks_of(h.one(run(None, 0, &[("t1", "a1")])));
+    let before = h.state.agent("a1").unwrap().epoch;
+
+    h.now = 5_000;
+    h.one(Command::SetAgentStatus {
+        agent_id: "a1".into(),
+        status: AgentStatus::Down,
+        reason: String::new(),
+    })
+    .unwrap();
+    let a = h.state.agent("a1").unwrap().clone();
+    assert_eq!(a.status, AgentStatus::Down);
+    assert_eq!(a.epoch, before + 1, "DOWN must retire the old epoch");
+    assert_eq!((a.down_at, a.back_at), (Some(5_000), None));
+    // Whatever the agent sends under the epoch it had is refused.
+    let late = h.one(Command::ReportTasks {
+        agent_id: "a1".into(),
+        epoch: before,
+        reports: vec![report("t1", TaskState::Running, 4_000)],
+    });
+    assert!(
+        matches!(late, Err(Error::FailedPrecondition(_))),
+        "{late:?}"
+    );
+    assert_eq!(h.state.task("t1").unwrap().last_status, TaskState::Stopped);
+    // While DOWN nothing is placed there.
+    let (placed, failures) = tasks_of(h.one(run(None, 1, &[("t2", "a1")])));
+    assert!(placed.is_empty());
+    assert_eq!(failures[0].reason, "AGENT_UNAVAILABLE");
+
+    // It registers again: READY under yet another epoch, all of its capacity free, and
+    // the time it was down is kept.
+    h.now = 14_000;
+    let Ok(Outcome::Agent(a)) = h.one(agent("a1", 4096, 8192)) else {
+        panic!("re-registration refused")
+    };
+    assert_eq!(a.status, AgentStatus::Ready);
+    assert_eq!(a.epoch, before + 2);
+    assert_eq!((a.down_at, a.back_at), (Some(5_000), Some(14_000)));
+    assert_eq!((a.used_cpu, a.used_memory, a.task_count), (0, 0, 0));
+    let (placed, failures) = tasks_of(h.one(run(None, 2, &[("t3", "a1")])));
+    assert_eq!((placed.len(), failures.len()), (1, 0), "{failures:?}");
+}
+
 #[test]
 fn shrinking_an_agent_below_its_load_is_refused() {
     let mut h = Harness::new();
