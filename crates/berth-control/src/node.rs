@@ -99,8 +99,30 @@ pub struct Node {
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a joining node may take to catch up as a learner before the join gives up.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a joining node may take to catch up as a learner before the join gives up
+/// (it then stays a learner; the same join later promotes it). Below the CLI's 30 s per
+/// call, so the caller hears why.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// A learner that has taken no entry at all by then is taken out again.
+const JOIN_NO_PROGRESS: Duration = Duration::from_secs(10);
+/// A learner is promoted once it is at most this many entries behind the leader (and has
+/// everything up to the entry that added it): close enough that, as a voter, it does not
+/// hold up commits while it closes the gap.
+pub const JOIN_MAX_LAG: u64 = 1_000;
+/// How long the joining node has to say who it is (it may have just been started).
+const JOIN_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a learner's catch-up ended.
+enum CatchUp {
+    Done,
+    /// It took no entry at all.
+    Never,
+    /// It has `matched` of the leader's `last`.
+    Behind {
+        matched: u64,
+        last: u64,
+    },
+}
 
 impl Node {
     pub(crate) fn new(
@@ -329,37 +351,151 @@ impl Node {
         })
     }
 
+    /// Adds a node as a learner, waits until it has caught up, then makes it a voter. A
+    /// node that does not answer, answers under another id, or does not catch up never
+    /// becomes a voter: one would raise the quorum and cost the cluster a failure it could
+    /// otherwise survive.
     async fn join(&self, id: NodeId, node: BerthNode) -> ApiResult<LeaderResponse> {
         use openraft::ChangeMembers;
         use std::collections::BTreeSet;
-        let already_voter = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == id)
-        };
+        let metrics = self.raft.metrics();
+        let already_voter = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
         if already_voter {
             return Ok(LeaderResponse::Membership);
         }
+        let addr = node.raft_addr.clone();
+        self.check_joining_node(id, &addr).await?;
         // Learner first: it catches up (by snapshot if the log was compacted) without
         // counting towards the quorum; only then does it become a voter.
-        let addr = node.raft_addr.clone();
-        match tokio::time::timeout(JOIN_TIMEOUT, self.raft.add_learner(id, node, true)).await {
-            Ok(r) => r.map_err(|e| raft_err("add learner", e))?,
-            Err(_) => {
-                return Err(ApiError::unavailable(format!(
-                    "node {id} did not catch up within {JOIN_TIMEOUT:?}; is it running and reachable at {addr}? \
-                     It stays a learner until it catches up or is removed with `berth cluster leave {id}`"
-                )))
+        let added = self
+            .raft
+            .add_learner(id, node, false)
+            .await
+            .map_err(|e| raft_err("add learner", e))?;
+        let joined_at = added.log_id.index;
+        match self.wait_caught_up(id, joined_at).await {
+            CatchUp::Done => {}
+            CatchUp::Never => {
+                // It took nothing: take it out again rather than leave the leader
+                // replicating to a node that cannot follow.
+                if let Err(e) = self
+                    .raft
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await
+                {
+                    tracing::warn!(node = id, error = %e, "could not remove a learner that never caught up");
+                }
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {id} at {addr} answered but took none of the log within {JOIN_NO_PROGRESS:?}; \
+                     it was removed again and the voters are unchanged — check its log and that it \
+                     can reach this cluster's raft addresses"
+                )));
             }
-        };
+            CatchUp::Behind { matched, last } => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {id} at {addr} did not catch up within {JOIN_TIMEOUT:?} (it has entry \
+                     {matched} of {last}); it stays a learner, which counts for no quorum, and \
+                     the voters are unchanged — run the same join again to promote it once it \
+                     has caught up, or remove it with `berth cluster leave {id}`"
+                )));
+            }
+        }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(|e| raft_err("promote to voter", e))?;
         Ok(LeaderResponse::Membership)
+    }
+
+    /// Asks the joining node who it is before it goes into the membership: a typo in an
+    /// address must cost nothing.
+    async fn check_joining_node(&self, id: NodeId, addr: &str) -> ApiResult<()> {
+        let mut client = NodeClient::new(self.channel(addr)?);
+        // A node started a moment ago may not listen yet: ask again for a few seconds.
+        let deadline = Instant::now() + JOIN_PROBE_TIMEOUT;
+        let info = loop {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(1),
+                client.info(berth_proto::internal::InfoRequest { digest: false }),
+            )
+            .await;
+            let why = match answer {
+                Ok(Ok(r)) => break r.into_inner(),
+                Ok(Err(s)) if s.code() != tonic::Code::Unavailable => {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "what answers at {addr} is not a Berth control node's raft port ({}); \
+                         nothing was changed",
+                        s.message()
+                    )))
+                }
+                Ok(Err(s)) => s.message().to_string(),
+                Err(_) => "no answer".to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "no Berth control node answered at {addr} within {JOIN_PROBE_TIMEOUT:?} ({why}); \
+                     start `berth control --id {id}` with that raft address first — nothing was changed"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if info.id != id {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the control node at {addr} is node {}, not node {id}; nothing was changed",
+                info.id
+            )));
+        }
+        if let Some(other) = info.leader_id.filter(|l| *l != self.id) {
+            if info.state == "leader" || self.member(other).is_none() {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "node {id} at {addr} belongs to another cluster (its leader is node {other}); \
+                     stop it and empty its data directory to join it here — nothing was changed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until learner `id` holds every entry up to `joined_at` (the one that added
+    /// it) and is within `JOIN_MAX_LAG` entries of this leader's log.
+    async fn wait_caught_up(&self, id: NodeId, joined_at: u64) -> CatchUp {
+        let started = Instant::now();
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (matched, last) = {
+                let m = metrics.borrow_and_update();
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index);
+                (matched, m.last_log_index.unwrap_or(0))
+            };
+            if let Some(matched) = matched {
+                if matched >= joined_at && last.saturating_sub(matched) <= JOIN_MAX_LAG {
+                    return CatchUp::Done;
+                }
+            }
+            let waited = started.elapsed();
+            if matched.is_none() && waited >= JOIN_NO_PROGRESS {
+                return CatchUp::Never;
+            }
+            if waited >= JOIN_TIMEOUT {
+                return CatchUp::Behind {
+                    matched: matched.unwrap_or(0),
+                    last,
+                };
+            }
+            let left = JOIN_TIMEOUT
+                .saturating_sub(waited)
+                .min(Duration::from_millis(500));
+            let _ = tokio::time::timeout(left, metrics.changed()).await;
+        }
     }
 
     async fn leave(&self, id: NodeId) -> ApiResult<LeaderResponse> {

@@ -477,6 +477,118 @@ async fn nodes_join_as_learners_then_voters_and_leave() {
     assert_eq!(e.code(), Code::NotFound);
 }
 
+/// Answers `Node.Info` as a control node with the given id would, and nothing else (no
+/// Raft service): it can be asked who it is but can never take a log entry.
+struct Impostor;
+
+impl Impostor {
+    async fn serve(id: u64) -> String {
+        use berth_proto::internal::node_server::{Node, NodeServer};
+        use berth_proto::internal::*;
+        struct Answer(u64);
+        #[tonic::async_trait]
+        impl Node for Answer {
+            async fn info(
+                &self,
+                _: tonic::Request<InfoRequest>,
+            ) -> Result<tonic::Response<NodeInfo>, tonic::Status> {
+                Ok(tonic::Response::new(NodeInfo {
+                    id: self.0,
+                    ..Default::default()
+                }))
+            }
+            async fn forward(
+                &self,
+                _: tonic::Request<ForwardRequest>,
+            ) -> Result<tonic::Response<ForwardResponse>, tonic::Status> {
+                Err(tonic::Status::unimplemented("impostor"))
+            }
+            async fn read_index(
+                &self,
+                _: tonic::Request<ReadIndexRequest>,
+            ) -> Result<tonic::Response<ReadIndexResponse>, tonic::Status> {
+                Err(tonic::Status::unimplemented("impostor"))
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(NodeServer::new(Answer(id)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+}
+
+/// Regression: `Join` of an address where nothing answers returned OK at once and made
+/// node 9 a voter, so the cluster needed 3 of 4 and one follower's death stopped writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_of_a_dead_address_changes_no_voters_and_a_follower_kill_is_survived() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    let follower = c.follower_of(leader);
+    register(c.api(follower), web_spec("web"))
+        .await
+        .expect("register");
+
+    let e = ClusterClient::new(c.api(follower))
+        .join(JoinRequest {
+            id: 9,
+            raft_address: "127.0.0.1:1".into(),
+            api_address: "127.0.0.1:2".into(),
+        })
+        .await
+        .expect_err("nothing answers at 127.0.0.1:1");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("127.0.0.1:1"), "{e:?}");
+
+    // A live node under the wrong id is refused too.
+    c.add_blank_node(4);
+    let raft4 = c.nodes[&4].raft.to_string();
+    let e = ClusterClient::new(c.api(leader))
+        .join(JoinRequest {
+            id: 5,
+            raft_address: raft4.clone(),
+            api_address: c.nodes[&4].api.to_string(),
+        })
+        .await
+        .expect_err("node 4 joined as node 5");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("is node 4, not node 5"), "{e:?}");
+
+    // Something that answers as node 7 but cannot follow the log: it is added as a
+    // learner, takes nothing, and is taken out again.
+    let impostor = Impostor::serve(7).await;
+    let e = ClusterClient::new(c.api(leader))
+        .join(JoinRequest {
+            id: 7,
+            raft_address: impostor.clone(),
+            api_address: "127.0.0.1:2".into(),
+        })
+        .await
+        .expect_err("a node that cannot follow joined");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("took none of the log"), "{e:?}");
+
+    let st = status(c.api(leader)).await;
+    let ids: Vec<(u64, bool)> = st.members.iter().map(|m| (m.id, m.voter)).collect();
+    assert_eq!(
+        ids,
+        vec![(1, true), (2, true), (3, true)],
+        "{:?}",
+        st.members
+    );
+
+    // Still three voters: losing one of them leaves a majority.
+    c.kill(follower);
+    register(c.api(leader), web_spec("after"))
+        .await
+        .expect("a write with one follower dead");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_client_token_after_a_leader_change_runs_one_task() {
     let mut c = Cluster::start(3, &[]);
