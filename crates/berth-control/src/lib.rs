@@ -12,6 +12,7 @@ mod batcher;
 mod bootstrap;
 pub mod config;
 pub mod error;
+mod health;
 pub mod internal;
 mod monitor;
 pub mod node;
@@ -155,18 +156,11 @@ impl ControlNode {
         }));
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<TaskDefinitionsServer<api::task_definitions::TaskDefinitionsApi>>()
-            .await;
-        health
-            .set_serving::<TasksServer<api::tasks::TasksApi>>()
-            .await;
-        health
-            .set_serving::<AgentsServer<api::agents::AgentsApi>>()
-            .await;
-        health
-            .set_serving::<ClusterServer<api::cluster::ClusterApi>>()
-            .await;
+        for s in health::SERVICES {
+            health
+                .set_service_status(s, tonic_health::ServingStatus::Serving)
+                .await;
+        }
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -213,6 +207,7 @@ impl ControlNode {
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
+        tasks.push(tokio::spawn(health::run(node.clone(), health)));
         tasks.push(tokio::spawn(berth_raft::election::watch(
             raft.clone(),
             node.id,

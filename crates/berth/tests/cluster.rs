@@ -14,6 +14,7 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use common::*;
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const FORM: Duration = Duration::from_secs(30);
 
@@ -138,6 +139,78 @@ async fn standard_grpc_health_and_reflection_are_served() {
     ] {
         assert!(names.contains(want), "{want} missing from {names:?}");
     }
+}
+
+async fn health_of(c: &Cluster, id: u64) -> Option<i32> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(c.api(id));
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        health.check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .ok()?
+    .ok()
+    .map(|r| r.into_inner().status)
+}
+
+async fn wait_health(c: &Cluster, id: u64, want: ServingStatus, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if health_of(c, id).await == Some(want as i32) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "node {id} did not report {want:?} within {within:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Regression: `grpc.health.v1` said SERVING forever, even on a node whose calls all
+/// failed UNAVAILABLE for want of a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_says_not_serving_while_a_node_cannot_serve_and_serving_once_it_can() {
+    let mut c = Cluster::start(3, &["--leader-wait-ms", "1500"]);
+    let leader = c.wait_leader(FORM).await;
+    let survivor = c.follower_of(leader);
+    for id in [1, 2, 3] {
+        wait_health(&c, id, ServingStatus::Serving, Duration::from_secs(5)).await;
+    }
+    // The survivor loses its majority: no leader it can reach.
+    for id in [1, 2, 3] {
+        if id != survivor {
+            c.kill(id);
+        }
+    }
+    let took = wait_health(
+        &c,
+        survivor,
+        ServingStatus::NotServing,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Not before its own calls would fail (leader wait 1.5 s), and not long after.
+    assert!(
+        took >= Duration::from_millis(1_000),
+        "NOT_SERVING after only {took:?}"
+    );
+    for id in [1, 2, 3] {
+        if id != survivor {
+            c.spawn(id);
+        }
+    }
+    c.wait_leader(FORM).await;
+    wait_health(
+        &c,
+        survivor,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 /// Writers keep running tasks with fresh tokens while the leader is SIGKILLed. Every
