@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use berth_proto::v1::agents_client::AgentsClient;
 use berth_proto::v1::tasks_client::TasksClient;
-use berth_proto::v1::{Agent, ListAgentsRequest, ListTasksRequest, Task};
+use berth_proto::v1::{
+    Agent, DescribeTasksRequest, ListAgentsRequest, ListTasksRequest, PlacementConstraint,
+    RunTaskRequest, StopTaskRequest, Task,
+};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -448,6 +451,124 @@ pub async fn recount(endpoints: &[(String, Channel)]) -> (Vec<String>, String) {
         );
     }
     (v, ", recount skipped (no quiet revision)".to_string())
+}
+
+/// Every agent whose process still runs is READY at the end and takes a task: one task
+/// pinned to it (`memberOf agent.id`) must be placed there and reach RUNNING, then is
+/// stopped. Under `started_by` of its own, so the run's other checks do not count it.
+pub async fn agents_serve(
+    endpoints: &[(String, Channel)],
+    agent_ids: &[String],
+    family: &str,
+    started_by: &str,
+) -> CheckResult {
+    let name = "every running agent is READY and takes a task at the end";
+    let mut v = Vec::new();
+    let mut done = Vec::new();
+    for id in agent_ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut i = 0usize;
+        let outcome: Result<String, String> = loop {
+            let ch = &endpoints[i % endpoints.len()].1;
+            i += 1;
+            let status = match list_agents(ch, false).await {
+                Ok((agents, _)) => agents
+                    .iter()
+                    .find(|a| &a.agent_id == id)
+                    .map(|a| a.status.clone())
+                    .unwrap_or_else(|| "not registered".into()),
+                Err(e) => format!("unknown ({e:#})"),
+            };
+            if status == "READY" {
+                break place_on(ch, id, family, started_by).await;
+            }
+            if tokio::time::Instant::now() > deadline {
+                break Err(format!("agent {id} is {status} at the end"));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        match outcome {
+            Ok(task) => done.push((id.clone(), task)),
+            Err(e) => v.push(e),
+        }
+    }
+    // Clean up; a stop that fails only leaves a sleeping task of another startedBy.
+    for (_, task) in &done {
+        for (_, ch) in endpoints {
+            let stop = TasksClient::new(ch.clone())
+                .stop(StopTaskRequest {
+                    task_id: task.clone(),
+                    reason: "chaos: agent check done".into(),
+                })
+                .await;
+            if stop.is_ok() {
+                break;
+            }
+        }
+    }
+    CheckResult::new(
+        name,
+        v,
+        format!(
+            "{} agents READY with a task RUNNING on each: {}",
+            done.len(),
+            done.iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+}
+
+/// Runs one task pinned to `agent` and waits for it to run; its id.
+async fn place_on(
+    ch: &Channel,
+    agent: &str,
+    family: &str,
+    started_by: &str,
+) -> Result<String, String> {
+    let r = TasksClient::new(ch.clone())
+        .run(RunTaskRequest {
+            task_definition: family.to_string(),
+            count: 1,
+            client_token: format!("{started_by}-{agent}"),
+            started_by: started_by.to_string(),
+            placement_constraints: vec![PlacementConstraint {
+                r#type: "memberOf".into(),
+                expression: format!("agent.id == \"{agent}\""),
+            }],
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("agent {agent}: RunTask failed: {}", s.message()))?
+        .into_inner();
+    let Some(task) = r.tasks.first() else {
+        return Err(format!(
+            "agent {agent} is READY but a task pinned to it was not placed: {:?}",
+            r.failures.iter().map(|f| &f.detail).collect::<Vec<_>>()
+        ));
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = TasksClient::new(ch.clone())
+            .describe(DescribeTasksRequest {
+                task_ids: vec![task.task_id.clone()],
+                stale: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().tasks.into_iter().next());
+        let status = seen.map(|t| t.last_status).unwrap_or_default();
+        if status == "RUNNING" {
+            return Ok(task.task_id.clone());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "agent {agent}: the task placed on it is {status} 30 s later, not RUNNING"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Every control node ends at the same state: the same digest at the same applied index.

@@ -211,6 +211,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// Cuts an agent container off from every control node (rules on the control nodes'
+    /// side, which have NET_ADMIN; `heal` removes them with the rest).
+    pub async fn cut_agent(&self, container: &str) -> Result<()> {
+        let out = docker(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            container,
+        ])
+        .await?;
+        let ip = out
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| anyhow!("agent {container} has no address"))?
+            .to_string();
+        for &id in &self.ids {
+            let c = self.container(id);
+            docker(&[
+                "exec", &c, "iptables", "-I", "INPUT", "-s", &ip, "-j", "DROP",
+            ])
+            .await?;
+            docker(&[
+                "exec", &c, "iptables", "-I", "OUTPUT", "-d", &ip, "-j", "DROP",
+            ])
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Removes every partition rule on every running control node.
     pub async fn heal(&self) {
         for &id in &self.ids {

@@ -34,6 +34,10 @@ pub enum FaultKind {
     /// Each node sees only its two neighbours (5 nodes; with 3 it is no partition).
     Ring,
     KillAgent,
+    /// An agent frozen (docker pause) or cut off from every control node (iptables) past
+    /// the TTL while it keeps running, then healed: it must become READY again by itself.
+    /// Regression case: such an agent stayed DOWN for good.
+    AgentCutOff,
     FullRestart,
     /// SIGKILL of a node when its log reaches the next snapshot point.
     KillDuringSnapshotBuild,
@@ -54,6 +58,7 @@ impl FaultKind {
             FaultKind::Bridge => "partition-bridge",
             FaultKind::Ring => "partition-ring",
             FaultKind::KillAgent => "kill-agent",
+            FaultKind::AgentCutOff => "agent-cut-off",
             FaultKind::FullRestart => "full-restart",
             FaultKind::KillDuringSnapshotBuild => "kill-snapshot-build",
             FaultKind::KillDuringSnapshotInstall => "kill-snapshot-install",
@@ -77,6 +82,7 @@ pub fn short_plan(seed: u64, nodes: usize) -> Vec<FaultKind> {
         MinorityPartition,
         Bridge,
         KillAgent,
+        AgentCutOff,
         KillDuringSnapshotBuild,
         KillDuringSnapshotInstall,
     ];
@@ -99,6 +105,7 @@ pub fn draw(rng: &mut StdRng, nodes: usize) -> FaultKind {
         (MinorityPartition, 2),
         (Bridge, 1),
         (KillAgent, 1),
+        (AgentCutOff, 1),
         (FullRestart, 1),
         (KillDuringSnapshotBuild, 1),
         (KillDuringSnapshotInstall, 1),
@@ -146,6 +153,39 @@ impl Nemesis {
         self.cluster
             .wait_healthy(&self.all(), Duration::from_secs(30))
             .await
+    }
+
+    /// Waits for an agent healed from a cut-off to be READY again; says how it went (the
+    /// final check fails the run if it never is).
+    async fn agent_back(&self, id: &str, within: Duration) -> String {
+        let healed = tokio::time::Instant::now();
+        let endpoints = self.cluster.api_endpoints();
+        let mut i = 0usize;
+        while healed.elapsed() < within {
+            let ep = &endpoints[i % endpoints.len()];
+            i += 1;
+            let Ok(ch) = crate::cluster::lazy_channel(ep, Duration::from_secs(2)) else {
+                continue;
+            };
+            if let Ok((agents, _)) = crate::checks::list_agents(&ch, false).await {
+                if let Some(a) = agents.iter().find(|a| a.agent_id == id) {
+                    if a.status == "READY" {
+                        let was_down = if a.back_at_ms.is_some() {
+                            "was DOWN"
+                        } else {
+                            "never marked DOWN"
+                        };
+                        return format!(
+                            "READY {} ms after healing ({was_down}, epoch {})",
+                            healed.elapsed().as_millis(),
+                            a.epoch
+                        );
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        format!("not READY within {within:?} of healing")
     }
 
     fn hold(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
@@ -204,12 +244,19 @@ impl Nemesis {
         }
         self.cluster.heal().await;
         for (c, _) in &self.cluster.agents {
-            if self.cluster.status(c).await.ok().as_deref() != Some("running") {
-                let _ = self.cluster.start(c).await;
+            match self.cluster.status(c).await.ok().as_deref() {
+                Some("running") => {}
+                Some("paused") => {
+                    let _ = self.cluster.unpause(c).await;
+                }
+                _ => {
+                    let _ = self.cluster.start(c).await;
+                }
             }
         }
         for a in &self.sim_agents {
             a.dead.store(false, Ordering::Relaxed);
+            a.paused.store(false, Ordering::Relaxed);
         }
     }
 
@@ -402,6 +449,48 @@ impl Nemesis {
                     a.dead.store(false, Ordering::Relaxed);
                     Ok(format!("agent {} silent {d:?}", a.id))
                 }
+            }
+            FaultKind::AgentCutOff => {
+                // Past the TTL (5 s), so the leader marks the agent DOWN while it still
+                // runs; after healing it must come back by itself.
+                let d = self.hold(7000, 10000);
+                let (id, how) = if !c.agents.is_empty() {
+                    let (container, id) = c
+                        .agents
+                        .choose(&mut self.rng)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("no agent"))?;
+                    let pause = self.rng.gen_bool(0.5);
+                    let how = if pause { "paused" } else { "cut off" };
+                    self.log(&format!("agent {id} {how} for {d:?}"));
+                    if pause {
+                        c.pause(&container).await?;
+                    } else {
+                        c.cut_agent(&container).await?;
+                    }
+                    self.took_hold();
+                    tokio::time::sleep(d).await;
+                    if pause {
+                        c.unpause(&container).await?;
+                    } else {
+                        c.heal().await;
+                    }
+                    (id, how)
+                } else {
+                    let a = self
+                        .sim_agents
+                        .choose(&mut self.rng)
+                        .cloned()
+                        .ok_or_else(|| anyhow!("no agent"))?;
+                    self.log(&format!("simulated agent {} paused for {d:?}", a.id));
+                    a.paused.store(true, Ordering::Relaxed);
+                    self.took_hold();
+                    tokio::time::sleep(d).await;
+                    a.paused.store(false, Ordering::Relaxed);
+                    (a.id.clone(), "paused")
+                };
+                let back = self.agent_back(&id, Duration::from_secs(20)).await;
+                Ok(format!("agent {id} {how} {d:?}; {back}"))
             }
             FaultKind::FullRestart => {
                 let graceful = self.rng.gen_bool(0.5);

@@ -226,6 +226,7 @@ async fn run(args: Args) -> Result<bool> {
                 memory: 16384,
                 zone: z.to_string(),
                 dead: AtomicBool::new(false),
+                paused: AtomicBool::new(false),
             });
             sim_agents.push(a.clone());
             agent_tasks.push(tokio::spawn(simagent::run(
@@ -426,6 +427,27 @@ async fn run(args: Args) -> Result<bool> {
             violations: vec![format!("{e:#}")],
         }),
     }
+    let agent_ids: Vec<String> = if cluster.agents.is_empty() {
+        sim_agents.iter().map(|a| a.id.clone()).collect()
+    } else {
+        let mut ids = Vec::new();
+        for (container, id) in &cluster.agents {
+            // An agent whose process is gone is not expected back; every running one is.
+            if cluster.status(container).await.ok().as_deref() == Some("running") {
+                ids.push(id.clone());
+            }
+        }
+        ids
+    };
+    results.push(
+        checks::agents_serve(
+            &endpoints,
+            &agent_ids,
+            &family,
+            &format!("chaos-agents-{seed}-{}", std::process::id()),
+        )
+        .await,
+    );
     let mut per_node = Vec::new();
     for (&id, (_, ch)) in cluster.ids.iter().zip(&endpoints) {
         per_node.push((id, checks::list_agents(ch, true).await.map(|(a, _)| a)));

@@ -2,7 +2,8 @@
 //! speaks the agent protocol on the control nodes' raft ports as `berth agent` does —
 //! Register, Heartbeat, the Assignments stream, ReportTasks — and moves its tasks forward
 //! instantly (RUNNING when assigned, STOPPED when asked to stop), so tasks have a life and
-//! capacity is released. A fault "kills" one by making it fall silent past the TTL.
+//! capacity is released. A fault "kills" one by making it fall silent past the TTL, or
+//! freezes it past the TTL and thaws it under its old registration.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,9 @@ pub struct SimAgent {
     /// Set by the fault injector: the agent stops talking (as if its host died) until
     /// cleared.
     pub dead: AtomicBool,
+    /// Set by the fault injector: the agent is frozen (as a paused process is) and goes on
+    /// under the registration it had when it is thawed, as a real agent does.
+    pub paused: AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -84,6 +88,11 @@ async fn session(agent: &SimAgent, ch: Channel, stop: &AtomicBool) -> Result<(),
     loop {
         if stop.load(Ordering::Relaxed) || agent.dead.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if agent.paused.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            last_batch = tokio::time::Instant::now();
+            continue;
         }
         tokio::select! {
             _ = tick.tick() => {
