@@ -17,6 +17,8 @@
 #   --keep        leave the cluster up afterwards (default: deploy/down.sh --wipe)
 #   --out DIR     history.jsonl and report.{txt,json} (default /tmp/berth-chaos-SEED)
 #   --no-build    use the berth release binary already built ($BERTH_BIN or the target dir)
+# $BERTH_CHAOS_BIN, when set, is the harness to run instead of building berth-chaos (to
+# compare two builds under the same faults).
 # Cargo builds go to $CARGO_TARGET_DIR (default target/): berth in release, berth-chaos
 # in the dev profile (the workspace's dependencies are optimised there too).
 set -euo pipefail
@@ -62,12 +64,16 @@ main() {
   export BERTH_KEEP_BEHIND_SNAPSHOT=${BERTH_KEEP_BEHIND_SNAPSHOT:-100}
   export BERTH_RESTART=no
 
-  echo "== building berth-chaos"
-  cargo build -p berth-chaos --locked --quiet
   TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   TARGET_DIR=${TARGET_DIR:-${CARGO_TARGET_DIR:-target}}
-  CHAOS="$TARGET_DIR/debug/berth-chaos"
+  if [[ -n ${BERTH_CHAOS_BIN:-} ]]; then
+    CHAOS=$BERTH_CHAOS_BIN
+  else
+    echo "== building berth-chaos"
+    cargo build -p berth-chaos --locked --quiet
+    CHAOS="$TARGET_DIR/debug/berth-chaos"
+  fi
 
   UP=()
   ((FIVE)) && UP+=(--five)

@@ -193,21 +193,45 @@ impl Cluster {
             .ok_or_else(|| anyhow!("node {id} has no address"))
     }
 
-    /// Cuts the link between two control nodes, both directions, on both sides (rules on
-    /// one side would do; both sides keep the cut when one of them restarts).
-    pub async fn cut(&self, a: u64, b: u64) -> Result<()> {
-        let (ia, ib) = (self.ip(a).await?, self.ip(b).await?);
-        for (node, peer) in [(a, &ib), (b, &ia)] {
-            let c = self.container(node);
-            docker(&[
-                "exec", &c, "iptables", "-I", "INPUT", "-s", peer, "-j", "DROP",
-            ])
-            .await?;
-            docker(&[
-                "exec", &c, "iptables", "-I", "OUTPUT", "-d", peer, "-j", "DROP",
-            ])
-            .await?;
+    /// Cuts the given links between control nodes, both directions, with the rules on both
+    /// sides (rules on one side would do; both sides keep the cut when one of them
+    /// restarts). Each node gets all of its rules in one `docker exec` and the nodes get
+    /// theirs at the same time: applied one rule per exec, an isolation took a second or
+    /// more to close under load, and half-cut links in the meantime (a leader that no
+    /// longer hears a follower which still hears it) drew the outage out.
+    pub async fn cut(&self, links: &[(u64, u64)]) -> Result<()> {
+        let mut ips = std::collections::BTreeMap::new();
+        for &(a, b) in links {
+            for id in [a, b] {
+                if let std::collections::btree_map::Entry::Vacant(e) = ips.entry(id) {
+                    e.insert(self.ip(id).await?);
+                }
+            }
         }
+        let mut rules: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for &(a, b) in links {
+            rules.entry(a).or_default().push(ips[&b].clone());
+            rules.entry(b).or_default().push(ips[&a].clone());
+        }
+        let futs = rules
+            .iter()
+            .map(|(&node, peers)| self.drop_peers(self.container(node), peers.clone()));
+        for r in futures::future::join_all(futs).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Drops all traffic between a container and the given addresses, in one exec.
+    async fn drop_peers(&self, container: String, peers: Vec<String>) -> Result<()> {
+        let script = peers
+            .iter()
+            .map(|p| {
+                format!("iptables -I INPUT -s {p} -j DROP && iptables -I OUTPUT -d {p} -j DROP")
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
+        docker(&["exec", &container, "sh", "-c", &script]).await?;
         Ok(())
     }
 
@@ -226,16 +250,12 @@ impl Cluster {
             .next()
             .ok_or_else(|| anyhow!("agent {container} has no address"))?
             .to_string();
-        for &id in &self.ids {
-            let c = self.container(id);
-            docker(&[
-                "exec", &c, "iptables", "-I", "INPUT", "-s", &ip, "-j", "DROP",
-            ])
-            .await?;
-            docker(&[
-                "exec", &c, "iptables", "-I", "OUTPUT", "-d", &ip, "-j", "DROP",
-            ])
-            .await?;
+        let futs = self
+            .ids
+            .iter()
+            .map(|&id| self.drop_peers(self.container(id), vec![ip.clone()]));
+        for r in futures::future::join_all(futs).await {
+            r?;
         }
         Ok(())
     }

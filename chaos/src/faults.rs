@@ -310,9 +310,9 @@ impl Nemesis {
                 let l = need_leader()?;
                 let d = self.hold(2000, 6000);
                 self.log(&format!("isolate leader {l} for {d:?}"));
-                for &o in ids.iter().filter(|&&i| i != l) {
-                    c.cut(l, o).await?;
-                }
+                let links: Vec<(u64, u64)> =
+                    ids.iter().filter(|&&i| i != l).map(|&o| (l, o)).collect();
+                c.cut(&links).await?;
                 self.took_hold();
                 tokio::time::sleep(d).await;
                 c.heal().await;
@@ -328,9 +328,9 @@ impl Nemesis {
                 self.log(&format!(
                     "isolate leader {l} (log {behind}) until the others compact past it"
                 ));
-                for &o in ids.iter().filter(|&&i| i != l) {
-                    c.cut(l, o).await?;
-                }
+                let links: Vec<(u64, u64)> =
+                    ids.iter().filter(|&&i| i != l).map(|&o| (l, o)).collect();
+                c.cut(&links).await?;
                 self.took_hold();
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
                 let mut purged = 0;
@@ -373,11 +373,13 @@ impl Nemesis {
                 let minority: Vec<u64> = shuffled[..(ids.len() - 1) / 2].to_vec();
                 let d = self.hold(2000, 6000);
                 self.log(&format!("partition {minority:?} | rest for {d:?}"));
+                let mut links = Vec::new();
                 for &m in &minority {
                     for &o in ids.iter().filter(|i| !minority.contains(i)) {
-                        c.cut(m, o).await?;
+                        links.push((m, o));
                     }
                 }
+                c.cut(&links).await?;
                 self.took_hold();
                 tokio::time::sleep(d).await;
                 c.heal().await;
@@ -393,11 +395,13 @@ impl Nemesis {
                 let (a, b) = rest.split_at(rest.len() / 2);
                 let d = self.hold(2000, 6000);
                 self.log(&format!("bridge {a:?} <{bridge}> {b:?} for {d:?}"));
+                let mut links = Vec::new();
                 for &x in a {
                     for &y in b {
-                        c.cut(x, y).await?;
+                        links.push((x, y));
                     }
                 }
+                c.cut(&links).await?;
                 self.took_hold();
                 tokio::time::sleep(d).await;
                 c.heal().await;
@@ -409,14 +413,16 @@ impl Nemesis {
                 let n = ring.len();
                 let d = self.hold(2000, 6000);
                 self.log(&format!("ring {ring:?} for {d:?}"));
+                let mut links = Vec::new();
                 for i in 0..n {
                     for j in (i + 1)..n {
                         let adjacent = j == i + 1 || (i == 0 && j == n - 1);
                         if !adjacent {
-                            c.cut(ring[i], ring[j]).await?;
+                            links.push((ring[i], ring[j]));
                         }
                     }
                 }
+                c.cut(&links).await?;
                 self.took_hold();
                 tokio::time::sleep(d).await;
                 c.heal().await;

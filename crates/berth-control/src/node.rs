@@ -154,6 +154,32 @@ impl Node {
         m.current_leader == Some(self.id) && m.state == ServerState::Leader
     }
 
+    /// How long this node has led without a majority acknowledging it, once that is
+    /// longer than the followers' lease (`election-max`): past it they may have elected
+    /// someone else. openraft 0.9 keeps such a leader leading until it hears a higher term,
+    /// so without this check it would hold every call it is sent until the call's own
+    /// deadline, and keep acknowledging agents' heartbeats while the real leader declares
+    /// them DOWN and replaces their tasks.
+    pub fn cut_off_for(&self) -> Option<Duration> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        // None until the first acknowledgement of a new term: not evidence of a cut.
+        let since = Duration::from_millis(m.millis_since_quorum_ack?);
+        (since > self.cfg.tuning.election_max).then_some(since)
+    }
+
+    fn cut_off(&self, since: Duration) -> ApiError {
+        ApiError::unavailable(format!(
+            "node {} is the leader, but no majority has acknowledged it for {} ms (is it cut \
+             off from the others?); nothing can commit through it — retry through another node",
+            self.id,
+            since.as_millis()
+        ))
+    }
+
     /// The membership's record of a node, if it is a member.
     pub fn member(&self, id: NodeId) -> Option<BerthNode> {
         let m = self.raft.metrics();
@@ -194,7 +220,7 @@ impl Node {
             let outcome = match leader {
                 Some(l) if l == self.id => Some(self.handle_as_leader(req.clone()).await),
                 Some(l) => match self.member(l) {
-                    Some(node) => self.forward(&node, &req).await,
+                    Some(node) => self.forward(l, &node, &req).await,
                     None => None,
                 },
                 None => None,
@@ -224,10 +250,19 @@ impl Node {
         .await;
     }
 
+    /// Completes once this node knows of a leader other than `old`.
+    async fn leader_replaced(&self, old: NodeId) {
+        let mut m = self.raft.metrics();
+        let _ = m
+            .wait_for(|x| x.current_leader.is_some_and(|l| l != old))
+            .await;
+    }
+
     /// Sends a request to the leader's raft port. `None` means "try again": nothing was
     /// done, or the request is safe to repeat.
     async fn forward(
         &self,
+        leader_id: NodeId,
         leader: &BerthNode,
         req: &LeaderRequest,
     ) -> Option<ApiResult<LeaderResponse>> {
@@ -248,7 +283,25 @@ impl Node {
             LeaderRequest::Join { .. } => JOIN_TIMEOUT + FORWARD_TIMEOUT,
             _ => FORWARD_TIMEOUT,
         };
-        match tokio::time::timeout(limit, client.forward(ForwardRequest { json })).await {
+        let retry_safe = match req {
+            LeaderRequest::Write(w) => w.retry_safe(),
+            _ => true,
+        };
+        let call = tokio::time::timeout(limit, client.forward(ForwardRequest { json }));
+        let answer = if retry_safe {
+            // A leader that was cut off or died may hold the call until its deadline; once
+            // another leader is known, a call that is safe to repeat goes there instead.
+            tokio::select! {
+                a = call => a,
+                _ = self.leader_replaced(leader_id) => {
+                    tracing::debug!(old = leader_id, "the leader changed while a forwarded call waited; sending it to the new one");
+                    return None;
+                }
+            }
+        } else {
+            call.await
+        };
+        match answer {
             Ok(Ok(resp)) => {
                 match serde_json::from_slice::<ApiResult<LeaderResponse>>(&resp.into_inner().json) {
                     Ok(r) => Some(r),
@@ -259,12 +312,7 @@ impl Node {
             }
             failure => {
                 let never_sent = matches!(&failure, Ok(Err(s)) if connect_failed(s));
-                let retry_safe = never_sent
-                    || match req {
-                        LeaderRequest::Write(w) => w.retry_safe(),
-                        _ => true,
-                    };
-                if retry_safe {
+                if retry_safe || never_sent {
                     tracing::debug!(?failure, leader = %leader.raft_addr, "forward failed; retrying");
                     None
                 } else {
@@ -288,6 +336,10 @@ impl Node {
             return Err(ApiError::NotLeader {
                 leader: self.current_leader(),
             });
+        }
+        // Fail at once: the caller can reach the majority through another node.
+        if let Some(since) = self.cut_off_for() {
+            return Err(self.cut_off(since));
         }
         match req {
             LeaderRequest::Write(w) => {
@@ -546,6 +598,9 @@ impl Node {
             last_leader = leader.or(last_leader);
             let index = match leader {
                 Some(l) if l == self.id => {
+                    if let Some(since) = self.cut_off_for() {
+                        return Err(self.cut_off(since));
+                    }
                     // Bounded like everything else: a leader cut off from the others
                     // cannot confirm itself, and must not hold the reader forever.
                     let left = deadline.saturating_duration_since(Instant::now());

@@ -741,6 +741,86 @@ async fn without_a_majority_calls_fail_unavailable_naming_the_last_leader() {
         .expect("stale read without a majority");
 }
 
+/// Regression: a leader cut off from both followers stayed leader (openraft 0.9 has no
+/// step-down) and held every call it was sent until the call's own deadline, 5 s, and it
+/// went on acknowledging agents' heartbeats while the others could elect a new leader that
+/// would declare those agents DOWN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_majority_fails_calls_at_once_and_refuses_heartbeats() {
+    use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
+    use berth_proto::internal::HeartbeatRequest;
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(FORM).await;
+    register(c.api(leader), web_spec("web"))
+        .await
+        .expect("register");
+    let epoch = AgentProtocolClient::new(c.raft(leader))
+        .register(berth_proto::internal::AgentRegisterRequest {
+            agent_id: "a1".into(),
+            cpu: 1024,
+            memory: 2048,
+            ..Default::default()
+        })
+        .await
+        .expect("agent registration")
+        .into_inner()
+        .epoch;
+    let heartbeat = || async {
+        AgentProtocolClient::new(c.raft(leader))
+            .heartbeat(HeartbeatRequest {
+                agent_id: "a1".into(),
+                epoch,
+            })
+            .await
+    };
+    heartbeat().await.expect("heartbeat while whole");
+
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|&i| i != leader).collect();
+    for &f in &followers {
+        c.signal(f, "-STOP");
+    }
+    // Past the followers' lease (election-max, 500 ms).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let started = Instant::now();
+    let e = register(c.api(leader), web_spec("cut"))
+        .await
+        .expect_err("a write without a majority");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("no majority has acknowledged it"),
+        "{e:?}"
+    );
+    let e = TasksClient::new(c.api(leader))
+        .list(ListTasksRequest::default())
+        .await
+        .expect_err("a linearizable read without a majority");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let e = heartbeat()
+        .await
+        .expect_err("a heartbeat acknowledged by a cut-off leader");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "three calls took {:?} to fail",
+        started.elapsed()
+    );
+
+    for &f in &followers {
+        c.signal(f, "-CONT");
+    }
+    c.wait_leader(FORM).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while register(c.api(leader), web_spec("whole")).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no write after healing\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_streams_the_current_picture_then_changes() {
     let c = Cluster::start(3, &[]);

@@ -156,6 +156,21 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT: frozen, the node neither answers nor loses its
+    /// connections, as a node behind a silent partition.
+    pub fn signal(&self, id: u64, sig: &str) {
+        let pid = self.nodes[&id]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
     pub fn wipe(&mut self, id: u64) {
         let p = &self.nodes[&id];
         assert!(p.child.is_none(), "stop node {id} before wiping it");
