@@ -155,12 +155,11 @@ impl Node {
     }
 
     /// How long this node has led without a majority acknowledging it, once that is
-    /// longer than the followers' lease (`election-max`): past it they may have elected
-    /// someone else. openraft 0.9 keeps such a leader leading until it hears a higher term,
-    /// so without this check it would hold every call it is sent until the call's own
-    /// deadline, and keep acknowledging agents' heartbeats while the real leader declares
-    /// them DOWN and replaces their tasks.
-    pub fn cut_off_for(&self) -> Option<Duration> {
+    /// longer than `limit`. openraft 0.9 keeps such a leader leading until it hears a
+    /// higher term, so without this check it would hold every call it is sent until the
+    /// call's own deadline, and keep acknowledging agents' heartbeats while the majority
+    /// elects a leader that declares them DOWN and replaces their tasks.
+    fn cut_off_longer_than(&self, limit: Duration) -> Option<Duration> {
         let m = self.raft.metrics();
         let m = m.borrow();
         if m.state != ServerState::Leader {
@@ -168,7 +167,22 @@ impl Node {
         }
         // None until the first acknowledgement of a new term: not evidence of a cut.
         let since = Duration::from_millis(m.millis_since_quorum_ack?);
-        (since > self.cfg.tuning.election_max).then_some(since)
+        (since > limit).then_some(since)
+    }
+
+    /// Cut off past the followers' lease (`election-max`): they may have elected someone
+    /// else, so nothing sent here can be relied on to commit.
+    pub fn cut_off_for(&self) -> Option<Duration> {
+        self.cut_off_longer_than(self.cfg.tuning.election_max)
+    }
+
+    /// Heartbeats are refused later than calls, at half the agent TTL: an agent that loses
+    /// its acknowledgements fences itself 3.5 s after the last one, and a control plane
+    /// whose disks stall for a few seconds must not make every agent stop its tasks. Half
+    /// the TTL still leaves the agent time to reach the new leader (or to fence) well
+    /// before that leader's post-election grace runs out and it declares agents DOWN.
+    fn cut_off_for_heartbeats(&self) -> Option<Duration> {
+        self.cut_off_longer_than(self.cfg.agent_ttl / 2)
     }
 
     fn cut_off(&self, since: Duration) -> ApiError {
@@ -338,7 +352,11 @@ impl Node {
             });
         }
         // Fail at once: the caller can reach the majority through another node.
-        if let Some(since) = self.cut_off_for() {
+        let cut_off = match req {
+            LeaderRequest::Heartbeat { .. } => self.cut_off_for_heartbeats(),
+            _ => self.cut_off_for(),
+        };
+        if let Some(since) = cut_off {
             return Err(self.cut_off(since));
         }
         match req {
