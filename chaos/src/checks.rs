@@ -466,22 +466,33 @@ pub async fn agents_serve(
     let mut v = Vec::new();
     let mut done = Vec::new();
     for id in agent_ids {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
         let mut i = 0usize;
+        let mut made_room = false;
         let outcome: Result<String, String> = loop {
             let ch = &endpoints[i % endpoints.len()].1;
             i += 1;
-            let status = match list_agents(ch, false).await {
-                Ok((agents, _)) => agents
-                    .iter()
-                    .find(|a| &a.agent_id == id)
-                    .map(|a| a.status.clone())
-                    .unwrap_or_else(|| "not registered".into()),
+            let agent = list_agents(ch, false)
+                .await
+                .map(|(agents, _)| agents.into_iter().find(|a| &a.agent_id == id));
+            let status = match &agent {
+                Ok(Some(a)) if a.status == "READY" => {
+                    // The workload may have filled the agent: stop one of its tasks (the
+                    // workload is over) and wait for the capacity to come back.
+                    let room = a.cpu - a.used_cpu.min(a.cpu) >= CHECK_TASK_CPU
+                        && a.memory - a.used_memory.min(a.memory) >= CHECK_TASK_MEMORY;
+                    if room {
+                        break place_on(ch, id, family, started_by).await;
+                    }
+                    if !made_room {
+                        made_room = stop_one_on(ch, id).await;
+                    }
+                    format!("READY but full ({}/{} MiB)", a.used_memory, a.memory)
+                }
+                Ok(Some(a)) => a.status.clone(),
+                Ok(None) => "not registered".into(),
                 Err(e) => format!("unknown ({e:#})"),
             };
-            if status == "READY" {
-                break place_on(ch, id, family, started_by).await;
-            }
             if tokio::time::Instant::now() > deadline {
                 break Err(format!("agent {id} is {status} at the end"));
             }
@@ -518,6 +529,35 @@ pub async fn agents_serve(
                 .join(", ")
         ),
     )
+}
+
+/// The size of the workload's task definition, which the agent check runs.
+const CHECK_TASK_CPU: u32 = 256;
+const CHECK_TASK_MEMORY: u32 = 512;
+
+/// Stops one running task on `agent`; whether one was stopped.
+async fn stop_one_on(ch: &Channel, agent: &str) -> bool {
+    let listed = TasksClient::new(ch.clone())
+        .list(ListTasksRequest {
+            agent_id: agent.to_string(),
+            desired_status: "RUNNING".into(),
+            max_results: 1,
+            ..Default::default()
+        })
+        .await;
+    let Some(task) = listed
+        .ok()
+        .and_then(|r| r.into_inner().tasks.into_iter().next())
+    else {
+        return false;
+    };
+    TasksClient::new(ch.clone())
+        .stop(StopTaskRequest {
+            task_id: task.task_id,
+            reason: "chaos: room for the agent check".into(),
+        })
+        .await
+        .is_ok()
 }
 
 /// Runs one task pinned to `agent` and waits for it to run; its id.
