@@ -589,8 +589,14 @@ mod tests {
     #[test]
     fn strategy_fields_are_bounded_and_never_echoed_whole() {
         let long = "z".repeat(100 * 1024);
-        let m = refused(strategies(&[strategy("spread", &format!("attribute:{long}"))]));
-        assert!(m.contains("placementStrategy[0].field is 102410 bytes long"), "{m}");
+        let m = refused(strategies(&[strategy(
+            "spread",
+            &format!("attribute:{long}"),
+        )]));
+        assert!(
+            m.contains("placementStrategy[0].field is 102410 bytes long"),
+            "{m}"
+        );
         assert!(m.len() < 300, "{} bytes", m.len());
         let m = refused(strategies(&[strategy("spread", "attribute:zo ne")]));
         assert!(m.contains("attribute:NAME"), "{m}");
