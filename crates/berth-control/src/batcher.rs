@@ -270,6 +270,7 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         }
         WriteRequest::RegisterAgent(reg) => {
             validate::agent(&reg.id, reg.cpu, reg.memory, &reg.attributes)?;
+            validate::agent_address(&reg.address)?;
             Prepared::Command(Command::RegisterAgent(reg))
         }
         WriteRequest::UpdateSettings(s) => Prepared::Command(Command::UpdateSettings(s)),

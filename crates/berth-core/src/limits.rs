@@ -41,6 +41,8 @@ pub const CLIENT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Length of a stop reason kept on a task.
 pub const MAX_REASON_LEN: usize = 1024;
+/// An agent's address (HOST:PORT; a DNS name is at most 253 bytes).
+pub const MAX_ADDRESS_LEN: usize = 255;
 /// Attributes per agent, and the length of a key or value.
 pub const MAX_ATTRIBUTES: usize = 64;
 pub const MAX_ATTRIBUTE_LEN: usize = 128;

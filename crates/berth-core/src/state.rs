@@ -542,7 +542,7 @@ impl ClusterState {
             )));
         }
         for r in reports {
-            validate::reason(r.stopped_reason.as_deref().unwrap_or_default())?;
+            validate::report(r)?;
             match self.tasks.get(&r.task_id) {
                 None => {
                     return Err(Error::not_found(format!(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::Error;
 use crate::limits::*;
 use crate::model::{
-    ContainerDefinition, ContainerOverride, KeyValue, NetworkMode, TaskDefinitionSpec,
+    ContainerDefinition, ContainerOverride, KeyValue, NetworkMode, TaskDefinitionSpec, TaskReport,
 };
 use crate::quote::quote;
 use crate::size;
@@ -364,6 +364,41 @@ pub fn reason(reason: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What an agent reports about a task is stored on it and listed with it, so it is bounded
+/// like anything a user sends: a stop reason and each container's reason, the containers.
+pub fn report(r: &TaskReport) -> Result<(), Error> {
+    reason(r.stopped_reason.as_deref().unwrap_or_default())?;
+    if r.containers.len() > MAX_CONTAINERS {
+        return Err(invalid(format!(
+            "task {}: {} containers reported; a task has at most {MAX_CONTAINERS}",
+            quote(&r.task_id),
+            r.containers.len()
+        )));
+    }
+    for (i, c) in r.containers.iter().enumerate() {
+        if c.name.len() > MAX_NAME_LEN
+            || c.reason.as_ref().is_some_and(|x| x.len() > MAX_REASON_LEN)
+        {
+            return Err(invalid(format!(
+                "task {}: containers[{i}] has a name over {MAX_NAME_LEN} bytes or a reason over {MAX_REASON_LEN}",
+                quote(&r.task_id)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where an agent serves logs: stored with the agent and listed with it, so bounded.
+pub fn agent_address(address: &str) -> Result<(), Error> {
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err(invalid(format!(
+            "address is {} bytes long; the limit is {MAX_ADDRESS_LEN} (HOST:PORT)",
+            address.len()
+        )));
+    }
+    Ok(())
+}
+
 /// An agent's registration: id, capacity and attributes.
 pub fn agent(
     id: &str,
@@ -638,6 +673,38 @@ mod tests {
         let attrs = BTreeMap::from([(long.clone(), "v".to_string())]);
         let e = agent("a1", 1, 1, &attrs).unwrap_err().to_string();
         assert!(e.contains("(102400 bytes)") && e.len() < 300, "{e}");
+    }
+
+    #[test]
+    fn what_agents_store_is_bounded() {
+        assert!(agent_address("10.0.0.7:7600").is_ok());
+        let e = agent_address(&"h".repeat(1 << 20)).unwrap_err().to_string();
+        assert!(e.contains("address is 1048576 bytes long"), "{e}");
+        let mut r = TaskReport {
+            task_id: "t".into(),
+            last_status: crate::model::TaskState::Running,
+            at: 1,
+            containers: vec![],
+            stop_code: None,
+            stopped_reason: None,
+        };
+        assert!(report(&r).is_ok());
+        r.containers = vec![
+            crate::model::ContainerState {
+                name: "app".into(),
+                last_status: crate::model::TaskState::Running,
+                exit_code: None,
+                reason: Some("x".repeat(MAX_REASON_LEN + 1)),
+            };
+            1
+        ];
+        assert!(report(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("containers[0]"));
+        r.containers[0].reason = None;
+        r.containers = vec![r.containers[0].clone(); MAX_CONTAINERS + 1];
+        assert!(report(&r).is_err());
     }
 
     #[test]

@@ -553,6 +553,21 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
             .await,
     );
 
+    refused(
+        "a 1 MB agent address",
+        Code::InvalidArgument,
+        "address is 1048576 bytes long",
+        agent_protocol
+            .register(AgentRegisterRequest {
+                agent_id: "a3".into(),
+                cpu: 1,
+                memory: 1,
+                attributes: Default::default(),
+                address: "h".repeat(1 << 20),
+            })
+            .await,
+    );
+
     // ---- DescribeTasks: a malformed id is one MISSING failure, not a failed call
     let missing = "0123456789abcdef0123456789abcdef".to_string();
     let d = tasks
