@@ -129,13 +129,28 @@ pub async fn list_tasks(
     Err(last_err)
 }
 
+/// Every agent, page by page (Agents.List is paged like the other lists).
 pub async fn list_agents(ch: &Channel, stale: bool) -> Result<(Vec<Agent>, u64)> {
-    let r = AgentsClient::new(ch.clone())
-        .list(ListAgentsRequest { stale })
-        .await
-        .map_err(|s| anyhow!("Agents.List: {}", s.message()))?
-        .into_inner();
-    Ok((r.agents, r.revision))
+    let mut out = Vec::new();
+    let mut token = String::new();
+    let mut revision = 0;
+    loop {
+        let r = AgentsClient::new(ch.clone())
+            .list(ListAgentsRequest {
+                stale,
+                max_results: 1000,
+                next_token: token.clone(),
+            })
+            .await
+            .map_err(|s| anyhow!("Agents.List: {}", s.message()))?
+            .into_inner();
+        revision = revision.max(r.revision);
+        out.extend(r.agents);
+        if r.next_token.is_empty() {
+            return Ok((out, revision));
+        }
+        token = r.next_token;
+    }
 }
 
 // ------------------------------------------------------------------ checks

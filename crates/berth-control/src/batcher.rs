@@ -14,8 +14,9 @@ use std::time::Duration;
 use berth_core::command::{
     Placement, PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks,
 };
+use berth_core::limits::{MAX_CONSTRAINTS, MAX_STRATEGIES, MAX_STRATEGY_FIELD_LEN};
 use berth_core::{
-    validate, AgentStatus, Batch, ClusterState, Command, CommandResult, Failure, Revision,
+    quote, validate, AgentStatus, Batch, ClusterState, Command, CommandResult, Failure, Revision,
 };
 use berth_raft::store::StateHandle;
 use berth_raft::Raft;
@@ -36,9 +37,6 @@ const MAX_BATCH_TASKS: usize = 4096;
 /// How long a proposal (or a leadership check) may go unanswered before its callers are
 /// told UNAVAILABLE. Commits take milliseconds; only a partition or a stuck node gets here.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// ECS's limits on a RunTask's placement clauses.
-const MAX_STRATEGIES: usize = 5;
-const MAX_CONSTRAINTS: usize = 10;
 
 pub(crate) struct Pending {
     pub req: WriteRequest,
@@ -259,7 +257,10 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         WriteRequest::StopTask { task_id, reason } => {
             validate::reason(&reason)?;
             if state.task(&task_id).is_none() {
-                return Err(ApiError::NotFound(format!("task {task_id} does not exist")));
+                return Err(ApiError::NotFound(format!(
+                    "task {} does not exist",
+                    quote(&task_id)
+                )));
             }
             Prepared::Command(Command::StopTask {
                 task_id,
@@ -269,6 +270,7 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         }
         WriteRequest::RegisterAgent(reg) => {
             validate::agent(&reg.id, reg.cpu, reg.memory, &reg.attributes)?;
+            validate::agent_address(&reg.address)?;
             Prepared::Command(Command::RegisterAgent(reg))
         }
         WriteRequest::UpdateSettings(s) => Prepared::Command(Command::UpdateSettings(s)),
@@ -279,7 +281,8 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         } => {
             if state.agent(&agent_id).is_none() {
                 return Err(ApiError::NotFound(format!(
-                    "agent {agent_id} is not registered"
+                    "agent {} is not registered",
+                    quote(&agent_id)
                 )));
             }
             Prepared::Command(Command::SetAgentStatus {
@@ -361,10 +364,18 @@ pub(crate) fn strategies(s: &[PlacementStrategy]) -> ApiResult<Vec<sched::Strate
             s.len()
         )));
     }
-    s.iter()
+    let parsed = s
+        .iter()
         .enumerate()
         .map(|(i, s)| {
             let f = format!("placementStrategy[{i}]");
+            if s.field.len() > MAX_STRATEGY_FIELD_LEN {
+                return Err(ApiError::invalid(format!(
+                    "{f}.field is {} bytes long; the limit is {MAX_STRATEGY_FIELD_LEN} \
+                     (`attribute:` and an attribute name)",
+                    s.field.len()
+                )));
+            }
             match s.kind.as_str() {
                 "binpack" => match s.field.as_str() {
                     "" => Ok(sched::Strategy::Binpack(sched::BinpackField::Both)),
@@ -373,27 +384,45 @@ pub(crate) fn strategies(s: &[PlacementStrategy]) -> ApiResult<Vec<sched::Strate
                         Ok(sched::Strategy::Binpack(sched::BinpackField::Memory))
                     }
                     other => Err(ApiError::invalid(format!(
-                        "{f}.field `{other}`: binpack packs on `cpu` or `memory`"
+                        "{f}.field {}: binpack packs on `cpu` or `memory`",
+                        quote(other)
                     ))),
                 },
                 "spread" => match s.field.as_str() {
                     "instanceId" | "host" => Ok(sched::Strategy::Spread(None)),
                     other => match other.strip_prefix("attribute:") {
-                        Some(attr) if !attr.is_empty() => {
+                        Some(attr) if validate::is_attribute_name(attr) => {
                             Ok(sched::Strategy::Spread(Some(attr.to_string())))
                         }
                         _ => Err(ApiError::invalid(format!(
-                            "{f}.field `{other}`: spread takes `instanceId` or `attribute:NAME`"
+                            "{f}.field {}: spread takes `instanceId` or `attribute:NAME` \
+                             (a name of letters, digits and `-_.:/`)",
+                            quote(other)
                         ))),
                     },
                 },
-                "random" => Ok(sched::Strategy::Random),
+                "random" if s.field.is_empty() => Ok(sched::Strategy::Random),
+                "random" => Err(ApiError::invalid(format!(
+                    "{f}.field {}: random takes no field",
+                    quote(&s.field)
+                ))),
                 other => Err(ApiError::invalid(format!(
-                    "{f}.type `{other}` is not a strategy; use binpack, spread or random"
+                    "{f}.type {} is not a strategy; use binpack, spread or random",
+                    quote(other)
                 ))),
             }
         })
-        .collect()
+        .collect::<ApiResult<Vec<_>>>()?;
+    if let Some(k) = sched::unsupported_strategy(&parsed) {
+        return Err(ApiError::invalid(format!(
+            "placementStrategy[{k}] follows placementStrategy[{}] ({}), which picks the agent; \
+             strategies after a binpack or random are not supported (they could only break \
+             its ties). Put spreads first, e.g. spread:attribute:zone then binpack:memory",
+            k - 1,
+            s[k - 1].kind
+        )));
+    }
+    Ok(parsed)
 }
 
 pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Constraint>> {
@@ -413,8 +442,10 @@ pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Con
                     match sched::parse_expression(&c.expression) {
                         Ok(_) => Ok(sched::Constraint::MemberOf(c.expression.clone())),
                         Err(e) => Err(ApiError::invalid(format!(
-                            "{f}.expression `{}`: at byte {}: {}",
-                            c.expression, e.position, e.message
+                            "{f}.expression {}: at byte {}: {}",
+                            quote(&c.expression),
+                            e.position,
+                            e.message
                         ))),
                     }
                 }
@@ -422,7 +453,8 @@ pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Con
                     "{f}.expression must not be empty for memberOf"
                 ))),
                 other => Err(ApiError::invalid(format!(
-                    "{f}.type `{other}` is not a constraint; use distinctInstance or memberOf"
+                    "{f}.type {} is not a constraint; use distinctInstance or memberOf",
+                    quote(other)
                 ))),
             }
         })
@@ -499,4 +531,88 @@ impl Planner {
 /// 32 hex characters, like an ECS task id.
 pub fn new_task_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strategy(kind: &str, field: &str) -> PlacementStrategy {
+        PlacementStrategy {
+            kind: kind.into(),
+            field: field.into(),
+        }
+    }
+
+    fn refused(r: ApiResult<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(ApiError::InvalidArgument(m)) => m,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ecs_chain_spread_then_binpack_is_followed() {
+        let s = strategies(&[
+            strategy("spread", "attribute:zone"),
+            strategy("binpack", "memory"),
+        ]);
+        assert_eq!(
+            s,
+            Ok(vec![
+                sched::Strategy::Spread(Some("zone".into())),
+                sched::Strategy::Binpack(sched::BinpackField::Memory),
+            ])
+        );
+    }
+
+    /// Issue 11: everything after the first binpack or random was accepted and ignored.
+    #[test]
+    fn a_strategy_after_binpack_or_random_is_refused() {
+        let m = refused(strategies(&[
+            strategy("binpack", "memory"),
+            strategy("spread", "attribute:zone"),
+        ]));
+        assert!(
+            m.contains("placementStrategy[1] follows placementStrategy[0] (binpack)"),
+            "{m}"
+        );
+        let m = refused(strategies(&[
+            strategy("spread", "instanceId"),
+            strategy("random", ""),
+            strategy("binpack", "cpu"),
+        ]));
+        assert!(m.contains("placementStrategy[2]"), "{m}");
+        let m = refused(strategies(&[strategy("random", "cpu")]));
+        assert!(m.contains("random takes no field"), "{m}");
+    }
+
+    #[test]
+    fn strategy_fields_are_bounded_and_never_echoed_whole() {
+        let long = "z".repeat(100 * 1024);
+        let m = refused(strategies(&[strategy(
+            "spread",
+            &format!("attribute:{long}"),
+        )]));
+        assert!(
+            m.contains("placementStrategy[0].field is 102410 bytes long"),
+            "{m}"
+        );
+        assert!(m.len() < 300, "{} bytes", m.len());
+        let m = refused(strategies(&[strategy("spread", "attribute:zo ne")]));
+        assert!(m.contains("attribute:NAME"), "{m}");
+        let m = refused(strategies(&[strategy(&long, "")]));
+        assert!(m.len() < 300 && m.contains("(102400 bytes)"), "{m}");
+    }
+
+    #[test]
+    fn a_long_expression_is_quoted_by_a_prefix() {
+        let expr = format!("attribute:zone == {}", "a".repeat(100 * 1024));
+        let m = refused(constraints(&[PlacementConstraint {
+            kind: "memberOf".into(),
+            expression: expr.clone(),
+        }]));
+        assert!(m.contains(&format!("({} bytes)", expr.len())), "{m}");
+        assert!(m.len() < 300, "{} bytes", m.len());
+    }
 }

@@ -221,7 +221,8 @@ impl AgentProtocolService {
         let s = self.node.state.read();
         let agent = s.state.agent(agent_id).ok_or_else(|| {
             ApiError::NotFound(format!(
-                "agent {agent_id} is not registered; register first"
+                "agent {} is not registered; register first",
+                berth_core::quote(agent_id)
             ))
         })?;
         if agent.epoch != epoch {

@@ -161,14 +161,23 @@ impl ControlNode {
                 .set_service_status(s, tonic_health::ServingStatus::Serving)
                 .await;
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both versions of server reflection: v1 for current tools, v1alpha for the many
+        // that still speak only it (Python's grpcio-reflection client among them).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         let api_server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(
                 TaskDefinitionsServer::new(api::task_definitions::TaskDefinitionsApi {
                     node: node.clone(),

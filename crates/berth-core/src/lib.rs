@@ -9,6 +9,7 @@ pub mod command;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod quote;
 pub mod size;
 pub mod state;
 pub mod validate;
@@ -16,6 +17,7 @@ pub mod validate;
 pub use command::{Batch, Command, CommandResult, Outcome};
 pub use error::Error;
 pub use model::*;
+pub use quote::quote;
 pub use state::ClusterState;
 
 /// 64-bit FNV-1a. Used where a stable, platform-independent hash must agree across

@@ -4,10 +4,24 @@
 pub const MAX_CONTAINERS: usize = 10;
 /// Tasks started by one RunTask call (ECS allows 10).
 pub const MAX_RUN_COUNT: u32 = 10;
-/// Ids accepted by one DescribeTasks call (ECS allows 100).
+/// Ids accepted by one DescribeTasks call (ECS allows 100), and by one WatchTasks call
+/// (the same list of ids, so the same bound).
 pub const MAX_DESCRIBE: usize = 100;
 /// A task definition's encoded size (ECS's limit is 64 KiB of JSON).
 pub const MAX_TASK_DEFINITION_BYTES: usize = 64 * 1024;
+/// A RunTask's overrides, encoded as JSON (as a definition is measured). Without a total,
+/// the per-field limits allowed 10 containers × 256 variables × 8 KiB = 20 MiB on one task,
+/// enough to push any answer listing it past gRPC's default 4 MiB client limit; the same
+/// 64 KiB as a whole definition is the natural bound (ECS allows 8 KiB).
+pub const MAX_OVERRIDES_BYTES: usize = 64 * 1024;
+/// Bytes of items in one answer that returns many objects (List pages, DescribeTasks).
+/// Half of gRPC's default 4 MiB client limit, so an answer and its envelope stay well
+/// under it whatever is stored: a List page ends early and returns `nextToken`. One object
+/// is far smaller (a task is bounded by its overrides, a definition by its 64 KiB).
+pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes of a user's value an error message quotes (see `quote`). Clients drop error
+/// metadata past 8–16 KiB, so a message must never grow with the input it refuses.
+pub const MAX_QUOTE_BYTES: usize = 64;
 /// Length of a family, container name, group or startedBy.
 pub const MAX_NAME_LEN: usize = 255;
 /// Length of a clientToken (ECS allows 64 characters).
@@ -27,6 +41,13 @@ pub const CLIENT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Length of a stop reason kept on a task.
 pub const MAX_REASON_LEN: usize = 1024;
+/// An agent's address (HOST:PORT; a DNS name is at most 253 bytes).
+pub const MAX_ADDRESS_LEN: usize = 255;
 /// Attributes per agent, and the length of a key or value.
 pub const MAX_ATTRIBUTES: usize = 64;
 pub const MAX_ATTRIBUTE_LEN: usize = 128;
+/// A placement strategy's field: `attribute:` and an attribute name, at most.
+pub const MAX_STRATEGY_FIELD_LEN: usize = "attribute:".len() + MAX_ATTRIBUTE_LEN;
+/// Placement strategies and constraints per RunTask (ECS's limits).
+pub const MAX_STRATEGIES: usize = 5;
+pub const MAX_CONSTRAINTS: usize = 10;

@@ -138,19 +138,26 @@ pub fn parse_units(s: &str) -> Result<u32, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim().to_ascii_lowercase();
-    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{} is not a size", crate::quote(s)))?;
     let scale = match unit.as_str() {
         "" | "mib" | "mb" => 1.0,
         "vcpu" | "gb" | "gib" => 1024.0,
         _ => {
             return Err(format!(
-                "`{s}`: unknown unit `{unit}` (use vCPU, MiB or GB)"
+                "{}: unknown unit {} (use vCPU, MiB or GB)",
+                crate::quote(s),
+                crate::quote(&unit)
             ))
         }
     };
     let v = value * scale;
     if v.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&v) {
-        return Err(format!("`{s}` is not a whole number of units"));
+        return Err(format!(
+            "{} is not a whole number of units",
+            crate::quote(s)
+        ));
     }
     Ok(v as u32)
 }

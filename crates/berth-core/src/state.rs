@@ -15,6 +15,7 @@ use crate::command::*;
 use crate::error::Error;
 use crate::limits::*;
 use crate::model::*;
+use crate::quote::quote;
 use crate::validate;
 
 /// A change to one object, published to watchers after apply.
@@ -223,12 +224,16 @@ impl ClusterState {
         revision: Option<u32>,
     ) -> Result<&TaskDefinition, Error> {
         let revs = self.families.get(family).ok_or_else(|| {
-            Error::not_found(format!("task definition family `{family}` does not exist"))
+            Error::not_found(format!(
+                "task definition family {} does not exist",
+                quote(family)
+            ))
         })?;
         match revision {
             Some(r) => revs.get((r as usize).wrapping_sub(1)).ok_or_else(|| {
                 Error::not_found(format!(
-                    "task definition {family}:{r} does not exist (latest revision is {})",
+                    "task definition {} does not exist (latest revision is {})",
+                    quote(&format!("{family}:{r}")),
                     revs.len()
                 ))
             }),
@@ -238,7 +243,8 @@ impl ClusterState {
                 .find(|d| d.status == TaskDefinitionStatus::Active)
                 .ok_or_else(|| {
                     Error::not_found(format!(
-                        "task definition family `{family}` has no ACTIVE revision"
+                        "task definition family {} has no ACTIVE revision",
+                        quote(family)
                     ))
                 }),
         }
@@ -266,8 +272,9 @@ impl ClusterState {
         let rec = self.tokens.get(token)?;
         if rec.fingerprint != fingerprint {
             return Some(Err(Error::invalid(format!(
-                "clientToken `{token}` was already used with different parameters; \
-                 use a new token for a different request"
+                "clientToken {} was already used with different parameters; \
+                 use a new token for a different request",
+                quote(token)
             ))));
         }
         let tasks = rec
@@ -525,10 +532,9 @@ impl ClusterState {
         epoch: u64,
         reports: &[TaskReport],
     ) -> Result<(), Error> {
-        let agent = self
-            .agents
-            .get(agent_id)
-            .ok_or_else(|| Error::not_found(format!("agent {agent_id} is not registered")))?;
+        let agent = self.agents.get(agent_id).ok_or_else(|| {
+            Error::not_found(format!("agent {} is not registered", quote(agent_id)))
+        })?;
         if agent.epoch != epoch {
             return Err(Error::precondition(format!(
                 "agent {agent_id}: report carries registration {epoch}, the current one is {}; re-register",
@@ -536,12 +542,12 @@ impl ClusterState {
             )));
         }
         for r in reports {
-            validate::reason(r.stopped_reason.as_deref().unwrap_or_default())?;
+            validate::report(r)?;
             match self.tasks.get(&r.task_id) {
                 None => {
                     return Err(Error::not_found(format!(
                         "agent {agent_id} reported task {} which does not exist",
-                        r.task_id
+                        quote(&r.task_id)
                     )))
                 }
                 Some(t) if t.agent_id != agent_id => {

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::Error;
 use crate::limits::*;
 use crate::model::{
-    ContainerDefinition, ContainerOverride, KeyValue, NetworkMode, TaskDefinitionSpec,
+    ContainerDefinition, ContainerOverride, KeyValue, NetworkMode, TaskDefinitionSpec, TaskReport,
 };
+use crate::quote::quote;
 use crate::size;
 
 fn invalid(msg: String) -> Error {
@@ -30,7 +31,9 @@ pub fn name(field: &str, value: &str) -> Result<(), Error> {
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
         return Err(invalid(format!(
-            "{field} `{value}` contains `{c}`; use letters, digits, `-` and `_` only"
+            "{field} {} contains `{}`; use letters, digits, `-` and `_` only",
+            quote(value),
+            c.escape_default()
         )));
     }
     Ok(())
@@ -56,6 +59,12 @@ fn env(field: &str, vars: &[KeyValue]) -> Result<(), Error> {
     let mut seen = BTreeSet::new();
     for (i, kv) in vars.iter().enumerate() {
         let f = format!("{field}[{i}].name");
+        if kv.name.len() > MAX_NAME_LEN {
+            return Err(invalid(format!(
+                "{f} is {} bytes long; the limit is {MAX_NAME_LEN}",
+                kv.name.len()
+            )));
+        }
         let ok_first = kv
             .name
             .chars()
@@ -68,12 +77,12 @@ fn env(field: &str, vars: &[KeyValue]) -> Result<(), Error> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(invalid(format!(
-                "{f} `{}` is not a valid variable name (letters, digits, `_`; not starting with a digit)",
-                kv.name
+                "{f} {} is not a valid variable name (letters, digits, `_`; not starting with a digit)",
+                quote(&kv.name)
             )));
         }
         if !seen.insert(kv.name.as_str()) {
-            return Err(invalid(format!("{f} `{}` is set twice", kv.name)));
+            return Err(invalid(format!("{f} {} is set twice", quote(&kv.name))));
         }
         bounded(&format!("{field}[{i}].value"), &kv.value)?;
     }
@@ -99,13 +108,13 @@ fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
     if c.image.trim().is_empty() {
         return Err(invalid(format!("{p}.image must not be empty")));
     }
+    bounded(&format!("{p}.image"), &c.image)?;
     if c.image.chars().any(char::is_whitespace) {
         return Err(invalid(format!(
-            "{p}.image `{}` contains whitespace",
-            c.image
+            "{p}.image {} contains whitespace",
+            quote(&c.image)
         )));
     }
-    bounded(&format!("{p}.image"), &c.image)?;
     words(&format!("{p}.command"), &c.command)?;
     words(&format!("{p}.entryPoint"), &c.entry_point)?;
     env(&format!("{p}.environment"), &c.environment)?;
@@ -131,8 +140,8 @@ fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
         }
         if pm.protocol != "tcp" && pm.protocol != "udp" {
             return Err(invalid(format!(
-                "{f}.protocol `{}` must be `tcp` or `udp`",
-                pm.protocol
+                "{f}.protocol {} must be `tcp` or `udp`",
+                quote(&pm.protocol)
             )));
         }
     }
@@ -190,8 +199,8 @@ pub fn task_definition(spec: &TaskDefinitionSpec, free_sizing: bool) -> Result<(
         container(i, c)?;
         if let Some(first) = names.insert(c.name.as_str(), i) {
             return Err(invalid(format!(
-                "containerDefinitions[{i}].name `{}` is already used by containerDefinitions[{first}]",
-                c.name
+                "containerDefinitions[{i}].name {} is already used by containerDefinitions[{first}]",
+                quote(&c.name)
             )));
         }
     }
@@ -247,7 +256,8 @@ pub fn network_mode(spec: &TaskDefinitionSpec) -> Result<NetworkMode, Error> {
     };
     let mode = NetworkMode::parse(s).ok_or_else(|| {
         invalid(format!(
-            "networkMode `{s}` must be `bridge` or `none` (host networking is not offered: a task gets a network namespace of its own)"
+            "networkMode {} must be `bridge` or `none` (host networking is not offered: a task gets a network namespace of its own)",
+            quote(s)
         ))
     })?;
     if mode == NetworkMode::None {
@@ -312,20 +322,34 @@ pub fn overrides(
         let p = format!("overrides.containerOverrides[{i}]");
         if !def.iter().any(|c| c.name == o.name) {
             return Err(invalid(format!(
-                "{p}.name `{}` is not a container of the task definition",
-                o.name
+                "{p}.name {} is not a container of the task definition",
+                quote(&o.name)
             )));
         }
         if !seen.insert(o.name.as_str()) {
             return Err(invalid(format!(
-                "{p}.name `{}` is overridden twice",
-                o.name
+                "{p}.name {} is overridden twice",
+                quote(&o.name)
             )));
         }
         if let Some(cmd) = &o.command {
             words(&format!("{p}.command"), cmd)?;
         }
         env(&format!("{p}.environment"), &o.environment)?;
+    }
+    overrides_size(overrides)
+}
+
+/// The total of a RunTask's overrides; checked apart so that a node can refuse an
+/// oversized request before forwarding it to the leader.
+pub fn overrides_size(overrides: &[ContainerOverride]) -> Result<(), Error> {
+    let encoded = serde_json::to_vec(overrides)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if encoded > MAX_OVERRIDES_BYTES {
+        return Err(invalid(format!(
+            "overrides are {encoded} bytes encoded; the limit is {MAX_OVERRIDES_BYTES} for all containers together"
+        )));
     }
     Ok(())
 }
@@ -335,6 +359,41 @@ pub fn reason(reason: &str) -> Result<(), Error> {
         return Err(invalid(format!(
             "reason is {} bytes long; the limit is {MAX_REASON_LEN}",
             reason.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What an agent reports about a task is stored on it and listed with it, so it is bounded
+/// like anything a user sends: a stop reason and each container's reason, the containers.
+pub fn report(r: &TaskReport) -> Result<(), Error> {
+    reason(r.stopped_reason.as_deref().unwrap_or_default())?;
+    if r.containers.len() > MAX_CONTAINERS {
+        return Err(invalid(format!(
+            "task {}: {} containers reported; a task has at most {MAX_CONTAINERS}",
+            quote(&r.task_id),
+            r.containers.len()
+        )));
+    }
+    for (i, c) in r.containers.iter().enumerate() {
+        if c.name.len() > MAX_NAME_LEN
+            || c.reason.as_ref().is_some_and(|x| x.len() > MAX_REASON_LEN)
+        {
+            return Err(invalid(format!(
+                "task {}: containers[{i}] has a name over {MAX_NAME_LEN} bytes or a reason over {MAX_REASON_LEN}",
+                quote(&r.task_id)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where an agent serves logs: stored with the agent and listed with it, so bounded.
+pub fn agent_address(address: &str) -> Result<(), Error> {
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err(invalid(format!(
+            "address is {} bytes long; the limit is {MAX_ADDRESS_LEN} (HOST:PORT)",
+            address.len()
         )));
     }
     Ok(())
@@ -350,32 +409,43 @@ pub fn agent(
     name("agent id", id)?;
     if cpu == 0 || memory == 0 {
         return Err(invalid(format!(
-            "agent {id}: cpu and memory must both be above zero (got cpu {cpu}, memory {memory})"
+            "agent {}: cpu and memory must both be above zero (got cpu {cpu}, memory {memory})",
+            quote(id)
         )));
     }
     if attributes.len() > MAX_ATTRIBUTES {
         return Err(invalid(format!(
-            "agent {id}: {} attributes; the limit is {MAX_ATTRIBUTES}",
+            "agent {}: {} attributes; the limit is {MAX_ATTRIBUTES}",
+            quote(id),
             attributes.len()
         )));
     }
     for (k, v) in attributes {
-        let key_ok = !k.is_empty()
-            && k.len() <= MAX_ATTRIBUTE_LEN
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
-        if !key_ok {
+        if !is_attribute_name(k) {
             return Err(invalid(format!(
-                "agent {id}: attribute name `{k}` must be 1..={MAX_ATTRIBUTE_LEN} of letters, digits, `-_.:/`"
+                "agent {}: attribute name {} must be 1..={MAX_ATTRIBUTE_LEN} of letters, digits, `-_.:/`",
+                quote(id),
+                quote(k)
             )));
         }
         if v.len() > MAX_ATTRIBUTE_LEN || v.chars().any(|c| c.is_control()) {
             return Err(invalid(format!(
-                "agent {id}: attribute `{k}` value must be at most {MAX_ATTRIBUTE_LEN} printable characters"
+                "agent {}: attribute {} value must be at most {MAX_ATTRIBUTE_LEN} printable characters",
+                quote(id),
+                quote(k)
             )));
         }
     }
     Ok(())
+}
+
+/// Whether `k` may name an agent attribute: what an agent may register, and so all a
+/// placement rule can usefully name.
+pub fn is_attribute_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= MAX_ATTRIBUTE_LEN
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
 }
 
 /// Parses `family` or `family:revision`.
@@ -384,12 +454,15 @@ pub fn task_definition_ref(s: &str) -> Result<(String, Option<u32>), Error> {
         Some((f, r)) => {
             let rev: u32 = r.parse().map_err(|_| {
                 invalid(format!(
-                    "taskDefinition `{s}`: revision `{r}` is not a positive number"
+                    "taskDefinition {}: revision {} is not a positive number",
+                    quote(s),
+                    quote(r)
                 ))
             })?;
             if rev == 0 {
                 return Err(invalid(format!(
-                    "taskDefinition `{s}`: revisions start at 1"
+                    "taskDefinition {}: revisions start at 1",
+                    quote(s)
                 )));
             }
             (f, Some(rev))
@@ -533,6 +606,105 @@ mod tests {
             })
             .collect();
         assert!(err(&s).contains("bytes encoded"));
+    }
+
+    /// The fault from issue 11: every override within its per-field limits, 6 MB in all.
+    #[test]
+    fn overrides_have_a_total_limit() {
+        let def: Vec<ContainerDefinition> = (0..3)
+            .map(|i| ContainerDefinition {
+                name: format!("c{i}"),
+                image: "img".into(),
+                ..Default::default()
+            })
+            .collect();
+        let big = |name: &str, vars: usize, len: usize| ContainerOverride {
+            name: name.into(),
+            command: None,
+            environment: (0..vars)
+                .map(|i| KeyValue {
+                    name: format!("V{i}"),
+                    value: "x".repeat(len),
+                })
+                .collect(),
+        };
+        let huge: Vec<ContainerOverride> = (0..3)
+            .map(|i| big(&format!("c{i}"), MAX_ENV, 8000))
+            .collect();
+        let e = overrides(&huge, &def).unwrap_err().to_string();
+        assert!(
+            e.contains("overrides are") && e.contains("limit is 65536"),
+            "{e}"
+        );
+        assert!(e.len() < 200, "{e}");
+        assert!(overrides_size(&huge).is_err());
+        // Just under the limit is accepted.
+        let fits = vec![big("c0", 8, 8000)];
+        assert!(overrides(&fits, &def).is_ok());
+    }
+
+    #[test]
+    fn messages_quote_a_prefix_of_long_values() {
+        let long = "y".repeat(100 * 1024);
+        let mut s = spec();
+        s.container_definitions[0].image = format!("{long} x");
+        assert!(err(&s).len() < 200, "{}", err(&s));
+        let mut s = spec();
+        s.container_definitions[0].environment = vec![KeyValue {
+            name: long.clone(),
+            value: String::new(),
+        }];
+        let e = err(&s);
+        assert!(
+            e.contains("environment[0].name is 102400 bytes long"),
+            "{e}"
+        );
+        let mut s = spec();
+        s.container_definitions[0].environment = vec![KeyValue {
+            name: format!("1{}", "x".repeat(200)),
+            value: String::new(),
+        }];
+        let e = err(&s);
+        assert!(e.contains("(201 bytes)") && e.len() < 300, "{e}");
+        let e = task_definition_ref(&format!("web:{long}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(102404 bytes)") && e.len() < 300, "{e}");
+        let attrs = BTreeMap::from([(long.clone(), "v".to_string())]);
+        let e = agent("a1", 1, 1, &attrs).unwrap_err().to_string();
+        assert!(e.contains("(102400 bytes)") && e.len() < 300, "{e}");
+    }
+
+    #[test]
+    fn what_agents_store_is_bounded() {
+        assert!(agent_address("10.0.0.7:7600").is_ok());
+        let e = agent_address(&"h".repeat(1 << 20)).unwrap_err().to_string();
+        assert!(e.contains("address is 1048576 bytes long"), "{e}");
+        let mut r = TaskReport {
+            task_id: "t".into(),
+            last_status: crate::model::TaskState::Running,
+            at: 1,
+            containers: vec![],
+            stop_code: None,
+            stopped_reason: None,
+        };
+        assert!(report(&r).is_ok());
+        r.containers = vec![
+            crate::model::ContainerState {
+                name: "app".into(),
+                last_status: crate::model::TaskState::Running,
+                exit_code: None,
+                reason: Some("x".repeat(MAX_REASON_LEN + 1)),
+            };
+            1
+        ];
+        assert!(report(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("containers[0]"));
+        r.containers[0].reason = None;
+        r.containers = vec![r.containers[0].clone(); MAX_CONTAINERS + 1];
+        assert!(report(&r).is_err());
     }
 
     #[test]

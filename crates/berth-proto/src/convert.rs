@@ -199,6 +199,14 @@ impl From<&core::Task> for v1::Task {
             stopping_at_ms: t.stopping_at,
             stopped_at_ms: t.stopped_at,
             version: t.version,
+            transitions: t
+                .transitions
+                .iter()
+                .map(|x| v1::TaskTransition {
+                    status: x.status.as_str().into(),
+                    at_ms: x.at,
+                })
+                .collect(),
         }
     }
 }
@@ -302,5 +310,49 @@ mod tests {
         };
         let wire = v1::TaskDefinitionSpec::from(&spec);
         assert_eq!(core::TaskDefinitionSpec::from(wire), spec);
+    }
+
+    #[test]
+    fn a_task_carries_its_transitions_to_the_wire() {
+        let task = core::Task {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            family: "web".into(),
+            revision: 1,
+            cpu: 256,
+            memory: 512,
+            agent_id: "a1".into(),
+            last_status: core::TaskState::Running,
+            desired_status: core::DesiredStatus::Running,
+            started_by: String::new(),
+            group: String::new(),
+            client_token: None,
+            overrides: vec![],
+            containers: vec![],
+            stop_code: None,
+            stopped_reason: None,
+            created_at: 1_000,
+            pull_started_at: None,
+            started_at: None,
+            stopping_at: None,
+            stopped_at: None,
+            version: 7,
+            transitions: vec![
+                core::Transition {
+                    status: core::TaskState::Provisioning,
+                    at: 1_000,
+                },
+                core::Transition {
+                    status: core::TaskState::Running,
+                    at: 2_500,
+                },
+            ],
+        };
+        let wire = v1::Task::from(&task);
+        let seen: Vec<(&str, u64)> = wire
+            .transitions
+            .iter()
+            .map(|t| (t.status.as_str(), t.at_ms))
+            .collect();
+        assert_eq!(seen, vec![("PROVISIONING", 1_000), ("RUNNING", 2_500)]);
     }
 }

@@ -18,6 +18,20 @@ use crate::{
 /// scope small and its key cheap to hash.
 pub const MAX_STRATEGIES: usize = 5;
 pub const MAX_CONSTRAINTS: usize = 10;
+/// The position of the first strategy the engine cannot follow, if any: one that comes
+/// after the first binpack or random. Spreads before it partition the candidates and it
+/// picks inside the chosen partition, so a later strategy could only break its ties (ECS's
+/// rule). The index does not keep exact ties apart — a bucket spans up to 1/16 of each
+/// dimension and its agents sit in no particular order — and finding every tied agent
+/// would mean scanning them all (every empty agent ties), so such a chain is refused
+/// rather than silently cut short.
+pub fn unsupported_strategy(strategies: &[Strategy]) -> Option<usize> {
+    let picker = strategies
+        .iter()
+        .position(|s| !matches!(s, Strategy::Spread(_)))?;
+    (picker + 1 < strategies.len()).then_some(picker + 1)
+}
+
 /// Scopes kept between batches. Each costs a pass over the agents to build and a few bytes
 /// per agent to keep; past this many, the least recently used one is dropped.
 pub const MAX_SCOPES: usize = 64;
@@ -310,10 +324,9 @@ impl Engine {
         if let Some(e) = self.exprs.get(src) {
             return Ok(e.clone());
         }
-        let e = Arc::new(
-            parse_expression(src)
-                .map_err(|e| Error::Constraint(format!("memberOf `{src}`: {e}")))?,
-        );
+        let e = Arc::new(parse_expression(src).map_err(|e| {
+            Error::Constraint(format!("memberOf expression of {} bytes: {e}", src.len()))
+        })?);
         if self.exprs.len() >= MAX_CACHED_EXPRESSIONS {
             self.exprs.clear();
         }
@@ -325,12 +338,18 @@ impl Engine {
     /// batch and earlier ones), and keeps them: the engine assumes its plan is applied. If
     /// the state machine refuses a placement, `release` it (or `upsert` the agent's truth).
     ///
-    /// A malformed demand (bad expression, too many strategies or constraints) refuses the
-    /// whole batch before anything is placed.
+    /// A malformed demand (bad expression, too many strategies or constraints, a strategy
+    /// after the first binpack or random) refuses the whole batch before anything is placed.
     pub fn place(&mut self, demands: &[Demand], seed: u64) -> Result<Vec<Outcome>, Error> {
         for d in demands {
+            if let Some(k) = unsupported_strategy(&d.strategies) {
+                return Err(Error::Strategy(format!(
+                    "strategy {k} comes after a binpack or random, which picks the agent; \
+                     only spreads may come before it and nothing after it"
+                )));
+            }
             if d.strategies.len() > MAX_STRATEGIES {
-                return Err(Error::Constraint(format!(
+                return Err(Error::Strategy(format!(
                     "{} placement strategies; at most {MAX_STRATEGIES} are allowed",
                     d.strategies.len()
                 )));
@@ -371,22 +390,15 @@ impl Engine {
             return Ok(outcome);
         }
         let g = self.intern(&d.group);
-        // Spreads before the first binpack/random partition the candidates; that first
-        // binpack/random picks inside the chosen partition. Strategies after it would only
-        // break exact ties, which the index does not keep (see README).
+        // Spreads partition the candidates; the binpack/random that may end the chain
+        // picks inside the chosen partition (`place` refused anything after it).
         let mut spread = Vec::new();
         let mut pick = Pick::Binpack(BinpackField::Both);
         for s in &d.strategies {
             match s {
                 Strategy::Spread(attr) => spread.push(attr.clone()),
-                Strategy::Binpack(f) => {
-                    pick = Pick::Binpack(*f);
-                    break;
-                }
-                Strategy::Random => {
-                    pick = Pick::Random;
-                    break;
-                }
+                Strategy::Binpack(f) => pick = Pick::Binpack(*f),
+                Strategy::Random => pick = Pick::Random,
             }
         }
         let mut member_of = Vec::new();
@@ -574,14 +586,20 @@ impl Engine {
         };
         let s = &self.scopes[s];
         if s.passing == 0 {
-            let each: Vec<String> = s
-                .key
-                .member_of
+            // Expressions are named by their position among the demand's constraints (the
+            // caller's order), not quoted: one may be kilobytes long, and a failure is
+            // stored with the task's answer.
+            let positions = d
+                .constraints
                 .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c, Constraint::MemberOf(_)))
+                .map(|(k, _)| k);
+            let each: Vec<String> = positions
                 .zip(&s.rejected)
-                .map(|(src, n)| {
+                .map(|(k, n)| {
                     format!(
-                        "memberOf `{src}` rejects {n} of {} eligible agents",
+                        "constraint {k} (memberOf) rejects {n} of {} eligible agents",
                         s.eligible
                     )
                 })

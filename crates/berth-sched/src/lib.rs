@@ -17,7 +17,7 @@ mod expr;
 mod index;
 mod rng;
 
-pub use engine::{Engine, MAX_CONSTRAINTS, MAX_SCOPES, MAX_STRATEGIES};
+pub use engine::{unsupported_strategy, Engine, MAX_CONSTRAINTS, MAX_SCOPES, MAX_STRATEGIES};
 pub use expr::{
     parse_expression, Expr, Operand, ParseError, Pattern, Test, MAX_DEPTH, MAX_EXPRESSION_LEN,
 };
@@ -76,7 +76,9 @@ pub struct Demand {
     pub memory: u32,
     pub count: u32,
     pub group: String,
+    /// Spreads, then at most one binpack or random, last (see [`unsupported_strategy`]).
     pub strategies: Vec<Strategy>,
+    /// In the order the caller gave them: a failure names a constraint by its position.
     pub constraints: Vec<Constraint>,
 }
 
@@ -96,11 +98,15 @@ pub struct Outcome {
     pub failures: Vec<Failure>,
 }
 
-/// A demand the engine refuses to consider at all (a malformed constraint).
+/// A demand the engine refuses to consider at all (a malformed constraint, a chain of
+/// strategies it cannot follow). Messages name clauses by position and never repeat a
+/// caller's text in full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("placement constraint: {0}")]
     Constraint(String),
+    #[error("placement strategy: {0}")]
+    Strategy(String),
 }
 
 /// Free capacity of one agent, the two dimensions the index packs on.

@@ -90,17 +90,24 @@ fn demand_strategy() -> impl proptest::strategy::Strategy<Value = Demand> {
             memory,
             count,
             group: GROUPS[g].into(),
-            strategies: strategies
-                .into_iter()
-                .map(|s| match s {
-                    0 => Strategy::Binpack(BinpackField::Both),
-                    1 => Strategy::Binpack(BinpackField::Cpu),
-                    2 => Strategy::Binpack(BinpackField::Memory),
-                    3 => Strategy::Spread(Some("zone".into())),
-                    4 => Strategy::Spread(None),
-                    _ => Strategy::Random,
-                })
-                .collect(),
+            // Spreads, then at most one binpack or random, last: the chains the engine takes.
+            strategies: {
+                let mut chain: Vec<Strategy> = strategies
+                    .into_iter()
+                    .map(|s| match s {
+                        0 => Strategy::Binpack(BinpackField::Both),
+                        1 => Strategy::Binpack(BinpackField::Cpu),
+                        2 => Strategy::Binpack(BinpackField::Memory),
+                        3 => Strategy::Spread(Some("zone".into())),
+                        4 => Strategy::Spread(None),
+                        _ => Strategy::Random,
+                    })
+                    .collect();
+                if let Some(k) = berth_sched::unsupported_strategy(&chain) {
+                    chain.truncate(k);
+                }
+                chain
+            },
             constraints: constraints
                 .into_iter()
                 .map(|c| {

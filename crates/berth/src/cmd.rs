@@ -16,7 +16,7 @@ use clap::Subcommand;
 use tokio_stream::StreamExt;
 
 use crate::client::{describe, Client, Retry};
-use crate::output::{show, time, Table};
+use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
 
 /// Exit status when the call worked but some of what was asked could not be done
@@ -47,11 +47,12 @@ pub enum ClusterCmd {
     },
     /// Remove a member.
     Leave { id: u64 },
-    /// Cluster-wide settings.
+    /// Cluster-wide settings: shown without options, changed with them.
     Settings {
-        /// Accept any CPU/memory pair instead of Fargate's table.
-        #[arg(long)]
-        free_sizing: bool,
+        /// Accept any CPU/memory pair instead of Fargate's table (`--free-sizing` alone
+        /// means true; `--free-sizing false` returns to the table).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        free_sizing: Option<bool>,
     },
 }
 
@@ -95,7 +96,7 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                 )
                 .await?;
             show(opts.output, &r, || {
-                println!(
+                line(format_args!(
                     "answered by node {}, leader {}, revision {}, sizing {}",
                     r.node_id,
                     if r.leader_id == 0 {
@@ -105,8 +106,8 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                     },
                     r.revision,
                     if r.free_sizing { "free" } else { "fargate" }
-                );
-                members_table(&r.members, r.leader_id)
+                ))?;
+                Ok(members_table(&r.members, r.leader_id))
             })?;
         }
         ClusterCmd::Join { id, raft, api } => {
@@ -120,7 +121,7 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                     ClusterClient::new(ch).join(req).await
                 })
                 .await?;
-            show(opts.output, &r, || members_table(&r.members, 0))?;
+            show(opts.output, &r, || Ok(members_table(&r.members, 0)))?;
         }
         ClusterCmd::Leave { id } => {
             let r = client
@@ -128,9 +129,30 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                     ClusterClient::new(ch).leave(req).await
                 })
                 .await?;
-            show(opts.output, &r, || members_table(&r.members, 0))?;
+            show(opts.output, &r, || Ok(members_table(&r.members, 0)))?;
         }
         ClusterCmd::Settings { free_sizing } => {
+            let settings_table = |free_sizing: bool| {
+                let mut t = Table::new(&["SETTING", "VALUE"]);
+                t.row(vec!["free sizing".into(), free_sizing.to_string()]);
+                Ok(t)
+            };
+            if free_sizing.is_none() {
+                // Nothing to change: show what is set (the status answer carries it).
+                let r = client
+                    .unary(
+                        Retry::Safe,
+                        &ClusterStatusRequest {},
+                        |ch, req| async move { ClusterClient::new(ch).status(req).await },
+                    )
+                    .await?;
+                let shown = UpdateSettingsResponse {
+                    free_sizing: r.free_sizing,
+                    revision: r.revision,
+                };
+                show(opts.output, &shown, || settings_table(shown.free_sizing))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let r = client
                 .unary(
                     Retry::Safe,
@@ -138,11 +160,7 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                     |ch, req| async move { ClusterClient::new(ch).update_settings(req).await },
                 )
                 .await?;
-            show(opts.output, &r, || {
-                let mut t = Table::new(&["SETTING", "VALUE"]);
-                t.row(vec!["free sizing".into(), r.free_sizing.to_string()]);
-                t
-            })?;
+            show(opts.output, &r, || settings_table(r.free_sizing))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -219,7 +237,7 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
                 })
                 .await?;
             let defs: Vec<TaskDefinition> = r.task_definition.clone().into_iter().collect();
-            show(opts.output, &r, || taskdefs_table(&defs))?;
+            show(opts.output, &r, || Ok(taskdefs_table(&defs)))?;
         }
         TaskdefCmd::Ls { family, status } => {
             let mut all = Vec::new();
@@ -243,7 +261,7 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
                 }
                 next_token = r.next_token;
             }
-            show(opts.output, &all, || taskdefs_table(&all))?;
+            show(opts.output, &all, || Ok(taskdefs_table(&all)))?;
         }
         TaskdefCmd::Describe { task_definition } => {
             let req = DescribeTaskDefinitionRequest {
@@ -269,7 +287,7 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
                 })
                 .await?;
             let defs: Vec<TaskDefinition> = r.task_definition.clone().into_iter().collect();
-            show(opts.output, &r, || taskdefs_table(&defs))?;
+            show(opts.output, &r, || Ok(taskdefs_table(&defs)))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -445,9 +463,9 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 .await?;
             show(opts.output, &r, || {
                 if !r.failures.is_empty() {
-                    failures_table(&r.failures).print();
+                    failures_table(&r.failures).print()?;
                 }
-                tasks_table(&r.tasks)
+                Ok(tasks_table(&r.tasks))
             })?;
             if !r.failures.is_empty() {
                 return Ok(ExitCode::from(PARTIAL));
@@ -483,7 +501,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 }
                 next_token = r.next_token;
             }
-            show(opts.output, &all, || tasks_table(&all))?;
+            show(opts.output, &all, || Ok(tasks_table(&all)))?;
         }
         TaskCmd::Describe { ids } => {
             let req = DescribeTasksRequest {
@@ -497,9 +515,9 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 .await?;
             show(opts.output, &r, || {
                 if !r.failures.is_empty() {
-                    failures_table(&r.failures).print();
+                    failures_table(&r.failures).print()?;
                 }
-                tasks_table(&r.tasks)
+                Ok(tasks_table(&r.tasks))
             })?;
             if !r.failures.is_empty() {
                 return Ok(ExitCode::from(PARTIAL));
@@ -516,7 +534,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 })
                 .await?;
             let tasks: Vec<Task> = r.task.clone().into_iter().collect();
-            show(opts.output, &r, || tasks_table(&tasks))?;
+            show(opts.output, &r, || Ok(tasks_table(&tasks)))?;
         }
         TaskCmd::Logs {
             id,
@@ -559,10 +577,10 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
             while let Some(ev) = stream.next().await {
                 let ev = ev.map_err(status_err)?;
                 match opts.output {
-                    Format::Json => println!("{}", serde_json::to_string(&ev)?),
+                    Format::Json => line(format_args!("{}", serde_json::to_string(&ev)?))?,
                     Format::Table => {
                         if let Some(t) = &ev.task {
-                            println!(
+                            line(format_args!(
                                 "rev {:>8}  {}  {}  {} → {}{}",
                                 ev.revision,
                                 t.task_id,
@@ -570,7 +588,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                                 t.last_status,
                                 t.desired_status,
                                 if ev.initial { "  (current)" } else { "" }
-                            );
+                            ))?;
                         }
                     }
                 }
@@ -669,14 +687,26 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
     match cmd {
         AgentCmd::Ls => {
             let client = Client::new(&opts.endpoint)?;
-            let r = client
-                .unary(
-                    Retry::Safe,
-                    &ListAgentsRequest { stale },
-                    |ch, req| async move { AgentsClient::new(ch).list(req).await },
-                )
-                .await?;
-            show(opts.output, &r, || agents_table(&r.agents))?;
+            let mut all = Vec::new();
+            let mut next_token = String::new();
+            loop {
+                let req = ListAgentsRequest {
+                    stale,
+                    max_results: 1000,
+                    next_token: next_token.clone(),
+                };
+                let r = client
+                    .unary(Retry::Safe, &req, |ch, req| async move {
+                        AgentsClient::new(ch).list(req).await
+                    })
+                    .await?;
+                all.extend(r.agents);
+                if r.next_token.is_empty() {
+                    break;
+                }
+                next_token = r.next_token;
+            }
+            show(opts.output, &all, || Ok(agents_table(&all)))?;
         }
         AgentCmd::Describe { id } => {
             let client = Client::new(&opts.endpoint)?;
@@ -691,7 +721,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                 )
                 .await?;
             let agents: Vec<Agent> = r.agent.clone().into_iter().collect();
-            show(opts.output, &r, || agents_table(&agents))?;
+            show(opts.output, &r, || Ok(agents_table(&agents)))?;
         }
         AgentCmd::Drain { id, undo } => {
             let client = Client::new(&opts.endpoint)?;
@@ -706,7 +736,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                 )
                 .await?;
             let agents: Vec<Agent> = r.agent.clone().into_iter().collect();
-            show(opts.output, &r, || agents_table(&agents))?;
+            show(opts.output, &r, || Ok(agents_table(&agents)))?;
         }
         AgentCmd::Register {
             id,
@@ -736,12 +766,14 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                 })
                 .await?;
             match opts.output {
-                Format::Json => {
-                    println!("{{\"epoch\": {}, \"revision\": {}}}", r.epoch, r.revision)
-                }
-                Format::Table => {
-                    println!("registered (epoch {}, revision {})", r.epoch, r.revision)
-                }
+                Format::Json => line(format_args!(
+                    "{{\"epoch\": {}, \"revision\": {}}}",
+                    r.epoch, r.revision
+                ))?,
+                Format::Table => line(format_args!(
+                    "registered (epoch {}, revision {})",
+                    r.epoch, r.revision
+                ))?,
             }
         }
     }

@@ -128,6 +128,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // The reader went away (`| head`, `| grep -q`): nobody is left to tell.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE

@@ -1,11 +1,33 @@
 //! Printing answers: JSON (the wire messages as camelCase JSON) or aligned tables.
+//!
+//! Every line goes through [`line`], which returns the write's error instead of panicking as
+//! `println!` does: when the reader goes away early (`| head`, `| grep -q`), the error comes
+//! back to `main`, which ends quietly.
+
+use std::fmt;
+use std::io::{self, Write};
 
 use serde::Serialize;
 
 use crate::Format;
 
+/// Writes one line to stdout.
+pub fn line(args: fmt::Arguments<'_>) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")
+}
+
+/// Whether `e` comes from writing to a reader that has gone away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 pub fn json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    line(format_args!("{}", serde_json::to_string_pretty(v)?))?;
     Ok(())
 }
 
@@ -25,7 +47,7 @@ impl Table {
         self.rows.push(cells);
     }
 
-    pub fn print(&self) {
+    pub fn print(&self) -> io::Result<()> {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)
             .map(|c| {
@@ -49,23 +71,22 @@ impl Table {
                     }
                 })
                 .collect();
-            println!("{}", line.join("  ").trim_end());
+            self::line(format_args!("{}", line.join("  ").trim_end()))?;
         }
+        Ok(())
     }
 }
 
-/// Prints `v` as JSON, or as the table `table` builds.
+/// Prints `v` as JSON, or as the table `table` builds (it may print lines of its own
+/// before it).
 pub fn show<T: Serialize + ?Sized>(
     format: Format,
     v: &T,
-    table: impl FnOnce() -> Table,
+    table: impl FnOnce() -> io::Result<Table>,
 ) -> anyhow::Result<()> {
     match format {
         Format::Json => json(v),
-        Format::Table => {
-            table().print();
-            Ok(())
-        }
+        Format::Table => Ok(table()?.print()?),
     }
 }
 

@@ -308,7 +308,7 @@ async fn bad_agent_traffic_is_refused_and_changes_nothing() {
     };
     expect(
         tonic::Code::NotFound,
-        "ghost is not registered",
+        "`ghost` is not registered",
         agents.report_tasks(report("ghost", 1, &t.task_id)).await,
     )
     .await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -15,6 +15,22 @@ fn berth(endpoint: &str, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("run berth")
+}
+
+/// Runs `berth` with a reader that has already gone away, as `berth … | true` does.
+fn berth_into_closed_pipe(endpoint: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("BERTH_ENDPOINT", endpoint)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    // Closing the only read end: the CLI's first write to stdout meets a broken pipe (it
+    // writes only after its call to the cluster has answered).
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait for berth")
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -144,6 +160,59 @@ async fn cli_registers_runs_lists_and_fails_over() {
     let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json list");
     assert_eq!(tasks.len(), 4);
     let id = tasks[0]["taskId"].as_str().unwrap_or_default().to_string();
+
+    // A reader that goes away early (`| true`, `| head`, `grep -q`) ends the CLI quietly:
+    // no panic, no backtrace, success.
+    for args in [
+        &["-o", "json", "task", "ls"][..],
+        &["task", "ls"][..],
+        &["agent", "ls"][..],
+    ] {
+        let o = berth_into_closed_pipe(&endpoint, args);
+        let (_, err) = text(&o);
+        assert!(
+            o.status.success() && err.is_empty(),
+            "berth {args:?} into a closed pipe: {:?}\n{err}",
+            o.status
+        );
+    }
+
+    // Describe shows each state's time, as the README promises.
+    let o = berth(&endpoint, &["-o", "json", "task", "describe", &id]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json describe");
+    assert_eq!(
+        v["tasks"][0]["transitions"][0]["status"], "PROVISIONING",
+        "{out}"
+    );
+    assert!(
+        v["tasks"][0]["transitions"][0]["atMs"].as_u64().is_some(),
+        "{out}"
+    );
+
+    // Agents come page by page, as the other lists.
+    let o = berth(&endpoint, &["-o", "json", "agent", "ls"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let agents: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json agents");
+    assert_eq!(agents.len(), 1, "{out}");
+    assert_eq!(agents[0]["agentId"], "a1");
+
+    // Settings: shown without options, changed only when asked.
+    let settings = |args: &[&str]| {
+        let mut all = vec!["-o", "json", "cluster", "settings"];
+        all.extend_from_slice(args);
+        let o = berth(&endpoint, &all);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json settings");
+        v["freeSizing"].as_bool()
+    };
+    assert_eq!(settings(&[]), Some(false));
+    assert_eq!(settings(&["--free-sizing"]), Some(true));
+    assert_eq!(settings(&[]), Some(true));
+    assert_eq!(settings(&["--free-sizing", "false"]), Some(false));
 
     let o = berth(&endpoint, &["task", "stop", &id, "--reason", "done here"]);
     let (out, err) = text(&o);

@@ -4,8 +4,9 @@ use berth_proto::v1::agents_server::Agents;
 use berth_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use berth_core::{AgentStatus, Outcome};
+use berth_core::{quote, AgentStatus, Outcome};
 
+use super::{page, page_size};
 use crate::error::ApiError;
 use crate::node::{Node, WriteRequest};
 
@@ -19,11 +20,35 @@ impl Agents for AgentsApi {
         &self,
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        self.node.read_barrier(req.into_inner().stale).await?;
+        let req = req.into_inner();
+        let count = page_size(req.max_results)?;
+        // The token is the last agent id of the previous page; anything an agent could
+        // not be called was not issued here.
+        if !req.next_token.is_empty() {
+            berth_core::validate::name("nextToken", &req.next_token).map_err(|_| {
+                ApiError::invalid(format!(
+                    "nextToken {} was not issued by this API",
+                    quote(&req.next_token)
+                ))
+            })?;
+        }
+        self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
+        let after = req.next_token.as_str();
+        let agents = s
+            .state
+            .agents()
+            .skip_while(|a| !after.is_empty() && a.id.as_str() <= after)
+            .map(Agent::from);
+        let listed = page(agents, count);
+        let next_token = match (listed.more, listed.items.last()) {
+            (true, Some(last)) => last.agent_id.clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(ListAgentsResponse {
-            agents: s.state.agents().map(Into::into).collect(),
+            agents: listed.items,
             revision: s.state.revision(),
+            next_token,
         }))
     }
 
@@ -38,7 +63,7 @@ impl Agents for AgentsApi {
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
         let agent = s.state.agent(&req.agent_id).ok_or_else(|| {
-            ApiError::NotFound(format!("agent {} is not registered", req.agent_id))
+            ApiError::NotFound(format!("agent {} is not registered", quote(&req.agent_id)))
         })?;
         Ok(Response::new(DescribeAgentResponse {
             agent: Some(agent.into()),
@@ -61,13 +86,13 @@ impl Agents for AgentsApi {
                 .agent(&req.agent_id)
                 .map(|a| a.status)
                 .ok_or_else(|| {
-                    ApiError::NotFound(format!("agent {} is not registered", req.agent_id))
+                    ApiError::NotFound(format!("agent {} is not registered", quote(&req.agent_id)))
                 })?
         };
         if current == AgentStatus::Down {
             return Err(ApiError::FailedPrecondition(format!(
                 "agent {} is DOWN; it becomes READY again when it registers",
-                req.agent_id
+                quote(&req.agent_id)
             ))
             .into());
         }

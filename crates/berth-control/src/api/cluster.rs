@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{Outcome, Settings};
+use berth_core::{quote, Outcome, Settings};
 use berth_proto::internal::node_client::NodeClient;
 use berth_proto::internal::{InfoRequest, NodeInfo};
 use berth_proto::v1::cluster_server::Cluster;
@@ -90,7 +90,8 @@ fn check_addr(field: &str, a: &str) -> Result<(), ApiError> {
     match a.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => Err(ApiError::invalid(format!(
-            "{field} `{a}` must be HOST:PORT"
+            "{field} {} must be HOST:PORT",
+            quote(a)
         ))),
     }
 }
@@ -142,6 +143,10 @@ impl Cluster for ClusterApi {
 
     async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
         let id = req.into_inner().id;
+        // An empty request is refused as Join refuses one, not looked up as node 0.
+        if id == 0 {
+            return Err(ApiError::invalid("id: node ids start at 1").into());
+        }
         self.node.leader_call(LeaderRequest::Leave { id }).await?;
         Ok(Response::new(LeaveResponse {
             members: self.members().await,
@@ -153,9 +158,12 @@ impl Cluster for ClusterApi {
         req: Request<UpdateSettingsRequest>,
     ) -> Result<Response<UpdateSettingsResponse>, Status> {
         let req = req.into_inner();
-        let settings = Settings {
-            free_sizing: req.free_sizing,
-        };
+        // Proto3 reads an absent bool as false: without `optional`, `UpdateSettings {}`
+        // turned free sizing off. A request must say what it sets.
+        let free_sizing = req.free_sizing.ok_or_else(|| {
+            ApiError::invalid("freeSizing must be set (true or false); the request sets nothing")
+        })?;
+        let settings = Settings { free_sizing };
         let (revision, outcome) = self
             .node
             .write(WriteRequest::UpdateSettings(settings))

@@ -1,11 +1,11 @@
 use std::sync::Arc;
 
-use berth_core::{Outcome, TaskDefinitionStatus};
+use berth_core::{quote, Outcome, TaskDefinitionStatus};
 use berth_proto::v1::task_definitions_server::TaskDefinitions;
 use berth_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::{page_size, unexpected};
+use super::{page, page_size, unexpected};
 use crate::error::ApiError;
 use crate::node::{Node, WriteRequest};
 
@@ -64,14 +64,15 @@ impl TaskDefinitions for TaskDefinitionsApi {
         req: Request<ListTaskDefinitionsRequest>,
     ) -> Result<Response<ListTaskDefinitionsResponse>, Status> {
         let req = req.into_inner();
-        let page = page_size(req.max_results)?;
+        let count = page_size(req.max_results)?;
         let status = match req.status.to_ascii_uppercase().as_str() {
             "" => None,
             "ACTIVE" => Some(TaskDefinitionStatus::Active),
             "INACTIVE" => Some(TaskDefinitionStatus::Inactive),
-            other => {
+            _ => {
                 return Err(ApiError::invalid(format!(
-                    "status `{other}` must be ACTIVE or INACTIVE"
+                    "status {} must be ACTIVE or INACTIVE",
+                    quote(&req.status)
                 ))
                 .into())
             }
@@ -82,8 +83,8 @@ impl TaskDefinitions for TaskDefinitionsApi {
             let (f, r) =
                 berth_core::validate::task_definition_ref(&req.next_token).map_err(|_| {
                     ApiError::invalid(format!(
-                        "nextToken `{}` was not issued by this API",
-                        req.next_token
+                        "nextToken {} was not issued by this API",
+                        quote(&req.next_token)
                     ))
                 })?;
             Some((f, r.unwrap_or(0)))
@@ -91,18 +92,18 @@ impl TaskDefinitions for TaskDefinitionsApi {
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
         let family = (!req.family.is_empty()).then_some(req.family.as_str());
-        let mut defs = s.state.task_definitions(family, status).filter(|d| {
+        let defs = s.state.task_definitions(family, status).filter(|d| {
             after
                 .as_ref()
                 .is_none_or(|(f, r)| (d.family.as_str(), d.revision) > (f.as_str(), *r))
         });
-        let items: Vec<TaskDefinition> = defs.by_ref().take(page).map(Into::into).collect();
-        let next_token = match (defs.next(), items.last()) {
-            (Some(_), Some(last)) => format!("{}:{}", last.family, last.revision),
+        let listed = page(defs.map(TaskDefinition::from), count);
+        let next_token = match (listed.more, listed.items.last()) {
+            (true, Some(last)) => format!("{}:{}", last.family, last.revision),
             _ => String::new(),
         };
         Ok(Response::new(ListTaskDefinitionsResponse {
-            task_definitions: items,
+            task_definitions: listed.items,
             next_token,
             revision: s.state.revision(),
         }))
@@ -117,8 +118,8 @@ impl TaskDefinitions for TaskDefinitionsApi {
             .map_err(ApiError::from)?;
         let revision = rev.ok_or_else(|| {
             ApiError::invalid(format!(
-                "taskDefinition `{}`: deregister needs an explicit revision (family:revision)",
-                req.task_definition
+                "taskDefinition {}: deregister needs an explicit revision (family:revision)",
+                quote(&req.task_definition)
             ))
         })?;
         let (rev, outcome) = self

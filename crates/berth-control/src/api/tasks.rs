@@ -2,8 +2,9 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_core::limits::{MAX_ANSWER_BYTES, MAX_DESCRIBE};
 use berth_core::state::{Change, TaskFilter};
-use berth_core::{DesiredStatus, Outcome};
+use berth_core::{quote, DesiredStatus, Outcome};
 use berth_proto::v1::tasks_server::Tasks;
 use berth_proto::v1::*;
 use berth_raft::store::StateEvent;
@@ -12,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{check_task_id, page_size, unexpected};
+use super::{check_task_id, is_task_id, page, page_size, unexpected};
 use crate::error::ApiError;
 use crate::node::{Node, WriteRequest};
 
@@ -31,6 +32,9 @@ type LogsStream = Pin<Box<dyn Stream<Item = Result<TaskLogChunk, Status>> + Send
 impl Tasks for TasksApi {
     async fn run(&self, req: Request<RunTaskRequest>) -> Result<Response<RunTaskResponse>, Status> {
         let mut run: berth_core::command::RunTaskRequest = req.into_inner().into();
+        // The total is checked here too, so that an oversized request is refused before
+        // it is forwarded; the leader checks every override against the definition.
+        berth_core::validate::overrides_size(&run.overrides).map_err(ApiError::from)?;
         // Every RunTask carries a token from here on, so that this node may retry it
         // across a leader change without ever starting it twice.
         if run.client_token.is_none() {
@@ -78,32 +82,56 @@ impl Tasks for TasksApi {
         if req.task_ids.is_empty() {
             return Err(ApiError::invalid("taskIds must name at least one task").into());
         }
-        if req.task_ids.len() > berth_core::limits::MAX_DESCRIBE {
+        if req.task_ids.len() > MAX_DESCRIBE {
             return Err(ApiError::invalid(format!(
-                "taskIds has {} ids; the limit is {}",
+                "taskIds has {} ids; the limit is {MAX_DESCRIBE}",
                 req.task_ids.len(),
-                berth_core::limits::MAX_DESCRIBE
             ))
             .into());
-        }
-        for (i, id) in req.task_ids.iter().enumerate() {
-            check_task_id(&format!("taskIds[{i}]"), id)?;
         }
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
         let mut tasks = Vec::new();
         let mut failures = Vec::new();
-        for id in &req.task_ids {
-            match s.state.task(id) {
-                Some(t) => tasks.push(t.into()),
-                None => failures.push(Failure {
+        // Tasks are bounded in bytes like a List page: 100 tasks with full overrides
+        // would pass a client's 4 MiB. Ids that do not fit are named, to ask again.
+        let mut bytes = 0;
+        for (i, id) in req.task_ids.iter().enumerate() {
+            // A malformed id names no task: it gets its failure like any other missing
+            // one (as the proto promises) instead of failing the whole call.
+            let found = if is_task_id(id) {
+                s.state.task(id)
+            } else {
+                None
+            };
+            let Some(t) = found else {
+                let why = if is_task_id(id) {
+                    "does not exist (or was collected an hour after it stopped)"
+                } else {
+                    "is not a task id (32 lowercase hex characters)"
+                };
+                failures.push(Failure {
                     reason: "MISSING".into(),
+                    detail: format!("taskIds[{i}] {} {why}", quote(id)),
+                    arn: berth_core::quote::prefix(id).to_string(),
+                });
+                continue;
+            };
+            let t: Task = t.into();
+            let len = berth_proto::element_len(&t);
+            if !tasks.is_empty() && bytes + len > MAX_ANSWER_BYTES {
+                failures.push(Failure {
+                    reason: "ANSWER_FULL".into(),
                     detail: format!(
-                        "task {id} does not exist (or was collected an hour after it stopped)"
+                        "taskIds[{i}]: the answer reached its bound of {MAX_ANSWER_BYTES} bytes \
+                         of tasks before this one; describe it in another call"
                     ),
                     arn: id.clone(),
-                }),
+                });
+                continue;
             }
+            bytes += len;
+            tasks.push(t);
         }
         Ok(Response::new(DescribeTasksResponse {
             tasks,
@@ -117,11 +145,14 @@ impl Tasks for TasksApi {
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let req = req.into_inner();
-        let page = page_size(req.max_results)?;
+        let count = page_size(req.max_results)?;
         let desired_status = match req.desired_status.as_str() {
             "" => None,
             s => Some(DesiredStatus::parse(s).ok_or_else(|| {
-                ApiError::invalid(format!("desiredStatus `{s}` must be RUNNING or STOPPED"))
+                ApiError::invalid(format!(
+                    "desiredStatus {} must be RUNNING or STOPPED",
+                    quote(s)
+                ))
             })?),
         };
         if !req.next_token.is_empty() {
@@ -138,14 +169,16 @@ impl Tasks for TasksApi {
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
         let after = opt(req.next_token);
-        let mut it = s.state.tasks(&filter, after.as_deref());
-        let tasks: Vec<Task> = it.by_ref().take(page).map(Into::into).collect();
-        let next_token = match (it.next(), tasks.last()) {
-            (Some(_), Some(last)) => last.task_id.clone(),
+        let listed = page(
+            s.state.tasks(&filter, after.as_deref()).map(Task::from),
+            count,
+        );
+        let next_token = match (listed.more, listed.items.last()) {
+            (true, Some(last)) => last.task_id.clone(),
             _ => String::new(),
         };
         Ok(Response::new(ListTasksResponse {
-            tasks,
+            tasks: listed.items,
             next_token,
             revision: s.state.revision(),
         }))
@@ -163,10 +196,10 @@ impl Tasks for TasksApi {
         let (agent_id, address, down) = {
             let s = self.node.state.read();
             let task = s.state.task(&req.task_id).ok_or_else(|| {
-                ApiError::NotFound(format!("task {} does not exist", req.task_id))
+                ApiError::NotFound(format!("task {} does not exist", quote(&req.task_id)))
             })?;
             let agent = s.state.agent(&task.agent_id).ok_or_else(|| {
-                ApiError::NotFound(format!("agent {} is not registered", task.agent_id))
+                ApiError::NotFound(format!("agent {} is not registered", quote(&task.agent_id)))
             })?;
             (
                 agent.id.clone(),
@@ -228,6 +261,13 @@ impl Tasks for TasksApi {
         req: Request<WatchTasksRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let req = req.into_inner();
+        if req.task_ids.len() > MAX_DESCRIBE {
+            return Err(ApiError::invalid(format!(
+                "taskIds has {} ids; the limit is {MAX_DESCRIBE}",
+                req.task_ids.len(),
+            ))
+            .into());
+        }
         for (i, id) in req.task_ids.iter().enumerate() {
             check_task_id(&format!("taskIds[{i}]"), id)?;
         }
