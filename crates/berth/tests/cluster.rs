@@ -825,6 +825,111 @@ async fn a_leader_cut_off_from_its_majority_fails_calls_at_once_and_refuses_hear
     }
 }
 
+/// libfaketime, from Debian's `faketime` package: it moves a process's wall clock and, with
+/// FAKETIME_DONT_FAKE_MONOTONIC, leaves its monotonic clock alone.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Regression: agent liveness was timed with the wall clock, so a step of the leader's
+/// clock made every agent look silent and marked them all DOWN at once (and a step back
+/// would have kept a dead one READY past the fencing margin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wall_clock_step_on_the_control_nodes_marks_no_agent_down() {
+    use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
+    use berth_proto::internal::{AgentRegisterRequest, HeartbeatRequest};
+    use berth_proto::v1::agents_client::AgentsClient;
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "this test steps the control nodes' wall clock with libfaketime ({LIBFAKETIME}); \
+         install Debian's `faketime` package"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offset = dir.path().join("offset");
+    std::fs::write(&offset, "+0\n").expect("offset file");
+    let offset_path = offset.display().to_string();
+    let c = Cluster::start_with_env(
+        3,
+        &["--agent-ttl-ms", "3000", "--agent-grace-ms", "3000"],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &offset_path),
+            ("FAKETIME_CACHE_DURATION", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let leader = c.wait_leader(FORM).await;
+    let epoch = AgentProtocolClient::new(c.raft(leader))
+        .register(AgentRegisterRequest {
+            agent_id: "steady".into(),
+            cpu: 1024,
+            memory: 2048,
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .epoch;
+    // An agent that heartbeats every half second, as long as the test runs.
+    let raft: Vec<_> = [1, 2, 3].iter().map(|&i| c.raft(i)).collect();
+    let beating = tokio::spawn(async move {
+        for i in 0.. {
+            let _ = AgentProtocolClient::new(raft[i % 3].clone())
+                .heartbeat(HeartbeatRequest {
+                    agent_id: "steady".into(),
+                    epoch,
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let status = || async {
+        AgentsClient::new(c.api(leader))
+            .describe(DescribeAgentRequest {
+                agent_id: "steady".into(),
+                stale: false,
+            })
+            .await
+            .expect("describe")
+            .into_inner()
+            .agent
+            .expect("agent")
+    };
+    // Past the new leader's grace, so only the TTL protects the agent.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(status().await.status, "READY");
+
+    // Every node's wall clock jumps a minute ahead (as an NTP step would).
+    std::fs::write(&offset, "+60\n").expect("step the clock");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let a = status().await;
+    assert_eq!(
+        (a.status.as_str(), a.epoch),
+        ("READY", epoch),
+        "a wall-clock step marked a heartbeating agent DOWN\n{}",
+        c.logs()
+    );
+    // The step did reach the nodes: their timestamps moved on by the minute.
+    let registered = a.registered_at_ms;
+    register(c.api(leader), web_spec("after-step"))
+        .await
+        .expect("register after the step");
+    let td = TaskDefinitionsClient::new(c.api(leader))
+        .describe(DescribeTaskDefinitionRequest {
+            task_definition: "after-step".into(),
+            stale: false,
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .task_definition
+        .expect("definition");
+    assert!(
+        td.registered_at_ms >= registered + 60_000,
+        "the nodes' clocks did not move: {} vs {registered}",
+        td.registered_at_ms
+    );
+    beating.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_streams_the_current_picture_then_changes() {
     let c = Cluster::start(3, &[]);

@@ -53,11 +53,18 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, NodeProc>,
     peers: String,
     extra: Vec<String>,
+    /// Environment given to every node process besides RUST_LOG.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `n` nodes forming one cluster; `extra` flags go to every node.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Self::start_with_env(n, extra, &[])
+    }
+
+    /// As `start`, with environment variables for every node process.
+    pub fn start_with_env(n: u64, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -73,6 +80,10 @@ impl Cluster {
             nodes,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for id in 1..=n {
             c.spawn(id);
@@ -122,6 +133,7 @@ impl Cluster {
             .args(["--data", &p.data.display().to_string()])
             .args(["--peers", &peers])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
