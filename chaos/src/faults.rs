@@ -34,10 +34,13 @@ pub enum FaultKind {
     /// Each node sees only its two neighbours (5 nodes; with 3 it is no partition).
     Ring,
     KillAgent,
-    /// An agent frozen (docker pause) or cut off from every control node (iptables) past
-    /// the TTL while it keeps running, then healed: it must become READY again by itself.
-    /// Regression case: such an agent stayed DOWN for good.
-    AgentCutOff,
+    /// An agent frozen (docker pause) past the TTL while its tasks keep running, then
+    /// thawed: it must become READY again by itself. Regression case: such an agent
+    /// stayed DOWN for good.
+    AgentPaused,
+    /// The same with the agent cut off from every control node by iptables (simulated
+    /// agents are paused instead).
+    AgentPartitioned,
     FullRestart,
     /// SIGKILL of a node when its log reaches the next snapshot point.
     KillDuringSnapshotBuild,
@@ -58,7 +61,8 @@ impl FaultKind {
             FaultKind::Bridge => "partition-bridge",
             FaultKind::Ring => "partition-ring",
             FaultKind::KillAgent => "kill-agent",
-            FaultKind::AgentCutOff => "agent-cut-off",
+            FaultKind::AgentPaused => "agent-paused",
+            FaultKind::AgentPartitioned => "agent-partitioned",
             FaultKind::FullRestart => "full-restart",
             FaultKind::KillDuringSnapshotBuild => "kill-snapshot-build",
             FaultKind::KillDuringSnapshotInstall => "kill-snapshot-install",
@@ -82,7 +86,8 @@ pub fn short_plan(seed: u64, nodes: usize) -> Vec<FaultKind> {
         MinorityPartition,
         Bridge,
         KillAgent,
-        AgentCutOff,
+        AgentPaused,
+        AgentPartitioned,
         KillDuringSnapshotBuild,
         KillDuringSnapshotInstall,
     ];
@@ -105,7 +110,8 @@ pub fn draw(rng: &mut StdRng, nodes: usize) -> FaultKind {
         (MinorityPartition, 2),
         (Bridge, 1),
         (KillAgent, 1),
-        (AgentCutOff, 1),
+        (AgentPaused, 1),
+        (AgentPartitioned, 1),
         (FullRestart, 1),
         (KillDuringSnapshotBuild, 1),
         (KillDuringSnapshotInstall, 1),
@@ -456,7 +462,7 @@ impl Nemesis {
                     Ok(format!("agent {} silent {d:?}", a.id))
                 }
             }
-            FaultKind::AgentCutOff => {
+            FaultKind::AgentPaused | FaultKind::AgentPartitioned => {
                 // Past the TTL (5 s), so the leader marks the agent DOWN while it still
                 // runs; after healing it must come back by itself.
                 let d = self.hold(7000, 10000);
@@ -466,7 +472,7 @@ impl Nemesis {
                         .choose(&mut self.rng)
                         .cloned()
                         .ok_or_else(|| anyhow!("no agent"))?;
-                    let pause = self.rng.gen_bool(0.5);
+                    let pause = kind == FaultKind::AgentPaused;
                     let how = if pause { "paused" } else { "cut off" };
                     self.log(&format!("agent {id} {how} for {d:?}"));
                     if pause {
