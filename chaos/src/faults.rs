@@ -130,6 +130,12 @@ pub fn draw(rng: &mut StdRng, nodes: usize) -> FaultKind {
     KillLeader
 }
 
+/// The agent an agent fault hits: a compose container, or one simulated in this process.
+enum AgentTarget {
+    Real { container: String, id: String },
+    Sim(Arc<SimAgent>),
+}
+
 pub struct Nemesis {
     pub cluster: Cluster,
     pub history: Arc<History>,
@@ -192,6 +198,25 @@ impl Nemesis {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         format!("not READY within {within:?} of healing")
+    }
+
+    /// An agent to aim an agent fault at, drawn from the seed.
+    fn pick_agent(&mut self) -> Result<AgentTarget> {
+        if self.cluster.agents.is_empty() {
+            let a = self
+                .sim_agents
+                .choose(&mut self.rng)
+                .cloned()
+                .ok_or_else(|| anyhow!("no agent"))?;
+            return Ok(AgentTarget::Sim(a));
+        }
+        let (container, id) = self
+            .cluster
+            .agents
+            .choose(&mut self.rng)
+            .cloned()
+            .ok_or_else(|| anyhow!("no agent"))?;
+        Ok(AgentTarget::Real { container, id })
     }
 
     fn hold(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
@@ -438,68 +463,54 @@ impl Nemesis {
                 // Past the TTL (5 s) and the post-election grace, so the agent is declared
                 // DOWN and its tasks are stopped.
                 let d = self.hold(6000, 12000);
-                if !c.agents.is_empty() {
-                    let (container, id) = c
-                        .agents
-                        .choose(&mut self.rng)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("no agent"))?;
-                    self.log(&format!("SIGKILL agent {id}, restart after {d:?}"));
-                    c.kill(&container).await?;
-                    tokio::time::sleep(d).await;
-                    c.start(&container).await?;
-                    Ok(format!("agent {id} down {d:?}"))
-                } else {
-                    let a = self
-                        .sim_agents
-                        .choose(&mut self.rng)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("no agent"))?;
-                    self.log(&format!("silence simulated agent {} for {d:?}", a.id));
-                    a.dead.store(true, Ordering::Relaxed);
-                    tokio::time::sleep(d).await;
-                    a.dead.store(false, Ordering::Relaxed);
-                    Ok(format!("agent {} silent {d:?}", a.id))
+                match self.pick_agent()? {
+                    AgentTarget::Real { container, id } => {
+                        self.log(&format!("SIGKILL agent {id}, restart after {d:?}"));
+                        c.kill(&container).await?;
+                        tokio::time::sleep(d).await;
+                        c.start(&container).await?;
+                        Ok(format!("agent {id} down {d:?}"))
+                    }
+                    AgentTarget::Sim(a) => {
+                        self.log(&format!("silence simulated agent {} for {d:?}", a.id));
+                        a.dead.store(true, Ordering::Relaxed);
+                        tokio::time::sleep(d).await;
+                        a.dead.store(false, Ordering::Relaxed);
+                        Ok(format!("agent {} silent {d:?}", a.id))
+                    }
                 }
             }
             FaultKind::AgentPaused | FaultKind::AgentPartitioned => {
                 // Past the TTL (5 s), so the leader marks the agent DOWN while it still
                 // runs; after healing it must come back by itself.
                 let d = self.hold(7000, 10000);
-                let (id, how) = if !c.agents.is_empty() {
-                    let (container, id) = c
-                        .agents
-                        .choose(&mut self.rng)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("no agent"))?;
-                    let pause = kind == FaultKind::AgentPaused;
-                    let how = if pause { "paused" } else { "cut off" };
-                    self.log(&format!("agent {id} {how} for {d:?}"));
-                    if pause {
-                        c.pause(&container).await?;
-                    } else {
-                        c.cut_agent(&container).await?;
+                let (id, how) = match self.pick_agent()? {
+                    AgentTarget::Real { container, id } => {
+                        let pause = kind == FaultKind::AgentPaused;
+                        let how = if pause { "paused" } else { "cut off" };
+                        self.log(&format!("agent {id} {how} for {d:?}"));
+                        if pause {
+                            c.pause(&container).await?;
+                        } else {
+                            c.cut_agent(&container).await?;
+                        }
+                        self.took_hold();
+                        tokio::time::sleep(d).await;
+                        if pause {
+                            c.unpause(&container).await?;
+                        } else {
+                            c.heal().await;
+                        }
+                        (id, how)
                     }
-                    self.took_hold();
-                    tokio::time::sleep(d).await;
-                    if pause {
-                        c.unpause(&container).await?;
-                    } else {
-                        c.heal().await;
+                    AgentTarget::Sim(a) => {
+                        self.log(&format!("simulated agent {} paused for {d:?}", a.id));
+                        a.paused.store(true, Ordering::Relaxed);
+                        self.took_hold();
+                        tokio::time::sleep(d).await;
+                        a.paused.store(false, Ordering::Relaxed);
+                        (a.id.clone(), "paused")
                     }
-                    (id, how)
-                } else {
-                    let a = self
-                        .sim_agents
-                        .choose(&mut self.rng)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("no agent"))?;
-                    self.log(&format!("simulated agent {} paused for {d:?}", a.id));
-                    a.paused.store(true, Ordering::Relaxed);
-                    self.took_hold();
-                    tokio::time::sleep(d).await;
-                    a.paused.store(false, Ordering::Relaxed);
-                    (a.id.clone(), "paused")
                 };
                 let back = self.agent_back(&id, Duration::from_secs(20)).await;
                 Ok(format!("agent {id} {how} {d:?}; {back}"))

@@ -111,6 +111,25 @@ impl Client {
     }
 }
 
+/// Every item of a paged List: `page` is called with each `nextToken` in turn (empty
+/// first) and answers a page's items and its `nextToken`, until one carries none.
+pub async fn all_pages<T, F, Fut>(mut page: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = page(token).await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
 /// A connection that was never made: the request cannot have been processed.
 fn is_connect_error(s: &Status) -> bool {
     let m = format!("{s:?}").to_ascii_lowercase();

@@ -15,7 +15,7 @@ use berth_proto::v1::*;
 use clap::Subcommand;
 use tokio_stream::StreamExt;
 
-use crate::client::{describe, Client, Retry};
+use crate::client::{all_pages, describe, Client, Retry};
 use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
 
@@ -240,27 +240,25 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
             show(opts.output, &r, || Ok(taskdefs_table(&defs)))?;
         }
         TaskdefCmd::Ls { family, status } => {
-            let mut all = Vec::new();
-            let mut next_token = String::new();
-            loop {
+            let client = &client;
+            let all = all_pages(|next_token| {
                 let req = ListTaskDefinitionsRequest {
                     family: family.clone().unwrap_or_default(),
                     status: status.clone().unwrap_or_default(),
                     max_results: 1000,
-                    next_token: next_token.clone(),
+                    next_token,
                     stale,
                 };
-                let r = client
-                    .unary(Retry::Safe, &req, |ch, req| async move {
-                        TaskDefinitionsClient::new(ch).list(req).await
-                    })
-                    .await?;
-                all.extend(r.task_definitions);
-                if r.next_token.is_empty() {
-                    break;
+                async move {
+                    let r = client
+                        .unary(Retry::Safe, &req, |ch, req| async move {
+                            TaskDefinitionsClient::new(ch).list(req).await
+                        })
+                        .await?;
+                    Ok((r.task_definitions, r.next_token))
                 }
-                next_token = r.next_token;
-            }
+            })
+            .await?;
             show(opts.output, &all, || Ok(taskdefs_table(&all)))?;
         }
         TaskdefCmd::Describe { task_definition } => {
@@ -477,9 +475,8 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
             started_by,
             agent,
         } => {
-            let mut all = Vec::new();
-            let mut next_token = String::new();
-            loop {
+            let client = &client;
+            let all = all_pages(|next_token| {
                 let req = ListTasksRequest {
                     family: family.clone().unwrap_or_default(),
                     desired_status: desired_status.clone().unwrap_or_default(),
@@ -487,20 +484,19 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                     agent_id: agent.clone().unwrap_or_default(),
                     group: String::new(),
                     max_results: 1000,
-                    next_token: next_token.clone(),
+                    next_token,
                     stale,
                 };
-                let r = client
-                    .unary(Retry::Safe, &req, |ch, req| async move {
-                        TasksClient::new(ch).list(req).await
-                    })
-                    .await?;
-                all.extend(r.tasks);
-                if r.next_token.is_empty() {
-                    break;
+                async move {
+                    let r = client
+                        .unary(Retry::Safe, &req, |ch, req| async move {
+                            TasksClient::new(ch).list(req).await
+                        })
+                        .await?;
+                    Ok((r.tasks, r.next_token))
                 }
-                next_token = r.next_token;
-            }
+            })
+            .await?;
             show(opts.output, &all, || Ok(tasks_table(&all)))?;
         }
         TaskCmd::Describe { ids } => {
@@ -687,25 +683,23 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
     match cmd {
         AgentCmd::Ls => {
             let client = Client::new(&opts.endpoint)?;
-            let mut all = Vec::new();
-            let mut next_token = String::new();
-            loop {
+            let client = &client;
+            let all = all_pages(|next_token| {
                 let req = ListAgentsRequest {
                     stale,
                     max_results: 1000,
-                    next_token: next_token.clone(),
+                    next_token,
                 };
-                let r = client
-                    .unary(Retry::Safe, &req, |ch, req| async move {
-                        AgentsClient::new(ch).list(req).await
-                    })
-                    .await?;
-                all.extend(r.agents);
-                if r.next_token.is_empty() {
-                    break;
+                async move {
+                    let r = client
+                        .unary(Retry::Safe, &req, |ch, req| async move {
+                            AgentsClient::new(ch).list(req).await
+                        })
+                        .await?;
+                    Ok((r.agents, r.next_token))
                 }
-                next_token = r.next_token;
-            }
+            })
+            .await?;
             show(opts.output, &all, || Ok(agents_table(&all)))?;
         }
         AgentCmd::Describe { id } => {

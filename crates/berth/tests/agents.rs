@@ -210,6 +210,35 @@ async fn wait_agent(
     }
 }
 
+/// A new agent process, READY, running two `sleep` tasks of family `svc` (RUNNING): the
+/// agent, its record when it became READY, and the RunTask answer.
+async fn agent_running_two_tasks(
+    c: &Cluster,
+    api: tonic::transport::Channel,
+    name: &str,
+) -> (AgentProc, Agent, RunTaskResponse) {
+    let agent = AgentProc::start(c, name);
+    let ready = wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    register(api.clone(), spec("svc", "sleep 3600"))
+        .await
+        .expect("register");
+    let r = run(api.clone(), "svc", 2, &format!("{name}-1"))
+        .await
+        .expect("run");
+    assert_eq!(r.tasks.len(), 2, "{:?}", r.failures);
+    for t in &r.tasks {
+        wait_for(
+            api.clone(),
+            &t.task_id,
+            "RUNNING",
+            Duration::from_secs(30),
+            |t| t.last_status == "RUNNING",
+        )
+        .await;
+    }
+    (agent, ready, r)
+}
+
 fn spec(family: &str, command: &str) -> TaskDefinitionSpec {
     TaskDefinitionSpec {
         family: family.into(),
@@ -377,23 +406,7 @@ async fn an_agent_that_dies_is_marked_down_and_its_tasks_stopped() {
     let c = Cluster::start(3, &["--agent-ttl-ms", "3000", "--agent-grace-ms", "6000"]);
     let leader = c.wait_leader(Duration::from_secs(30)).await;
     let api = c.api(leader);
-    let mut agent = AgentProc::start(&c, "doomed");
-    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec("svc", "sleep 3600"))
-        .await
-        .expect("register");
-    let r = run(api.clone(), "svc", 2, "doomed-1").await.expect("run");
-    assert_eq!(r.tasks.len(), 2, "{:?}", r.failures);
-    for t in &r.tasks {
-        wait_for(
-            api.clone(),
-            &t.task_id,
-            "RUNNING",
-            Duration::from_secs(30),
-            |t| t.last_status == "RUNNING",
-        )
-        .await;
-    }
+    let (mut agent, _, r) = agent_running_two_tasks(&c, api.clone(), "doomed").await;
 
     // The agent process dies; its containers keep running until fencing — but fencing is
     // the agent's job, and the agent is dead, so the control plane's view is what we test
@@ -551,23 +564,7 @@ async fn an_agent_marked_down_while_paused_returns_ready_under_a_new_epoch() {
     let c = Cluster::start(3, &["--agent-grace-ms", "5000"]);
     let leader = c.wait_leader(Duration::from_secs(30)).await;
     let api = c.api(c.follower_of(leader));
-    let agent = AgentProc::start(&c, "paused");
-    let before = wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec("svc", "sleep 3600"))
-        .await
-        .expect("register");
-    let r = run(api.clone(), "svc", 2, "paused-1").await.expect("run");
-    assert_eq!(r.tasks.len(), 2, "{:?}", r.failures);
-    for t in &r.tasks {
-        wait_for(
-            api.clone(),
-            &t.task_id,
-            "RUNNING",
-            Duration::from_secs(30),
-            |t| t.last_status == "RUNNING",
-        )
-        .await;
-    }
+    let (agent, before, r) = agent_running_two_tasks(&c, api.clone(), "paused").await;
     // Past the new leader's grace, so the TTL alone decides.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
