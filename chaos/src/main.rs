@@ -328,6 +328,8 @@ async fn run(args: Args) -> Result<bool> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     // Faults after whose healing no write got through (the write path stayed wedged).
     let mut stuck: Vec<String> = Vec::new();
+    // Set when the Docker engine stopped answering: the run ends there.
+    let mut hung: Option<anyhow::Error> = None;
     let mode;
     if short {
         mode = "short".to_string();
@@ -337,7 +339,10 @@ async fn run(args: Args) -> Result<bool> {
             .collect();
         log(&history, &format!("short run: {} faults", plan.len()));
         for k in plan {
-            nemesis.inject(k).await?;
+            if let Err(e) = nemesis.inject(k).await {
+                hung = Some(e);
+                break;
+            }
             liveness(&cfg, &endpoints, &history, &known, &mut stuck, k).await;
             let q = nemesis.rng.gen_range(quiet.0..=quiet.1);
             tokio::time::sleep(Duration::from_millis(q)).await;
@@ -353,7 +358,10 @@ async fn run(args: Args) -> Result<bool> {
             if !args.only.is_empty() && !args.only.iter().any(|o| o == k.name()) {
                 continue;
             }
-            nemesis.inject(k).await?;
+            if let Err(e) = nemesis.inject(k).await {
+                hung = Some(e);
+                break;
+            }
             liveness(&cfg, &endpoints, &history, &known, &mut stuck, k).await;
             n += 1;
             let q = nemesis.rng.gen_range(quiet.0..=quiet.1.max(quiet.0)) * 2;
@@ -363,6 +371,44 @@ async fn run(args: Args) -> Result<bool> {
             .await;
         }
         log(&history, &format!("long run: {n} faults injected"));
+    }
+
+    if let Some(e) = hung {
+        // Nothing can be healed or checked through a hung engine, but what was measured
+        // up to here is kept: the gap tables of the faults before the hang.
+        let workload_end = history.now();
+        stop_workers.store(true, Ordering::Relaxed);
+        monitor.abort();
+        for w in workers {
+            let _ = w.await;
+        }
+        let probes = prober.await.unwrap_or_default();
+        history.flush();
+        let results = vec![CheckResult::new(
+            "the run completed",
+            vec![format!("{e:#}")],
+            "the Docker engine stopped answering; the faults before it are measured, nothing was checked"
+                .into(),
+        )];
+        let ops = history.ops();
+        let faults = history.faults();
+        let _ = write_report(
+            &Measured {
+                seed,
+                mode,
+                command: &args.command,
+                nodes: cluster.ids.len(),
+                agents: args.agents,
+                wall,
+                workload: (workload_start, workload_end),
+                ops: &ops,
+                probes: &probes,
+                faults,
+            },
+            results,
+            &out,
+        )?;
+        return Err(e);
     }
 
     // Heal, let the clients run a little on the healed cluster, then stop them.
@@ -479,9 +525,54 @@ async fn run(args: Args) -> Result<bool> {
         t.abort();
     }
 
-    let failover = report::outage(&probes, &history.faults());
-    let recovery = report::failover(&probes, &history.faults());
-    let client_stall = report::failover(&report::worker_writes(&ops), &history.faults());
+    let ok = write_report(
+        &Measured {
+            seed,
+            mode,
+            command: &args.command,
+            nodes: cluster.ids.len(),
+            agents: args.agents,
+            wall,
+            workload: (workload_start, workload_end),
+            ops: &ops,
+            probes: &probes,
+            faults: faults_seen,
+        },
+        results,
+        &out,
+    )?;
+    Ok(ok)
+}
+
+/// What a run measured, for its report.
+struct Measured<'a> {
+    seed: u64,
+    mode: String,
+    command: &'a str,
+    nodes: usize,
+    agents: AgentsMode,
+    wall: Instant,
+    /// Start and end of the workload, history time (ns).
+    workload: (u64, u64),
+    ops: &'a [history::Op],
+    probes: &'a [(u64, u64)],
+    faults: Vec<history::FaultRecord>,
+}
+
+/// Adds the failover bar to `results`, prints the report and writes it (text, JSON and
+/// the prober's writes) to `out`; whether no check failed.
+fn write_report(
+    m: &Measured,
+    mut results: Vec<CheckResult>,
+    out: &std::path::Path,
+) -> Result<bool> {
+    let (workload_start, workload_end) = m.workload;
+    let probes = m.probes;
+    let ops = m.ops;
+    let faults_seen = m.faults.clone();
+    let failover = report::outage(probes, &faults_seen);
+    let recovery = report::failover(probes, &faults_seen);
+    let client_stall = report::failover(&report::worker_writes(ops), &faults_seen);
     results.push(match failover.get("kill-leader") {
         Some(g) => checks::CheckResult::new(
             "failover bar: p99 write gap after leader SIGKILL ≤ 2 s",
@@ -513,22 +604,22 @@ async fn run(args: Args) -> Result<bool> {
         *fault_counts.entry(f.kind.clone()).or_default() += 1;
     }
     let report = report::Report {
-        seed,
-        mode,
-        command: args.command.clone(),
-        nodes: cluster.ids.len(),
-        agents: match args.agents {
+        seed: m.seed,
+        mode: m.mode.clone(),
+        command: m.command.to_string(),
+        nodes: m.nodes,
+        agents: match m.agents {
             AgentsMode::Real => "real (compose-a/b/c)".into(),
             AgentsMode::Sim => "simulated (chaos-sim-a/b/c)".into(),
         },
         workload_seconds: (workload_end - workload_start) as f64 / 1e9,
-        wall_seconds: wall.elapsed().as_secs_f64(),
-        ops: report::counts(&ops),
+        wall_seconds: m.wall.elapsed().as_secs_f64(),
+        ops: report::counts(ops),
         failover,
         recovery,
         client_stall,
         unavailability: report::windows(
-            &[probes.as_slice(), report::worker_writes(&ops).as_slice()].concat(),
+            &[probes, report::worker_writes(ops).as_slice()].concat(),
             &faults_seen,
             workload_start,
             workload_end,

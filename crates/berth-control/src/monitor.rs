@@ -9,7 +9,6 @@
 //! Every time here is monotonic (`Instant`): a wall-clock step on the leader must not
 //! declare agents DOWN early, which would break the margin agents fence themselves by.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,14 +19,6 @@ use crate::node::{LeaderRequest, Node, WriteRequest};
 /// How often silence is checked; a fraction of the TTL, so DOWN is declared within about
 /// TTL + this.
 const TICK: Duration = Duration::from_millis(250);
-
-/// What the monitor knows of one agent besides its heartbeats.
-struct Seen {
-    epoch: u64,
-    /// When this leader first saw the agent under `epoch`: a registration is contact too,
-    /// so an agent that registers and never heartbeats is DOWN a TTL later.
-    at: Instant,
-}
 
 /// The decision for one agent: silent past its deadline, and for how long.
 fn overdue(
@@ -44,7 +35,6 @@ fn overdue(
 pub(crate) async fn run(node: Arc<Node>) {
     // The term this node leads in, and since when.
     let mut leading: Option<(u64, Instant)> = None;
-    let mut seen: HashMap<String, Seen> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -63,7 +53,6 @@ pub(crate) async fn run(node: Arc<Node>) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
-                seen.clear();
                 let now = Instant::now();
                 leading = Some((term, now));
                 now
@@ -71,36 +60,23 @@ pub(crate) async fn run(node: Arc<Node>) {
         };
         let now = Instant::now();
         let silent: Vec<(String, Duration)> = {
-            let heard = node
-                .heartbeats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
             let s = node.state.read();
-            seen.retain(|id, _| s.state.agent(id).is_some());
+            let mut heard = node.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+            heard.retain(|id, _| s.state.agent(id).is_some());
             s.state
                 .agents()
                 .filter(|a| a.status != AgentStatus::Down)
                 .filter_map(|a| {
-                    let first = seen
-                        .entry(a.id.clone())
-                        .and_modify(|x| {
-                            if x.epoch != a.epoch {
-                                *x = Seen {
-                                    epoch: a.epoch,
-                                    at: now,
-                                }
-                            }
-                        })
-                        .or_insert(Seen {
-                            epoch: a.epoch,
-                            at: now,
-                        })
-                        .at;
-                    // A heartbeat under an older registration says nothing of this one.
+                    // A registration this leader has not heard a heartbeat under yet counts
+                    // as contact when first seen: an agent that registers and never
+                    // heartbeats is DOWN a TTL later, and a heartbeat under an older
+                    // registration says nothing of this one.
                     let last = match heard.get(&a.id) {
-                        Some((epoch, at)) if *epoch == a.epoch => first.max(*at),
-                        _ => first,
+                        Some((epoch, at)) if *epoch == a.epoch => *at,
+                        _ => {
+                            heard.insert(a.id.clone(), (a.epoch, now));
+                            now
+                        }
                     };
                     overdue(last, since, now, node.cfg.agent_ttl, node.cfg.agent_grace)
                         .map(|silent| (a.id.clone(), silent))
