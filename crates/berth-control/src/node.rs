@@ -223,8 +223,20 @@ impl Node {
     }
 
     /// Runs a leader-only request on the leader, wherever it is: locally, or forwarded.
-    /// Retries across leader changes until `leader_wait` runs out.
+    /// Retries across leader changes until `leader_wait` runs out, or the node stops: a
+    /// call left waiting for a leader held a graceful stop for the whole leader wait (5 s,
+    /// and past `docker stop`'s grace into a SIGKILL when calls kept coming).
     pub async fn leader_call(&self, req: LeaderRequest) -> ApiResult<LeaderResponse> {
+        tokio::select! {
+            r = self.leader_call_until_stopped(req) => r,
+            _ = self.shutdown.wait() => Err(ApiError::unavailable(
+                "this node is shutting down; the call may or may not have taken effect — \
+                 retry through another node (a RunTask with the same clientToken)",
+            )),
+        }
+    }
+
+    async fn leader_call_until_stopped(&self, req: LeaderRequest) -> ApiResult<LeaderResponse> {
         let deadline = Instant::now() + self.cfg.leader_wait;
         let mut last_leader = None;
         let mut pause = Duration::from_millis(20);
@@ -610,6 +622,15 @@ impl Node {
         if stale {
             return Ok(());
         }
+        tokio::select! {
+            r = self.read_barrier_until_stopped() => r,
+            _ = self.shutdown.wait() => Err(ApiError::unavailable(
+                "this node is shutting down; retry through another node",
+            )),
+        }
+    }
+
+    async fn read_barrier_until_stopped(&self) -> ApiResult<()> {
         let deadline = Instant::now() + self.cfg.leader_wait;
         let mut last_leader = None;
         loop {

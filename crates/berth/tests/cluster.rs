@@ -930,6 +930,45 @@ async fn a_wall_clock_step_on_the_control_nodes_marks_no_agent_down() {
     beating.abort();
 }
 
+/// Regression: a graceful stop waited for every call in flight, and a call waiting for a
+/// leader waits the whole leader wait — so `docker stop` of a node without a majority took
+/// that long, or ran into its SIGKILL (seen in full restarts in the long chaos run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_does_not_wait_for_calls_waiting_on_a_leader() {
+    let mut c = Cluster::start(3, &["--leader-wait-ms", "15000"]);
+    let leader = c.wait_leader(FORM).await;
+    let survivor = c.follower_of(leader);
+    for id in [1, 2, 3] {
+        if id != survivor {
+            c.kill(id);
+        }
+    }
+    // Calls that will wait for a leader that never comes.
+    let api = c.api(survivor);
+    let waiting: Vec<_> = (0..4)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move { register(api, web_spec(&format!("w{i}"))).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    c.stop(survivor);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "a graceful stop took {took:?} with calls waiting for a leader\n{}",
+        c.logs()
+    );
+    for w in waiting {
+        let e = w
+            .await
+            .expect("caller")
+            .expect_err("a write without a majority");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_streams_the_current_picture_then_changes() {
     let c = Cluster::start(3, &[]);
