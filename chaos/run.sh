@@ -63,6 +63,10 @@ main() {
   export BERTH_SNAPSHOT_EVERY=${BERTH_SNAPSHOT_EVERY:-500}
   export BERTH_KEEP_BEHIND_SNAPSHOT=${BERTH_KEEP_BEHIND_SNAPSHOT:-100}
   export BERTH_RESTART=no
+  # Nodes and agents run under berth-keep: the suite kills and restarts the process inside a
+  # container that stays up, because container exits can deadlock Docker 20.10's network
+  # controller (deploy/berth-keep says why).
+  export BERTH_ENTRYPOINT=/usr/local/bin/berth-keep
 
   TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -96,7 +96,7 @@ fi
 
 # ---------------------------------------------------------------- 3. berth image
 IMAGE=berth/berth:latest
-want="$(sha256sum "$BIN" | cut -c1-16)-$(docker image inspect --format '{{.Id}}' "$BASE" | cut -c8-19)-$(sha256sum deploy/Dockerfile | cut -c1-8)"
+want="$(sha256sum "$BIN" | cut -c1-16)-$(docker image inspect --format '{{.Id}}' "$BASE" | cut -c8-19)-$(cat deploy/Dockerfile deploy/berth-keep | sha256sum | cut -c1-8)"
 have=$(docker image inspect --format '{{ index .Config.Labels "berth.build" }}' "$IMAGE" 2>/dev/null || true)
 if [[ "$have" == "$want" ]]; then
   step "image $IMAGE up to date"
@@ -104,6 +104,7 @@ else
   step "image $IMAGE (base $BASE)"
   CTX=$(mktemp -d /tmp/berth-image.XXXXXX)
   cp "$BIN" "$CTX/berth"
+  cp deploy/berth-keep "$CTX/berth-keep"
   docker build -q --build-arg BASE="$BASE" --label berth.build="$want" \
     -f deploy/Dockerfile -t "$IMAGE" "$CTX" >/tmp/berth-image-build.log 2>&1 \
     || { cat /tmp/berth-image-build.log >&2; die "docker build failed"; }

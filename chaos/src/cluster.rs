@@ -151,16 +151,30 @@ impl Cluster {
 
     // ------------------------------------------------------------------ docker
 
+    // Nodes and agents run under deploy/berth-keep (run.sh sets BERTH_ENTRYPOINT): a kill or
+    // stop ends the process inside and the container stays up, so no fault makes the engine
+    // remove a network endpoint — Docker 20.10 can deadlock doing that (moby/moby#42545).
+
+    /// SIGKILL the node's (or agent's) process; it stays down until `start`.
     pub async fn kill(&self, container: &str) -> Result<()> {
-        docker(&["kill", "--signal", "KILL", container])
+        docker(&["exec", container, "berth-keep", "kill"])
             .await
             .map(drop)
     }
+    /// Starts the process again (and the container first, should it not be running).
     pub async fn start(&self, container: &str) -> Result<()> {
-        docker(&["start", container]).await.map(drop)
+        if self.container_state(container).await? != "running" {
+            docker(&["start", container]).await?;
+        }
+        docker(&["exec", container, "berth-keep", "start"])
+            .await
+            .map(drop)
     }
+    /// SIGTERM, SIGKILL after 5 s; the process stays down until `start`.
     pub async fn stop_graceful(&self, container: &str) -> Result<()> {
-        docker(&["stop", "--time", "5", container]).await.map(drop)
+        docker(&["exec", container, "berth-keep", "stop", "5"])
+            .await
+            .map(drop)
     }
     pub async fn pause(&self, container: &str) -> Result<()> {
         docker(&["pause", container]).await.map(drop)
@@ -168,8 +182,20 @@ impl Cluster {
     pub async fn unpause(&self, container: &str) -> Result<()> {
         docker(&["unpause", container]).await.map(drop)
     }
-    /// "running", "paused", "exited", … or an error when the container does not exist.
+    /// The process's state: "running", "paused" (the container is), "exited" (killed or
+    /// stopped and not started again), or the container's own state when it does not run.
     pub async fn status(&self, container: &str) -> Result<String> {
+        let state = self.container_state(container).await?;
+        if state != "running" {
+            return Ok(state);
+        }
+        Ok(docker(&["exec", container, "berth-keep", "status"])
+            .await?
+            .trim()
+            .to_string())
+    }
+    /// "running", "paused", "exited", … or an error when the container does not exist.
+    async fn container_state(&self, container: &str) -> Result<String> {
         Ok(
             docker(&["inspect", "--format", "{{.State.Status}}", container])
                 .await?
