@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::model::*;
+use crate::service::{Service, ServiceCreate};
 
 /// One Raft entry's payload. The leader groups concurrent writes into one batch (group
 /// commit) and stamps it with its clock; `apply` never reads a clock of its own.
@@ -46,6 +47,26 @@ pub enum Command {
         epoch: u64,
         reports: Vec<TaskReport>,
     },
+    CreateService(ServiceCreate),
+    UpdateService {
+        name: String,
+        desired_count: Option<u32>,
+    },
+    DeleteService {
+        name: String,
+        force: bool,
+    },
+    /// Something the leader's service scheduler could not do, for the service's events.
+    NoteServiceEvent {
+        name: String,
+        message: String,
+    },
+    /// Scale-in by the service scheduler: apply stops these tasks only while the service
+    /// has more than its desired count, so a stale proposal cannot stop too many.
+    StopServiceTasks {
+        service: String,
+        task_ids: Vec<String>,
+    },
 }
 
 impl Command {
@@ -73,6 +94,10 @@ pub struct RunTasks {
     pub placements: Vec<Placement>,
     /// Tasks the placement engine could not place; kept with the token's answer.
     pub failures: Vec<Failure>,
+    /// The service these tasks are launched for (only the service scheduler sets it); apply
+    /// launches no more than the service's desired count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +150,9 @@ pub struct RunTaskRequest {
     pub overrides: Vec<ContainerOverride>,
     pub placement_strategy: Vec<PlacementStrategy>,
     pub placement_constraints: Vec<PlacementConstraint>,
+    /// Set by the service scheduler, never from the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 impl RunTaskRequest {
@@ -153,6 +181,7 @@ pub enum Outcome {
     Task(Task),
     Agent(Agent),
     Settings(Settings),
+    Service(Service),
     /// An agent's reports were applied.
     Reported,
 }

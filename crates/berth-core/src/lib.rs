@@ -10,6 +10,7 @@ pub mod error;
 pub mod limits;
 pub mod model;
 pub mod quote;
+pub mod service;
 pub mod size;
 pub mod state;
 pub mod validate;
@@ -18,6 +19,7 @@ pub use command::{Batch, Command, CommandResult, Outcome};
 pub use error::Error;
 pub use model::*;
 pub use quote::quote;
+pub use service::{Service, ServiceEvent, ServiceStatus};
 pub use state::ClusterState;
 
 /// 64-bit FNV-1a. Used where a stable, platform-independent hash must agree across

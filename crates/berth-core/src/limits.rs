@@ -51,3 +51,16 @@ pub const MAX_STRATEGY_FIELD_LEN: usize = "attribute:".len() + MAX_ATTRIBUTE_LEN
 /// Placement strategies and constraints per RunTask (ECS's limits).
 pub const MAX_STRATEGIES: usize = 5;
 pub const MAX_CONSTRAINTS: usize = 10;
+/// A service's desired count (ECS allows 5,000 tasks per service; 1,000 keeps one service's
+/// scheduler pass and describe answer small).
+pub const MAX_DESIRED_COUNT: u32 = 1000;
+/// Services that are not INACTIVE.
+pub const MAX_SERVICES: usize = 1000;
+/// Events kept per service, newest first (ECS shows the last 100).
+pub const MAX_SERVICE_EVENTS: usize = 100;
+/// Length of one service event's message.
+pub const MAX_SERVICE_EVENT_LEN: usize = 1024;
+/// How long an INACTIVE (deleted) service stays describable.
+pub const INACTIVE_SERVICE_RETENTION_MS: u64 = 60 * 60 * 1000;
+/// Services per DescribeServices (ECS's limit).
+pub const MAX_DESCRIBE_SERVICES: usize = 10;

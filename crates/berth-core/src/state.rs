@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::limits::*;
 use crate::model::*;
 use crate::quote::quote;
+use crate::service::Service;
 use crate::validate;
 
 /// A change to one object, published to watchers after apply.
@@ -27,6 +28,10 @@ pub enum Change {
     Agent(Agent),
     TaskDefinition(TaskDefinition),
 }
+
+/// A service launch past the service's desired count (a scheduler acting on a state that
+/// was behind); the scheduler ignores it.
+pub const SERVICE_FULL: &str = "SERVICE_AT_DESIRED_COUNT";
 
 /// The first answer given to a client token, replayed on retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +56,8 @@ pub struct ClusterState {
     agents: BTreeMap<String, Agent>,
     /// Agent id → ids of its tasks that hold capacity (not STOPPED).
     agent_tasks: BTreeMap<String, BTreeSet<String>>,
-    /// Group → agent → tasks of that group holding capacity there; spread and
-    /// distinctInstance read it instead of scanning every task.
+    /// Group → agent → tasks of that group there whose desired status is RUNNING; spread
+    /// and distinctInstance read it instead of scanning every task.
     group_agents: BTreeMap<String, BTreeMap<String, u32>>,
     /// Agent id → revision of the last change to any of its tasks.
     agent_changed: BTreeMap<String, Revision>,
@@ -61,6 +66,16 @@ pub struct ClusterState {
     token_expiry: BTreeSet<(Millis, String)>,
     /// (collection time, task id): STOPPED tasks are collected after the retention.
     stopped_expiry: BTreeSet<(Millis, String)>,
+    /// Services by name, INACTIVE ones until they are collected.
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+    /// Service → ids of its tasks whose desired status is RUNNING: what the scheduler
+    /// compares with the desired count, and what apply re-checks a launch against.
+    #[serde(default)]
+    service_tasks: BTreeMap<String, BTreeSet<String>>,
+    /// (collection time, name): INACTIVE services are collected after the retention.
+    #[serde(default)]
+    service_expiry: BTreeSet<(Millis, String)>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -103,6 +118,31 @@ impl ClusterState {
         &self.settings
     }
 
+    /// Recomputes the derived placement indexes from the tasks. Called on every state read
+    /// from a snapshot, so a snapshot written by a release that derived them differently
+    /// (the group index once counted stopping tasks) is read as this release derives them.
+    pub fn rebuild_indexes(&mut self) {
+        self.group_agents.clear();
+        self.service_tasks.clear();
+        for t in self.tasks.values() {
+            if t.desired_status != DesiredStatus::Running {
+                continue;
+            }
+            *self
+                .group_agents
+                .entry(t.group.clone())
+                .or_default()
+                .entry(t.agent_id.clone())
+                .or_default() += 1;
+            if let Some(name) = crate::service::service_of_group(&t.group) {
+                self.service_tasks
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(t.id.clone());
+            }
+        }
+    }
+
     /// Records that the entry at `revision` carried no command (Raft blank or membership
     /// entries), so reads report the index they reflect.
     pub fn advance(&mut self, revision: Revision) {
@@ -128,6 +168,7 @@ impl ClusterState {
     fn note_task(&mut self, task: Task) {
         self.agent_changed
             .insert(task.agent_id.clone(), self.revision);
+        self.track_service_task(&task);
         self.changes.push(Change::Task(task));
     }
 
@@ -165,6 +206,26 @@ impl ClusterState {
                 epoch,
                 reports,
             } => self.report_tasks(agent_id, *epoch, reports),
+            Command::CreateService(c) => self.create_service(c),
+            Command::UpdateService {
+                name,
+                desired_count,
+            } => self.update_service(name, *desired_count),
+            Command::DeleteService { name, force } => self.delete_service(name, *force),
+            Command::NoteServiceEvent { name, message } => {
+                if self.services.contains_key(name) {
+                    self.service_event(name, message.clone());
+                    Ok(Outcome::Reported)
+                } else {
+                    Err(Error::not_found(format!(
+                        "service {} does not exist",
+                        quote(name)
+                    )))
+                }
+            }
+            Command::StopServiceTasks { service, task_ids } => {
+                self.stop_service_tasks(service, task_ids)
+            }
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -312,9 +373,20 @@ impl ClusterState {
                 reason: None,
             })
             .collect();
+        let room = self.service_room(run)?;
         let mut tasks = Vec::with_capacity(run.placements.len());
         let mut failures = run.failures.clone();
-        for p in &run.placements {
+        for (i, p) in run.placements.iter().enumerate() {
+            if i >= room {
+                failures.push(Failure {
+                    reason: SERVICE_FULL.into(),
+                    detail: format!(
+                        "service {} already has its desired count of tasks",
+                        run.service.as_deref().unwrap_or_default()
+                    ),
+                });
+                continue;
+            }
             if let Err(f) = self.check_fits(&p.agent_id, cpu, memory) {
                 failures.push(f);
                 continue;
@@ -357,6 +429,9 @@ impl ClusterState {
             self.tasks.insert(task.id.clone(), task.clone());
             self.note_task(task.clone());
             tasks.push(task);
+        }
+        if let Some(name) = &run.service {
+            self.service_launched(name, &tasks);
         }
         if let Some(token) = &run.client_token {
             self.tokens.insert(
@@ -444,15 +519,28 @@ impl ClusterState {
                 self.agent_tasks.remove(&task.agent_id);
             }
         }
-        if let Some(agents) = self.group_agents.get_mut(&task.group) {
-            if let Some(n) = agents.get_mut(&task.agent_id) {
+    }
+
+    /// A task leaves its group's placement count when its desired status turns STOPPED, not
+    /// when it has stopped: spread and distinctInstance place a replacement while the old
+    /// task is still stopping, and must not count the leaving task against its agent.
+    fn ungroup(&mut self, task_id: &str) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        if task.desired_status != DesiredStatus::Running {
+            return;
+        }
+        let (group, agent) = (task.group.clone(), task.agent_id.clone());
+        if let Some(agents) = self.group_agents.get_mut(&group) {
+            if let Some(n) = agents.get_mut(&agent) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    agents.remove(&task.agent_id);
+                    agents.remove(&agent);
                 }
             }
             if agents.is_empty() {
-                self.group_agents.remove(&task.group);
+                self.group_agents.remove(&group);
             }
         }
     }
@@ -461,6 +549,12 @@ impl ClusterState {
         validate::reason(reason)?;
         let clock = self.clock;
         let revision = self.revision;
+        if !self.tasks.contains_key(task_id) {
+            return Err(Error::not_found(format!("task {task_id} does not exist")));
+        }
+        if self.tasks[task_id].last_status != TaskState::Stopped {
+            self.ungroup(task_id);
+        }
         let task = self
             .tasks
             .get_mut(task_id)
@@ -499,6 +593,13 @@ impl ClusterState {
     fn finish_task_at(&mut self, task_id: &str, code: StopCode, reason: &str, stopped_at: Millis) {
         let clock = self.clock;
         let revision = self.revision;
+        if self
+            .tasks
+            .get(task_id)
+            .is_some_and(|t| t.last_status != TaskState::Stopped)
+        {
+            self.ungroup(task_id);
+        }
         let Some(task) = self.tasks.get_mut(task_id) else {
             return;
         };
@@ -801,6 +902,7 @@ impl ClusterState {
             self.stopped_expiry.pop_first();
             self.tasks.remove(&id);
         }
+        self.collect_services();
     }
 
     /// A digest of the replicated state; equal digests at equal revisions mean equal
@@ -816,12 +918,14 @@ impl ClusterState {
         let mut used: BTreeMap<&str, (u64, u64, u32)> = BTreeMap::new();
         let mut groups: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
         for t in self.tasks.values() {
-            if t.holds_capacity() {
+            if t.desired_status == DesiredStatus::Running {
                 *groups
                     .entry(t.group.as_str())
                     .or_default()
                     .entry(t.agent_id.as_str())
                     .or_default() += 1;
+            }
+            if t.holds_capacity() {
                 let e = used.entry(t.agent_id.as_str()).or_default();
                 e.0 += u64::from(t.cpu);
                 e.1 += u64::from(t.memory);
@@ -874,9 +978,10 @@ impl ClusterState {
         if indexed != groups {
             return Err("the group index disagrees with the tasks".into());
         }
-        Ok(())
+        self.check_service_index()
     }
 }
 
+mod services;
 #[cfg(test)]
 mod tests;

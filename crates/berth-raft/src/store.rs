@@ -539,6 +539,7 @@ impl StateMachine {
         };
         if let Some((meta, data)) = snapshots.read()? {
             applied.state = decode(&data)?;
+            applied.state.rebuild_indexes();
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership;
             snapshots.set_stored(applied.last_applied);
@@ -740,7 +741,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         // Decoding megabytes is kept off the workers the Raft loop runs on.
         let (state, data) = off_runtime(move || {
-            let state: ClusterState = decode(&data).map_err(std::io::Error::other)?;
+            let mut state: ClusterState = decode(&data).map_err(std::io::Error::other)?;
+            state.rebuild_indexes();
             Ok((state, data))
         })
         .await

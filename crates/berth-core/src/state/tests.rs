@@ -1,6 +1,8 @@
 use super::*;
 use proptest::prelude::*;
 
+mod services;
+
 fn spec(family: &str) -> TaskDefinitionSpec {
     TaskDefinitionSpec {
         family: family.into(),
@@ -42,6 +44,7 @@ fn run(token: Option<&str>, fingerprint: u64, placements: &[(&str, &str)]) -> Co
             })
             .collect(),
         failures: vec![],
+        service: None,
     })
 }
 
