@@ -15,6 +15,7 @@ use berth_core::command::{
     Placement, PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks,
 };
 use berth_core::limits::{MAX_CONSTRAINTS, MAX_STRATEGIES, MAX_STRATEGY_FIELD_LEN};
+use berth_core::service::ServiceCreate;
 use berth_core::{
     quote, validate, AgentStatus, Batch, ClusterState, Command, CommandResult, Failure, Revision,
 };
@@ -25,7 +26,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, ApiResult};
-use crate::node::{now_ms, WriteRequest};
+use crate::node::{now_ms, CreateService, WriteRequest};
 use crate::shutdown::Shutdown;
 
 /// Requests waiting for the batcher; beyond this, callers wait (back-pressure).
@@ -304,13 +305,65 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             })
         }
         WriteRequest::RunTask(r) => prepare_run(r, state)?,
+        WriteRequest::CreateService(c) => prepare_create_service(c, state)?,
+        WriteRequest::UpdateService {
+            name,
+            desired_count,
+        } => Prepared::Command(Command::UpdateService {
+            name,
+            desired_count,
+        }),
+        WriteRequest::DeleteService { name, force } => {
+            Prepared::Command(Command::DeleteService { name, force })
+        }
+        WriteRequest::NoteServiceEvent { name, message } => {
+            Prepared::Command(Command::NoteServiceEvent { name, message })
+        }
+        WriteRequest::StopServiceTasks { service, task_ids } => {
+            Prepared::Command(Command::StopServiceTasks { service, task_ids })
+        }
     })
+}
+
+fn prepare_create_service(c: CreateService, state: &ClusterState) -> ApiResult<Prepared> {
+    validate::name("serviceName", &c.name)?;
+    if let Some(token) = &c.client_token {
+        validate::client_token(token)?;
+    }
+    berth_core::service::desired_count(i64::from(c.desired_count))?;
+    // Parsed only to refuse what RunTask would refuse; the service keeps them as given.
+    strategies(&c.placement_strategy)?;
+    constraints(&c.placement_constraints)?;
+    let (family, revision) = validate::task_definition_ref(&c.task_definition)?;
+    let def = state.task_definition(&family, revision)?;
+    if def.status != berth_core::TaskDefinitionStatus::Active {
+        return Err(ApiError::FailedPrecondition(format!(
+            "task definition {} is INACTIVE; a service runs an ACTIVE revision",
+            def.name()
+        )));
+    }
+    Ok(Prepared::Command(Command::CreateService(ServiceCreate {
+        fingerprint: c.fingerprint(),
+        name: c.name,
+        family,
+        revision: def.revision,
+        desired_count: c.desired_count,
+        placement_strategy: c.placement_strategy,
+        placement_constraints: c.placement_constraints,
+        client_token: c.client_token,
+    })))
 }
 
 fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
     validate::run_count(r.count)?;
     validate::label("startedBy", &r.started_by)?;
     validate::label("group", &r.group)?;
+    if r.service.is_none() && berth_core::service::service_of_group(&r.group).is_some() {
+        return Err(ApiError::invalid(format!(
+            "group {} is reserved for services (groups starting `service:`)",
+            quote(&r.group)
+        )));
+    }
     let fingerprint = r.fingerprint();
     if let Some(token) = &r.client_token {
         validate::client_token(token)?;
@@ -353,6 +406,7 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
         overrides: r.overrides,
         placements: Vec::new(),
         failures: Vec::new(),
+        service: r.service,
     };
     Ok(Prepared::Run(run, demand))
 }

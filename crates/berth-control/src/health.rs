@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
+use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
 use tonic::server::NamedService;
@@ -17,6 +18,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::agents::AgentsApi;
 use crate::api::cluster::ClusterApi;
+use crate::api::services::ServicesApi;
 use crate::api::task_definitions::TaskDefinitionsApi;
 use crate::api::tasks::TasksApi;
 use crate::node::Node;
@@ -28,10 +30,11 @@ const EVERY: Duration = Duration::from_millis(500);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The services whose status follows the node's; "" is the whole server's.
-pub(crate) const SERVICES: [&str; 5] = [
+pub(crate) const SERVICES: [&str; 6] = [
     "",
     <TaskDefinitionsServer<TaskDefinitionsApi> as NamedService>::NAME,
     <TasksServer<TasksApi> as NamedService>::NAME,
+    <ServicesServer<ServicesApi> as NamedService>::NAME,
     <AgentsServer<AgentsApi> as NamedService>::NAME,
     <ClusterServer<ClusterApi> as NamedService>::NAME,
 ];

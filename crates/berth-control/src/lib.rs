@@ -16,6 +16,7 @@ mod health;
 pub mod internal;
 mod monitor;
 pub mod node;
+mod scheduler;
 pub mod shutdown;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use berth_proto::internal::agent_protocol_server::AgentProtocolServer;
 use berth_proto::internal::node_server::NodeServer;
 use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
+use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
 use berth_raft::service::RaftService;
@@ -188,6 +190,9 @@ impl ControlNode {
                 TasksServer::new(api::tasks::TasksApi { node: node.clone() })
                     .max_decoding_message_size(MAX_API_MESSAGE),
             )
+            .add_service(ServicesServer::new(api::services::ServicesApi {
+                node: node.clone(),
+            }))
             .add_service(AgentsServer::new(api::agents::AgentsApi {
                 node: node.clone(),
             }))
@@ -216,6 +221,7 @@ impl ControlNode {
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
+        tasks.push(tokio::spawn(scheduler::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
         tasks.push(tokio::spawn(berth_raft::election::watch(
             raft.clone(),

@@ -48,13 +48,58 @@ pub enum WriteRequest {
         epoch: u64,
         reports: Vec<berth_core::TaskReport>,
     },
+    CreateService(CreateService),
+    UpdateService {
+        name: String,
+        desired_count: Option<u32>,
+    },
+    DeleteService {
+        name: String,
+        force: bool,
+    },
+    /// From the leader's service scheduler.
+    NoteServiceEvent {
+        name: String,
+        message: String,
+    },
+    StopServiceTasks {
+        service: String,
+        task_ids: Vec<String>,
+    },
+}
+
+/// CreateService as the client asked for it; the leader resolves the task definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateService {
+    pub name: String,
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub client_token: Option<String>,
+    pub placement_strategy: Vec<berth_core::command::PlacementStrategy>,
+    pub placement_constraints: Vec<berth_core::command::PlacementConstraint>,
+}
+
+impl CreateService {
+    /// A stable hash of everything but the token (as RunTask's).
+    pub fn fingerprint(&self) -> u64 {
+        let mut canonical = self.clone();
+        canonical.client_token = None;
+        // Serialising a struct of plain fields cannot fail.
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        berth_core::fnv1a(&bytes)
+    }
 }
 
 impl WriteRequest {
-    /// Whether running it twice has the effect of running it once. RunTask qualifies
-    /// because every RunTask carries a client token by the time it is forwarded.
+    /// Whether running it twice has the effect of running it once. RunTask and
+    /// CreateService qualify because they carry a client token by the time they are
+    /// forwarded; a second delete would find the service already deleted.
     fn retry_safe(&self) -> bool {
-        !matches!(self, WriteRequest::RegisterTaskDefinition(_))
+        !matches!(
+            self,
+            WriteRequest::RegisterTaskDefinition(_) | WriteRequest::DeleteService { .. }
+        )
     }
 }
 

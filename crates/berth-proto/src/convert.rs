@@ -254,23 +254,81 @@ impl From<v1::RunTaskRequest> for core::command::RunTaskRequest {
             started_by: r.started_by,
             group: r.group,
             overrides: overrides_from_wire(r.overrides),
-            placement_strategy: r
-                .placement_strategy
-                .into_iter()
-                .map(|s| core::command::PlacementStrategy {
-                    kind: s.r#type,
-                    field: s.field,
-                })
-                .collect(),
-            placement_constraints: r
-                .placement_constraints
-                .into_iter()
-                .map(|c| core::command::PlacementConstraint {
-                    kind: c.r#type,
-                    expression: c.expression,
-                })
-                .collect(),
+            placement_strategy: strategies_from_wire(r.placement_strategy),
+            placement_constraints: constraints_from_wire(r.placement_constraints),
+            // Only the service scheduler launches for a service; the API never does.
+            service: None,
         }
+    }
+}
+
+pub fn strategies_from_wire(
+    v: Vec<v1::PlacementStrategy>,
+) -> Vec<core::command::PlacementStrategy> {
+    v.into_iter()
+        .map(|s| core::command::PlacementStrategy {
+            kind: s.r#type,
+            field: s.field,
+        })
+        .collect()
+}
+
+pub fn constraints_from_wire(
+    v: Vec<v1::PlacementConstraint>,
+) -> Vec<core::command::PlacementConstraint> {
+    v.into_iter()
+        .map(|c| core::command::PlacementConstraint {
+            kind: c.r#type,
+            expression: c.expression,
+        })
+        .collect()
+}
+
+/// A service as the API shows it: its counts come from its tasks, and its events only where
+/// the caller asked for the whole service.
+pub fn service_to_wire(
+    s: &core::Service,
+    running: u32,
+    pending: u32,
+    with_events: bool,
+) -> v1::Service {
+    v1::Service {
+        service_name: s.name.clone(),
+        task_definition: s.task_definition(),
+        status: s.status.as_str().to_string(),
+        desired_count: s.desired_count,
+        running_count: running,
+        pending_count: pending,
+        placement_strategy: s
+            .placement_strategy
+            .iter()
+            .map(|p| v1::PlacementStrategy {
+                r#type: p.kind.clone(),
+                field: p.field.clone(),
+            })
+            .collect(),
+        placement_constraints: s
+            .placement_constraints
+            .iter()
+            .map(|c| v1::PlacementConstraint {
+                r#type: c.kind.clone(),
+                expression: c.expression.clone(),
+            })
+            .collect(),
+        created_at_ms: s.created_at,
+        updated_at_ms: s.updated_at,
+        events: if with_events {
+            s.events
+                .iter()
+                .map(|e| v1::ServiceEvent {
+                    at_ms: e.at,
+                    message: e.message.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        version: s.version,
     }
 }
 

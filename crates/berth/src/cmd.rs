@@ -19,6 +19,8 @@ use crate::client::{all_pages, describe, Client, Retry};
 use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
 
+pub mod service;
+
 /// Exit status when the call worked but some of what was asked could not be done
 /// (tasks not placed, ids not found).
 const PARTIAL: u8 = 2;

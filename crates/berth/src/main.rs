@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::TaskCmd,
     },
+    /// Services: task definitions kept running at a desired count.
+    Service {
+        #[command(subcommand)]
+        cmd: cmd::service::ServiceCmd,
+    },
     /// Measure a local three-node cluster (throughput, latency, failover, stability).
     Bench(bench::BenchArgs),
     /// Run an agent on this host (no subcommand), or manage agents (ls, describe, drain).
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
             Command::Cluster { cmd } => cmd::cluster(&opts, cmd).await,
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
             Command::Task { cmd } => cmd::task(&opts, cmd).await,
+            Command::Service { cmd } => cmd::service::service(&opts, cmd).await,
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
         }

@@ -1,0 +1,225 @@
+use std::sync::Arc;
+
+use berth_core::limits::MAX_DESCRIBE_SERVICES;
+use berth_core::{quote, ClusterState, Outcome, ServiceStatus, TaskState};
+use berth_proto::convert::{constraints_from_wire, service_to_wire, strategies_from_wire};
+use berth_proto::v1::services_server::Services;
+use berth_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::{page, page_size, unexpected};
+use crate::error::ApiError;
+use crate::node::{CreateService, Node, WriteRequest};
+
+pub struct ServicesApi {
+    pub node: Arc<Node>,
+}
+
+/// A service as the API shows it, its counts taken from its live tasks.
+fn wire(
+    state: &ClusterState,
+    s: &berth_core::Service,
+    with_events: bool,
+) -> berth_proto::v1::Service {
+    let (mut running, mut pending) = (0, 0);
+    for t in state.service_tasks(&s.name) {
+        if t.last_status == TaskState::Running {
+            running += 1;
+        } else {
+            pending += 1;
+        }
+    }
+    service_to_wire(s, running, pending, with_events)
+}
+
+fn desired(field: &str, n: i64) -> Result<u32, ApiError> {
+    berth_core::service::desired_count(n)
+        .map_err(|_| ApiError::invalid(format!("{field} {n} is outside 0..=1000")))
+}
+
+fn service_name(field: &str, name: &str) -> Result<(), ApiError> {
+    berth_core::validate::name(field, name).map_err(ApiError::from)
+}
+
+impl ServicesApi {
+    /// The answer to a write that returns a service, with its counts as of the applied
+    /// state.
+    fn answer(
+        &self,
+        outcome: &Outcome,
+        what: &str,
+    ) -> Result<(berth_proto::v1::Service, u64), Status> {
+        match outcome {
+            Outcome::Service(svc) => {
+                let s = self.node.state.read();
+                Ok((wire(&s.state, svc, true), s.state.revision()))
+            }
+            other => Err(unexpected(what, other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Services for ServicesApi {
+    async fn create(
+        &self,
+        req: Request<CreateServiceRequest>,
+    ) -> Result<Response<CreateServiceResponse>, Status> {
+        let r = req.into_inner();
+        service_name("serviceName", &r.service_name)?;
+        let desired_count = desired("desiredCount", r.desired_count)?;
+        if r.task_definition.is_empty() {
+            return Err(ApiError::invalid(
+                "taskDefinition is required (family or family:revision)",
+            )
+            .into());
+        }
+        let mut placement_strategy = strategies_from_wire(r.placement_strategy);
+        if placement_strategy.is_empty() {
+            // Services keep running through the loss of a zone, then pack what is left.
+            placement_strategy = vec![
+                berth_core::command::PlacementStrategy {
+                    kind: "spread".into(),
+                    field: "attribute:zone".into(),
+                },
+                berth_core::command::PlacementStrategy {
+                    kind: "binpack".into(),
+                    field: "memory".into(),
+                },
+            ];
+        }
+        let create = CreateService {
+            name: r.service_name,
+            task_definition: r.task_definition,
+            desired_count,
+            // A token from here on, so that this node may retry across a leader change
+            // and get the service it created rather than ALREADY_EXISTS.
+            client_token: Some(if r.client_token.is_empty() {
+                format!("auto-{}", crate::batcher::new_task_id())
+            } else {
+                r.client_token
+            }),
+            placement_strategy,
+            placement_constraints: constraints_from_wire(r.placement_constraints),
+        };
+        let (_, outcome) = self.node.write(WriteRequest::CreateService(create)).await?;
+        let (service, revision) = self.answer(&outcome, "create service")?;
+        Ok(Response::new(CreateServiceResponse {
+            service: Some(service),
+            revision,
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<UpdateServiceResponse>, Status> {
+        let r = req.into_inner();
+        service_name("service", &r.service)?;
+        let Some(n) = r.desired_count else {
+            return Err(ApiError::invalid(
+                "nothing to update: give desiredCount (the only field an update changes for now)",
+            )
+            .into());
+        };
+        let desired_count = Some(desired("desiredCount", n)?);
+        let (_, outcome) = self
+            .node
+            .write(WriteRequest::UpdateService {
+                name: r.service,
+                desired_count,
+            })
+            .await?;
+        let (service, revision) = self.answer(&outcome, "update service")?;
+        Ok(Response::new(UpdateServiceResponse {
+            service: Some(service),
+            revision,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteServiceRequest>,
+    ) -> Result<Response<DeleteServiceResponse>, Status> {
+        let r = req.into_inner();
+        service_name("service", &r.service)?;
+        let (_, outcome) = self
+            .node
+            .write(WriteRequest::DeleteService {
+                name: r.service,
+                force: r.force,
+            })
+            .await?;
+        let (service, revision) = self.answer(&outcome, "delete service")?;
+        Ok(Response::new(DeleteServiceResponse {
+            service: Some(service),
+            revision,
+        }))
+    }
+
+    async fn describe(
+        &self,
+        req: Request<DescribeServicesRequest>,
+    ) -> Result<Response<DescribeServicesResponse>, Status> {
+        let r = req.into_inner();
+        if r.services.is_empty() || r.services.len() > MAX_DESCRIBE_SERVICES {
+            return Err(ApiError::invalid(format!(
+                "services has {} names; give 1..={MAX_DESCRIBE_SERVICES}",
+                r.services.len()
+            ))
+            .into());
+        }
+        self.node.read_barrier(r.stale).await?;
+        let s = self.node.state.read();
+        let mut services = Vec::new();
+        let mut failures = Vec::new();
+        for name in &r.services {
+            match s.state.service(name) {
+                Some(svc) => services.push(wire(&s.state, svc, true)),
+                None => failures.push(Failure {
+                    reason: "MISSING".into(),
+                    detail: format!("service {} does not exist", quote(name)),
+                    arn: berth_core::quote::prefix(name).to_string(),
+                }),
+            }
+        }
+        Ok(Response::new(DescribeServicesResponse {
+            services,
+            failures,
+            revision: s.state.revision(),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let r = req.into_inner();
+        let count = page_size(r.max_results)?;
+        if !r.next_token.is_empty() {
+            service_name("nextToken", &r.next_token)?;
+        }
+        self.node.read_barrier(r.stale).await?;
+        let s = self.node.state.read();
+        let items = s
+            .state
+            .services()
+            .filter(|svc| svc.name > r.next_token)
+            .filter(|svc| r.include_inactive || svc.status != ServiceStatus::Inactive)
+            .map(|svc| wire(&s.state, svc, false));
+        let p = page(items, count);
+        let next_token = if p.more {
+            p.items
+                .last()
+                .map(|x| x.service_name.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListServicesResponse {
+            services: p.items,
+            next_token,
+            revision: s.state.revision(),
+        }))
+    }
+}

@@ -1,0 +1,412 @@
+//! The leader's service scheduler: every pass compares each service's live tasks with its
+//! desired count and writes the difference — launches through the same batcher and
+//! placement engine as RunTask, stops of the newest tasks on scale-in.
+//!
+//! Everything it decides from is in the replicated state, so a new leader simply carries
+//! on from the state it applied. What it proposes is re-checked at apply (a launch never
+//! takes a service past its desired count, a scale-in never below it), so a pass that
+//! acted on a state a little behind — a new leader's first — cannot double a service or
+//! stop too much. The only memory kept here is the back-off of services whose launches
+//! keep failing, and which placement failure was last written to a service's events; a
+//! new leader starts both afresh.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_core::command::RunTaskRequest;
+use berth_core::service::{service_group, ServiceStatus};
+use berth_core::state::SERVICE_FULL;
+use berth_core::{ClusterState, DesiredStatus, Outcome, StopCode, TaskState};
+
+use crate::node::{Node, WriteRequest};
+
+/// How often services are reconciled when nothing else wakes the scheduler.
+const TICK: Duration = Duration::from_millis(500);
+/// A task that stops within this long of reaching RUNNING counts as a failed launch.
+const MIN_HEALTHY_RUN: u64 = 10_000;
+/// Back-off after the first failed launch; it doubles per consecutive failure…
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// …up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The same placement failure is written to a service's events at most this often.
+const EVENT_REPEAT: Duration = Duration::from_secs(60);
+
+/// What one pass decided for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    Launch {
+        service: String,
+        task_definition: String,
+        count: u32,
+        strategy: Vec<berth_core::command::PlacementStrategy>,
+        constraints: Vec<berth_core::command::PlacementConstraint>,
+    },
+    Stop {
+        service: String,
+        task_ids: Vec<String>,
+    },
+}
+
+/// The reconcile step, free of I/O: what each service needs, newest tasks first on the way
+/// down. A DRAINING service needs all of its tasks stopped.
+pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for svc in state.services() {
+        let desired = match svc.status {
+            ServiceStatus::Active => svc.desired_count as usize,
+            ServiceStatus::Draining => 0,
+            ServiceStatus::Inactive => continue,
+        };
+        let mut live: Vec<_> = state.service_tasks(&svc.name).collect();
+        if live.len() < desired {
+            let missing = (desired - live.len()) as u32;
+            actions.push(Action::Launch {
+                service: svc.name.clone(),
+                task_definition: svc.task_definition(),
+                count: missing.min(berth_core::limits::MAX_RUN_COUNT),
+                strategy: svc.placement_strategy.clone(),
+                constraints: svc.placement_constraints.clone(),
+            });
+        } else if live.len() > desired {
+            // Not yet RUNNING before RUNNING, then newest first: scaling in should cost
+            // the least work already done.
+            live.sort_by(|a, b| {
+                let running = |t: &berth_core::Task| t.last_status == TaskState::Running;
+                running(a)
+                    .cmp(&running(b))
+                    .then(b.created_at.cmp(&a.created_at))
+                    .then(b.id.cmp(&a.id))
+            });
+            actions.push(Action::Stop {
+                service: svc.name.clone(),
+                task_ids: live
+                    .iter()
+                    .take(live.len() - desired)
+                    .map(|t| t.id.clone())
+                    .collect(),
+            });
+        }
+    }
+    actions
+}
+
+/// Per service, on this leader only.
+#[derive(Default)]
+struct Memory {
+    /// Consecutive failed launches, and no launch before `until`.
+    failures: u32,
+    until: Option<Instant>,
+    /// Tasks this leader launched whose fate (RUNNING long enough, or failed) is not known.
+    watching: Vec<String>,
+    /// The last placement failure written to the events, and when.
+    last_event: Option<(String, Instant)>,
+}
+
+impl Memory {
+    fn failed(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = BACKOFF_BASE
+            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
+            .min(BACKOFF_MAX);
+        self.until = Some(now + wait);
+    }
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.until = None;
+    }
+    /// Settles what is known about the launched tasks.
+    fn review(&mut self, state: &ClusterState, now: Instant) {
+        let clock = state.clock();
+        let mut failed = 0;
+        let mut ok = false;
+        self.watching.retain(|id| {
+            let Some(t) = state.task(id) else {
+                return false;
+            };
+            if t.last_status == TaskState::Stopped || t.desired_status == DesiredStatus::Stopped {
+                // Lost with its agent, or stopped by someone: not the application's fault.
+                let benign = matches!(
+                    t.stop_code,
+                    Some(StopCode::InfrastructureHealth)
+                        | Some(StopCode::UserInitiated)
+                        | Some(StopCode::ServiceSchedulerInitiated)
+                );
+                let short = match (t.started_at, t.stopped_at.or(t.stopping_at)) {
+                    (Some(start), Some(stop)) => stop.saturating_sub(start) < MIN_HEALTHY_RUN,
+                    (None, _) => true,
+                    _ => false,
+                };
+                if !benign && short {
+                    failed += 1;
+                }
+                return false;
+            }
+            match t.started_at {
+                Some(start) if clock.saturating_sub(start) >= MIN_HEALTHY_RUN => {
+                    ok = true;
+                    false
+                }
+                _ => true,
+            }
+        });
+        if failed > 0 {
+            for _ in 0..failed {
+                self.failed(now);
+            }
+        } else if ok {
+            self.succeeded();
+        }
+    }
+}
+
+pub(crate) async fn run(node: Arc<Node>) {
+    let mut memory: HashMap<String, Memory> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = node.shutdown.wait() => return,
+        }
+        if !node.is_leader() {
+            memory.clear();
+            continue;
+        }
+        let now = Instant::now();
+        let actions = {
+            let s = node.state.read();
+            memory.retain(|name, _| s.state.service(name).is_some());
+            for (_, m) in memory.iter_mut() {
+                m.review(&s.state, now);
+            }
+            reconcile(&s.state)
+        };
+        let mut pending = Vec::new();
+        for action in actions {
+            let name = match &action {
+                Action::Launch { service, .. } | Action::Stop { service, .. } => service.clone(),
+            };
+            let m = memory.entry(name.clone()).or_default();
+            if matches!(action, Action::Launch { .. }) && m.until.is_some_and(|u| now < u) {
+                continue;
+            }
+            pending.push((name, action));
+        }
+        // Concurrently, so the batcher groups one pass's writes into one Raft entry.
+        let mut writes = tokio::task::JoinSet::new();
+        for (name, action) in pending {
+            let node = node.clone();
+            writes.spawn(async move {
+                let result = execute(&node, &action).await;
+                (name, action, result)
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            let Ok((name, action, result)) = done else {
+                continue;
+            };
+            let m = memory.entry(name.clone()).or_default();
+            match result {
+                Ok(Outcome::Tasks { tasks, failures }) => {
+                    if let Action::Launch { .. } = action {
+                        m.watching.extend(tasks.iter().map(|t| t.id.clone()));
+                        let failure = failures.iter().find(|f| f.reason != SERVICE_FULL);
+                        if let Some(f) = failure {
+                            m.failed(now);
+                            let message = format!(
+                                "service {name} was unable to place a task: {} ({})",
+                                f.reason, f.detail
+                            );
+                            let repeat = m.last_event.as_ref().is_some_and(|(msg, at)| {
+                                *msg == message && now.duration_since(*at) < EVENT_REPEAT
+                            });
+                            if !repeat {
+                                m.last_event = Some((message.clone(), now));
+                                let _ = node
+                                    .write(WriteRequest::NoteServiceEvent {
+                                        name: name.clone(),
+                                        message,
+                                    })
+                                    .await;
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // The next pass tries again; a lost leadership clears this memory.
+                    tracing::debug!(service = %name, error = %e, "service scheduler write failed");
+                }
+            }
+        }
+    }
+}
+
+async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcome> {
+    let req = match action {
+        Action::Launch {
+            service,
+            task_definition,
+            count,
+            strategy,
+            constraints,
+        } => WriteRequest::RunTask(RunTaskRequest {
+            task_definition: task_definition.clone(),
+            count: *count,
+            client_token: None,
+            started_by: service_group(service),
+            group: service_group(service),
+            overrides: Vec::new(),
+            placement_strategy: strategy.clone(),
+            placement_constraints: constraints.clone(),
+            service: Some(service.clone()),
+        }),
+        Action::Stop { service, task_ids } => WriteRequest::StopServiceTasks {
+            service: service.clone(),
+            task_ids: task_ids.clone(),
+        },
+    };
+    node.write(req).await.map(|(_, outcome)| outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::command::*;
+    use berth_core::service::ServiceCreate;
+    use berth_core::{Batch, Command, ContainerDefinition, TaskDefinitionSpec};
+
+    fn state_with(desired: u32, live: usize) -> ClusterState {
+        let mut s = ClusterState::new();
+        let mut rev = 0;
+        let mut apply = |s: &mut ClusterState, c: Command| {
+            rev += 1;
+            let r = s.apply(
+                rev,
+                &Batch {
+                    now: 1_000 + rev,
+                    commands: vec![c],
+                },
+            );
+            assert!(r[0].is_ok(), "{r:?}");
+        };
+        apply(
+            &mut s,
+            Command::RegisterTaskDefinition {
+                spec: TaskDefinitionSpec {
+                    family: "web".into(),
+                    cpu: Some(256),
+                    memory: Some(512),
+                    network_mode: None,
+                    container_definitions: vec![ContainerDefinition {
+                        name: "app".into(),
+                        image: "img".into(),
+                        ..Default::default()
+                    }],
+                },
+            },
+        );
+        apply(
+            &mut s,
+            Command::RegisterAgent(AgentRegistration {
+                id: "a1".into(),
+                cpu: 16384,
+                memory: 32768,
+                attributes: Default::default(),
+                address: String::new(),
+            }),
+        );
+        apply(
+            &mut s,
+            Command::CreateService(ServiceCreate {
+                name: "api".into(),
+                family: "web".into(),
+                revision: 1,
+                desired_count: live as u32,
+                placement_strategy: vec![],
+                placement_constraints: vec![],
+                client_token: None,
+                fingerprint: 0,
+            }),
+        );
+        for i in 0..live {
+            apply(
+                &mut s,
+                Command::RunTasks(RunTasks {
+                    family: "web".into(),
+                    revision: 1,
+                    client_token: None,
+                    fingerprint: 0,
+                    started_by: String::new(),
+                    group: "service:api".into(),
+                    overrides: vec![],
+                    placements: vec![Placement {
+                        task_id: format!("t{i}"),
+                        agent_id: "a1".into(),
+                    }],
+                    failures: vec![],
+                    service: Some("api".into()),
+                }),
+            );
+        }
+        apply(
+            &mut s,
+            Command::UpdateService {
+                name: "api".into(),
+                desired_count: Some(desired),
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn a_service_short_of_its_count_gets_a_launch_of_the_difference() {
+        let s = state_with(5, 2);
+        assert_eq!(
+            reconcile(&s),
+            vec![Action::Launch {
+                service: "api".into(),
+                task_definition: "web:1".into(),
+                count: 3,
+                strategy: vec![],
+                constraints: vec![],
+            }]
+        );
+        // A launch is at most RunTask's 10; the next pass launches the rest.
+        let s = state_with(25, 0);
+        assert!(matches!(reconcile(&s)[0], Action::Launch { count: 10, .. }));
+    }
+
+    #[test]
+    fn scale_in_stops_the_newest_tasks_first() {
+        let s = state_with(1, 3);
+        assert_eq!(
+            reconcile(&s),
+            vec![Action::Stop {
+                service: "api".into(),
+                task_ids: vec!["t2".into(), "t1".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn a_service_at_its_count_needs_nothing() {
+        assert!(reconcile(&state_with(3, 3)).is_empty());
+        assert!(reconcile(&state_with(0, 0)).is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_its_cap_and_resets_on_success() {
+        let now = Instant::now();
+        let mut m = Memory::default();
+        m.failed(now);
+        assert_eq!(m.until, Some(now + BACKOFF_BASE));
+        m.failed(now);
+        assert_eq!(m.until, Some(now + BACKOFF_BASE * 2));
+        for _ in 0..20 {
+            m.failed(now);
+        }
+        assert_eq!(m.until, Some(now + BACKOFF_MAX));
+        m.succeeded();
+        assert_eq!((m.failures, m.until), (0, None));
+    }
+}
