@@ -244,3 +244,74 @@ async fn cli_registers_runs_lists_and_fails_over() {
     assert!(!o.status.success());
     assert!(text(&o).1.contains("unavailable"), "{:?}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_creates_lists_describes_scales_and_deletes_a_service() {
+    let c = Cluster::start(3, &[]);
+    c.wait_leader(Duration::from_secs(30)).await;
+    let ep = c.endpoint();
+    register(c.api(1), web_spec("web")).await.expect("register");
+
+    let o = berth(
+        &ep,
+        &[
+            "service",
+            "create",
+            "web",
+            "--taskdef",
+            "web",
+            "--desired",
+            "0",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("web") && out.contains("ACTIVE") && out.contains("web:1"),
+        "{out}"
+    );
+
+    let o = berth(&ep, &["service", "update", "web", "--desired", "-1"]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(err.contains("desiredCount -1"), "{err}");
+
+    // No agent: the launch cannot be placed, and the service says so in its events.
+    let o = berth(&ep, &["service", "update", "web", "--desired", "2"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = berth(&ep, &["service", "describe", "web"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        assert!(out.contains("desired 2"), "{out}");
+        if out.contains("was unable to place a task") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no placement event: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let o = berth(&ep, &["-o", "json", "service", "ls"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v[0]["serviceName"], "web", "{out}");
+    assert_eq!(v[0]["desiredCount"], 2, "{out}");
+
+    let o = berth(&ep, &["service", "delete", "web"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("--force") || err.contains("force"), "{err}");
+    let o = berth(&ep, &["service", "delete", "web", "--force"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("INACTIVE"), "{out}");
+    let o = berth(&ep, &["service", "ls"]);
+    assert!(!text(&o).0.contains("web "), "{:?}", text(&o));
+    let o = berth(&ep, &["service", "ls", "--all"]);
+    assert!(text(&o).0.contains("INACTIVE"), "{:?}", text(&o));
+}

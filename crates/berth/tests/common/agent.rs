@@ -1,0 +1,215 @@
+//! Agents as real processes on the real Docker engine, for the tests that need them.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::agents_client::AgentsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+
+use super::{free_port, Cluster, BIN};
+
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests run tasks on a real Docker engine and the docker CLI is missing: {e}"
+            )
+        });
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Fails the test, saying so, when no engine answers; builds the workload image if needed.
+pub fn require_docker() {
+    let v = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match v {
+        Ok(o) if o.status.success() => {}
+        other => {
+            panic!("these tests need a Docker engine and none answers ({other:?}); start dockerd")
+        }
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/images/build.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run deploy/images/build.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An agent process with its own id; its containers are removed when dropped.
+pub struct AgentProc {
+    pub id: String,
+    data: tempfile::TempDir,
+    listen: String,
+    control: String,
+    zone: String,
+    child: Option<Child>,
+}
+
+impl AgentProc {
+    /// An agent in zone `a`.
+    pub fn start(c: &Cluster, id: &str) -> AgentProc {
+        Self::start_in(c, id, "a")
+    }
+
+    pub fn start_in(c: &Cluster, id: &str, zone: &str) -> AgentProc {
+        let control = c
+            .nodes
+            .values()
+            .map(|n| n.raft.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut a = AgentProc {
+            id: format!("{id}-{}", std::process::id()),
+            data: tempfile::tempdir().expect("tempdir"),
+            listen: format!("127.0.0.1:{}", free_port()),
+            control,
+            zone: zone.to_string(),
+            child: None,
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("agent.log"))
+            .expect("log");
+        let child = Command::new(BIN)
+            .arg("agent")
+            .args([
+                "--control",
+                &self.control,
+                "--id",
+                &self.id,
+                "--cpu",
+                "2048",
+                "--memory",
+                "4096",
+            ])
+            .args([
+                "--attr",
+                &format!("zone={}", self.zone),
+                "--data",
+                &self.data.path().join("data").display().to_string(),
+            ])
+            .args(["--listen", &self.listen])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn berth agent");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGSTOP or SIGCONT: the process is frozen as a stuck host or a long GC pause would
+    /// freeze it, and its containers keep running.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("agent running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill();
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.agent={}", self.id),
+        ]);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+    }
+}
+
+pub async fn task(api: tonic::transport::Channel, id: &str) -> Task {
+    TasksClient::new(api)
+        .describe(DescribeTasksRequest {
+            task_ids: vec![id.into()],
+            stale: false,
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .tasks
+        .pop()
+        .expect("task exists")
+}
+
+pub async fn wait_for(
+    api: tonic::transport::Channel,
+    id: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&Task) -> bool,
+) -> Task {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = task(api.clone(), id).await;
+        if ok(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never became {what}: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn wait_agent(
+    api: tonic::transport::Channel,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> Agent {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = AgentsClient::new(api.clone())
+            .describe(DescribeAgentRequest {
+                agent_id: id.into(),
+                stale: false,
+            })
+            .await;
+        if let Ok(r) = r {
+            if let Some(a) = r.into_inner().agent {
+                if a.status == status {
+                    return a;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent {id} never became {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
