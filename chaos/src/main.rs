@@ -9,6 +9,7 @@ mod faults;
 mod history;
 mod linear;
 mod report;
+mod services;
 mod simagent;
 mod workload;
 
@@ -213,6 +214,7 @@ async fn run(args: Args) -> Result<bool> {
     let started_by = format!("chaos-{seed}-{}", std::process::id());
     let family = "chaos".to_string();
     register_definition(&endpoints, &family).await?;
+    services::create(&endpoints, &family, seed).await?;
 
     let stop_workers = Arc::new(AtomicBool::new(false));
     let stop_agents = Arc::new(AtomicBool::new(false));
@@ -301,6 +303,13 @@ async fn run(args: Args) -> Result<bool> {
         stop_workers.clone(),
     ));
     let workload_start = history.now();
+    let service_updates = Arc::new(services::Updates::default());
+    let updater = tokio::spawn(services::run_updater(
+        endpoints.clone(),
+        service_updates.clone(),
+        seed,
+        stop_workers.clone(),
+    ));
     let workers: Vec<_> = (0..cfg.workers)
         .map(|p| {
             tokio::spawn(workload::run_worker(
@@ -516,10 +525,8 @@ async fn run(args: Args) -> Result<bool> {
     results.push(checks::forward_only(&ops));
     results.push(checks::linearizable(&ops));
     results.push(checks::converged(&cluster, Duration::from_secs(60)).await);
-    results.push(CheckResult::skipped(
-        "services converge to their desired counts",
-        "services do not exist yet in Berth",
-    ));
+    let _ = updater.await;
+    results.push(services::check(&endpoints, &service_updates).await);
     stop_agents.store(true, Ordering::Relaxed);
     for t in agent_tasks {
         t.abort();
