@@ -85,9 +85,7 @@ impl CreateService {
     pub fn fingerprint(&self) -> u64 {
         let mut canonical = self.clone();
         canonical.client_token = None;
-        // Serialising a struct of plain fields cannot fail.
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        berth_core::fnv1a(&bytes)
+        berth_core::fingerprint(&canonical)
     }
 }
 

@@ -161,9 +161,7 @@ impl RunTaskRequest {
     pub fn fingerprint(&self) -> u64 {
         let mut canonical = self.clone();
         canonical.client_token = None;
-        // Serialising a struct of plain fields cannot fail.
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        crate::fnv1a(&bytes)
+        crate::fingerprint(&canonical)
     }
 }
 

@@ -22,6 +22,13 @@ pub use quote::quote;
 pub use service::{Service, ServiceEvent, ServiceStatus};
 pub use state::ClusterState;
 
+/// A request's fingerprint: a stable hash of its JSON form, taken by callers with the client
+/// token cleared, so that a retry with the same token and the same request matches.
+pub fn fingerprint<T: serde::Serialize>(request: &T) -> u64 {
+    // Serialising a struct of plain fields cannot fail.
+    fnv1a(&serde_json::to_vec(request).unwrap_or_default())
+}
+
 /// 64-bit FNV-1a. Used where a stable, platform-independent hash must agree across
 /// replicas and releases (request fingerprints, state digests); `std`'s hasher promises
 /// neither.

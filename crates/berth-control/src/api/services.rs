@@ -32,11 +32,6 @@ fn wire(
     service_to_wire(s, running, pending, with_events)
 }
 
-fn desired(field: &str, n: i64) -> Result<u32, ApiError> {
-    berth_core::service::desired_count(n)
-        .map_err(|_| ApiError::invalid(format!("{field} {n} is outside 0..=1000")))
-}
-
 fn service_name(field: &str, name: &str) -> Result<(), ApiError> {
     berth_core::validate::name(field, name).map_err(ApiError::from)
 }
@@ -67,7 +62,8 @@ impl Services for ServicesApi {
     ) -> Result<Response<CreateServiceResponse>, Status> {
         let r = req.into_inner();
         service_name("serviceName", &r.service_name)?;
-        let desired_count = desired("desiredCount", r.desired_count)?;
+        let desired_count =
+            berth_core::service::desired_count(r.desired_count).map_err(ApiError::from)?;
         if r.task_definition.is_empty() {
             return Err(ApiError::invalid(
                 "taskDefinition is required (family or family:revision)",
@@ -122,7 +118,7 @@ impl Services for ServicesApi {
             )
             .into());
         };
-        let desired_count = Some(desired("desiredCount", n)?);
+        let desired_count = Some(berth_core::service::desired_count(n).map_err(ApiError::from)?);
         let (_, outcome) = self
             .node
             .write(WriteRequest::UpdateService {

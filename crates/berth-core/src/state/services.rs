@@ -64,12 +64,7 @@ impl ClusterState {
                 "the cluster has {live} services; the limit is {MAX_SERVICES}"
             )));
         }
-        if c.desired_count > MAX_DESIRED_COUNT {
-            return Err(Error::invalid(format!(
-                "desiredCount {} is outside 0..={MAX_DESIRED_COUNT}",
-                c.desired_count
-            )));
-        }
+        desired_count(i64::from(c.desired_count))?;
         let def = self.task_definition(&c.family, Some(c.revision))?;
         let def_name = def.name();
         if def.status != TaskDefinitionStatus::Active {
@@ -121,11 +116,7 @@ impl ClusterState {
         let (clock, revision) = (self.clock, self.revision);
         let svc = self.active_service_mut(name)?;
         if let Some(n) = desired {
-            if n > MAX_DESIRED_COUNT {
-                return Err(Error::invalid(format!(
-                    "desiredCount {n} is outside 0..={MAX_DESIRED_COUNT}"
-                )));
-            }
+            desired_count(i64::from(n))?;
             if svc.desired_count != n {
                 let was = svc.desired_count;
                 svc.desired_count = n;
@@ -303,7 +294,11 @@ impl ClusterState {
                 .entry(name.to_string())
                 .or_default()
                 .insert(task.id.clone());
-            self.note_steady_state(name);
+            // Steady state is reached when the last task turns RUNNING; other changes
+            // cannot reach it, and checking costs a pass over the service's tasks.
+            if task.last_status == TaskState::Running {
+                self.note_steady_state(name);
+            }
             return;
         }
         let removed = match self.service_tasks.get_mut(name) {
