@@ -117,9 +117,21 @@ pub async fn run_updater(
         let ch = endpoints[i % endpoints.len()].1.clone();
         i += 1;
         let mut client = ServicesClient::new(ch);
+        if i.is_multiple_of(3) {
+            // A rolling deployment through the faults: every task replaced within the
+            // bounds. Its outcome does not matter to the counts.
+            let call = client.update(UpdateServiceRequest {
+                service: name.to_string(),
+                force_new_deployment: true,
+                ..Default::default()
+            });
+            let _ = tokio::time::timeout(CALL_TIMEOUT, call).await;
+            continue;
+        }
         let call = client.update(UpdateServiceRequest {
             service: name.to_string(),
             desired_count: Some(desired),
+            ..Default::default()
         });
         let outcome = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(Ok(_)) => Some(true),
@@ -141,11 +153,13 @@ fn definite(code: tonic::Code) -> bool {
     )
 }
 
-/// One service as seen at the end: its desired count, and its live tasks' states.
+/// One service as seen at the end: its desired count, its live tasks' states, and its
+/// deployments as `STATUS/ROLLOUT`.
 struct Seen {
     desired: i64,
     status: String,
     live: Vec<String>,
+    deployments: Vec<String>,
 }
 
 async fn look(ch: &Channel, name: &str) -> Result<Seen> {
@@ -180,11 +194,17 @@ async fn look(ch: &Channel, name: &str) -> Result<Seen> {
         desired: i64::from(svc.desired_count),
         status: svc.status,
         live: tasks.tasks.into_iter().map(|t| t.last_status).collect(),
+        deployments: svc
+            .deployments
+            .iter()
+            .filter(|d| d.status != "INACTIVE")
+            .map(|d| format!("{}/{}", d.status, d.rollout_state))
+            .collect(),
     })
 }
 
 /// The final check: within `SETTLE`, every service ACTIVE at an allowed desired count, with
-/// exactly that many live tasks, all RUNNING.
+/// exactly that many live tasks, all RUNNING, and one deployment left: the PRIMARY, COMPLETED.
 pub async fn check(endpoints: &[(String, Channel)], updates: &Updates) -> CheckResult {
     let deadline = Instant::now() + SETTLE;
     let started = Instant::now();
@@ -206,6 +226,12 @@ pub async fn check(endpoints: &[(String, Channel)], updates: &Updates) -> CheckR
                         problems.push(format!(
                             "{name} has desired count {}; the updates allow {allowed:?}",
                             s.desired
+                        ));
+                    }
+                    if s.deployments != ["PRIMARY/COMPLETED"] {
+                        problems.push(format!(
+                            "{name}: deployments {:?}; want exactly one, PRIMARY and COMPLETED",
+                            s.deployments
                         ));
                     }
                     if s.live.len() as i64 != s.desired || running != s.desired {

@@ -485,6 +485,8 @@ impl Loop {
                         last_status: TaskState::Stopped,
                         exit_code: prev.and_then(|p| p.exit_code),
                         reason: prev.and_then(|p| p.reason.clone()),
+                        health_status: prev.and_then(|p| p.health_status),
+                        network_bindings: Vec::new(),
                     }
                 })
                 .collect(),
@@ -548,6 +550,8 @@ impl Loop {
                     last_status: TaskState::Stopped,
                     exit_code: None,
                     reason: Some("Killed by fencing".into()),
+                    health_status: None,
+                    network_bindings: Vec::new(),
                 })
                 .collect();
             containers.sort_by(|a, b| a.name.cmp(&b.name));

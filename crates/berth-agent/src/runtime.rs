@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_core::{HealthStatus, NetworkBinding};
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerStateStatusEnum, EventMessage};
 use bollard::query_parameters::{
@@ -96,6 +97,50 @@ pub struct ContainerStatus {
     pub started_at: Option<String>,
     /// The engine's error for a container that failed to start.
     pub error: Option<String>,
+    /// What its health check says; `None` without one.
+    pub health: Option<HealthStatus>,
+    /// Ports published on the host.
+    pub bindings: Vec<NetworkBinding>,
+}
+
+/// The engine's health status in ECS's words: `starting` is not decided yet.
+pub fn health_of(status: &str) -> Option<HealthStatus> {
+    match status {
+        "healthy" => Some(HealthStatus::Healthy),
+        "unhealthy" => Some(HealthStatus::Unhealthy),
+        "starting" => Some(HealthStatus::Unknown),
+        _ => None,
+    }
+}
+
+/// Published ports from the engine's `"80/tcp" → [{HostIp, HostPort}]`, in a stable order.
+fn bindings_of(ports: Option<bollard::models::PortMap>) -> Vec<NetworkBinding> {
+    let mut out = Vec::new();
+    for (key, bound) in ports.unwrap_or_default() {
+        let (port, protocol) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let Ok(container_port) = port.parse::<u32>() else {
+            continue;
+        };
+        for b in bound.unwrap_or_default() {
+            let Some(host_port) = b.host_port.and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            out.push(NetworkBinding {
+                bind_ip: b.host_ip.unwrap_or_default(),
+                container_port,
+                host_port,
+                protocol: protocol.to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.container_port, &a.protocol, &a.bind_ip).cmp(&(
+            b.container_port,
+            &b.protocol,
+            &b.bind_ip,
+        ))
+    });
+    out
 }
 
 /// A container event the agent acts on.
@@ -103,7 +148,7 @@ pub struct ContainerStatus {
 pub struct ContainerEvent {
     pub container_id: String,
     pub task_id: String,
-    /// `die`, `oom`, `start`, `destroy`.
+    /// `die`, `oom`, `start`, `destroy`, `health_status: healthy|unhealthy`.
     pub action: String,
     /// Unix seconds, to resume the event stream after a reconnect.
     pub time: i64,
@@ -323,6 +368,11 @@ impl Runtime {
         })?;
         let state = c.state.unwrap_or_default();
         let status = state.status;
+        let health = state
+            .health
+            .and_then(|h| h.status)
+            .and_then(|h| health_of(h.as_ref()));
+        let bindings = bindings_of(c.network_settings.and_then(|n| n.ports));
         Ok(ContainerStatus {
             id: c.id.unwrap_or_else(|| id.to_string()),
             created: status == Some(ContainerStateStatusEnum::CREATED),
@@ -332,6 +382,8 @@ impl Runtime {
             oom_killed: state.oom_killed.unwrap_or(false),
             started_at: state.started_at,
             error: state.error.filter(|e| !e.is_empty()),
+            health,
+            bindings,
         })
     }
 
@@ -377,7 +429,7 @@ impl Runtime {
         }
     }
 
-    /// This agent's container events (`die`, `oom`, `start`, `destroy`) from `since` (Unix
+    /// This agent's container events (`die`, `oom`, `start`, `destroy`, health changes) from `since` (Unix
     /// seconds) on. The stream lasts until the connection to the engine does.
     pub fn events(
         &self,
@@ -387,7 +439,14 @@ impl Runtime {
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert(
             "event".into(),
-            vec!["die".into(), "oom".into(), "start".into(), "destroy".into()],
+            // `health_status` matches the engine's `health_status: healthy|unhealthy`.
+            vec![
+                "die".into(),
+                "oom".into(),
+                "start".into(),
+                "destroy".into(),
+                "health_status".into(),
+            ],
         );
         self.docker
             .events(Some(EventsOptions {

@@ -235,12 +235,14 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                 }),
                 ..Default::default()
             };
+            // Every field explicit: the engine's own defaults differ from ECS's (a 30 s
+            // timeout where ECS has 5).
             let healthcheck = c.health_check.as_ref().map(|h| HealthConfig {
                 test: Some(h.command.clone()),
-                interval: h.interval.map(secs_to_nanos),
-                timeout: h.timeout.map(secs_to_nanos),
-                retries: h.retries.map(i64::from),
-                start_period: h.start_period.map(secs_to_nanos),
+                interval: Some(secs_to_nanos(h.interval_s())),
+                timeout: Some(secs_to_nanos(h.timeout_s())),
+                retries: Some(i64::from(h.retries_n())),
+                start_period: Some(secs_to_nanos(h.start_period_s())),
                 start_interval: None,
             });
             let body = ContainerCreateBody {
@@ -304,6 +306,7 @@ pub(crate) mod tests {
                 client_token: None,
                 overrides: vec![],
                 containers: vec![],
+                health_status: Default::default(),
                 stop_code: None,
                 stopped_reason: None,
                 created_at: 0,

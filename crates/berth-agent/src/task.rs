@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{ContainerState, StopCode, TaskReport, TaskState};
+use berth_core::{ContainerState, HealthStatus, NetworkBinding, StopCode, TaskReport, TaskState};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::runtime::{ContainerEvent, Observed, Runtime, RuntimeError};
+use crate::runtime::{health_of, ContainerEvent, Observed, Runtime, RuntimeError};
 use crate::spec::TaskPlan;
 use crate::store::Store;
 use crate::{now_ms, truncate_reason};
@@ -73,6 +73,9 @@ struct Tracked {
     oom_event: bool,
     /// The agent sent it SIGKILL (its 137 is ours, not the kernel's).
     killed: bool,
+    /// Its health check's verdict; `None` without a check.
+    health: Option<HealthStatus>,
+    bindings: Vec<NetworkBinding>,
 }
 
 /// Why the running phase ended.
@@ -106,6 +109,8 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
                 reason: None,
                 oom_event: false,
                 killed: false,
+                health: None,
+                bindings: Vec::new(),
             };
             n
         ],
@@ -113,6 +118,9 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
         stop_closed: false,
         events_closed: false,
     };
+    for (t, p) in s.containers.iter_mut().zip(&s.ctx.plan.containers) {
+        t.health = p.body.healthcheck.as_ref().map(|_| HealthStatus::Unknown);
+    }
     let started = match mode {
         Mode::Fresh => s.launch().await,
         Mode::Adopt(found) => s.adopt(found).await,
@@ -140,6 +148,8 @@ impl Supervisor {
                 last_status: t.state,
                 exit_code: t.exit_code,
                 reason: t.reason.clone(),
+                health_status: t.health,
+                network_bindings: t.bindings.clone(),
             })
             .collect()
     }
@@ -244,6 +254,11 @@ impl Supervisor {
             self.containers[i].running = true;
             self.containers[i].state = TaskState::Running;
         }
+        // The engine picks host ports that were left open; one look tells which.
+        let owner = self.ctx.plan.owner;
+        if self.ctx.plan.containers[owner].body.exposed_ports.is_some() {
+            self.refresh(owner).await;
+        }
         self.report(TaskState::Running).await;
         Ok(())
     }
@@ -272,6 +287,10 @@ impl Supervisor {
                 Ok(st) if st.running => {
                     self.containers[i].running = true;
                     self.containers[i].state = TaskState::Running;
+                    if self.containers[i].health.is_some() {
+                        self.containers[i].health = st.health.or(Some(HealthStatus::Unknown));
+                    }
+                    self.containers[i].bindings = st.bindings;
                 }
                 Ok(st) => {
                     let oom = st.oom_killed;
@@ -363,24 +382,42 @@ impl Supervisor {
             .position(|t| t.id.as_deref() == Some(container_id))
     }
 
-    /// Looks at one container again; records its exit if it is no longer running.
-    async fn refresh(&mut self, i: usize) {
+    /// Looks at one container again: records its exit if it is no longer running, and its
+    /// health and published ports if it is. True if anything reported changed.
+    async fn refresh(&mut self, i: usize) -> bool {
         let Some(id) = self.containers[i].id.clone() else {
-            return;
+            return false;
         };
         if !self.containers[i].running {
-            return;
+            return false;
         }
         match self.ctx.runtime.inspect(&id).await {
-            Ok(st) if st.running || st.created => {}
-            Ok(st) => self.mark_exited(i, st.exit_code, st.oom_killed),
+            Ok(st) if st.running || st.created => {
+                let t = &mut self.containers[i];
+                let health = match (t.health, st.health) {
+                    (Some(_), Some(h)) => Some(h),
+                    (was, _) => was,
+                };
+                let changed = health != t.health || (st.running && st.bindings != t.bindings);
+                t.health = health;
+                if st.running {
+                    t.bindings = st.bindings;
+                }
+                changed
+            }
+            Ok(st) => {
+                self.mark_exited(i, st.exit_code, st.oom_killed);
+                true
+            }
             Err(RuntimeError::NotFound(_)) => {
                 // Removed behind our back: it no longer runs, its exit code is lost.
                 self.mark_exited(i, None, false);
                 self.containers[i].reason = Some("Container removed outside Berth".into());
+                true
             }
             Err(e) => {
                 tracing::warn!(task = %self.ctx.plan.task_id, error = %e, "inspect failed; will look again");
+                false
             }
         }
     }
@@ -391,9 +428,7 @@ impl Supervisor {
             // A sweep: look at every container.
             let mut changed = false;
             for i in 0..self.containers.len() {
-                let was = self.containers[i].running;
-                self.refresh(i).await;
-                changed |= was != self.containers[i].running;
+                changed |= self.refresh(i).await;
             }
             return changed;
         }
@@ -410,7 +445,17 @@ impl Supervisor {
                 self.refresh(i).await;
                 was != self.containers[i].running
             }
-            _ => false,
+            action => match action.strip_prefix("health_status: ").and_then(health_of) {
+                Some(h) if self.containers[i].health.is_some_and(|was| was != h) => {
+                    if self.containers[i].running {
+                        tracing::info!(task = %self.ctx.plan.task_id, container = %self.ctx.plan.containers[i].name, health = %h, "container health changed");
+                        self.containers[i].health = Some(h);
+                        return true;
+                    }
+                    false
+                }
+                _ => false,
+            },
         }
     }
 
@@ -436,7 +481,8 @@ impl Supervisor {
                         continue;
                     };
                     if self.on_event(ev).await && self.essential_exit().is_none() {
-                        // A non-essential container exited: the task runs on; report it.
+                        // A non-essential container exited, or a container's health
+                        // changed: the task runs on; report it.
                         self.report(TaskState::Running).await;
                     }
                 }

@@ -15,7 +15,7 @@ use berth_core::command::{
     Placement, PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks,
 };
 use berth_core::limits::{MAX_CONSTRAINTS, MAX_STRATEGIES, MAX_STRATEGY_FIELD_LEN};
-use berth_core::service::ServiceCreate;
+use berth_core::service::{ServiceCreate, ServiceUpdate};
 use berth_core::{
     quote, validate, AgentStatus, Batch, ClusterState, Command, CommandResult, Failure, Revision,
 };
@@ -26,7 +26,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, ApiResult};
-use crate::node::{now_ms, CreateService, WriteRequest};
+use crate::node::{now_ms, CreateService, UpdateService, WriteRequest};
 use crate::shutdown::Shutdown;
 
 /// Requests waiting for the batcher; beyond this, callers wait (back-pressure).
@@ -306,22 +306,22 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         }
         WriteRequest::RunTask(r) => prepare_run(r, state)?,
         WriteRequest::CreateService(c) => prepare_create_service(c, state)?,
-        WriteRequest::UpdateService {
-            name,
-            desired_count,
-        } => Prepared::Command(Command::UpdateService {
-            name,
-            desired_count,
-        }),
+        WriteRequest::UpdateService(u) => prepare_update_service(u, state)?,
         WriteRequest::DeleteService { name, force } => {
             Prepared::Command(Command::DeleteService { name, force })
         }
         WriteRequest::NoteServiceEvent { name, message } => {
             Prepared::Command(Command::NoteServiceEvent { name, message })
         }
-        WriteRequest::StopServiceTasks { service, task_ids } => {
-            Prepared::Command(Command::StopServiceTasks { service, task_ids })
-        }
+        WriteRequest::StopServiceTasks {
+            service,
+            task_ids,
+            unhealthy,
+        } => Prepared::Command(Command::StopServiceTasks {
+            service,
+            task_ids,
+            unhealthy,
+        }),
     })
 }
 
@@ -350,7 +350,27 @@ fn prepare_create_service(c: CreateService, state: &ClusterState) -> ApiResult<P
         desired_count: c.desired_count,
         placement_strategy: c.placement_strategy,
         placement_constraints: c.placement_constraints,
+        deployment_configuration: c.deployment_configuration,
         client_token: c.client_token,
+    })))
+}
+
+fn prepare_update_service(u: UpdateService, state: &ClusterState) -> ApiResult<Prepared> {
+    validate::name("service", &u.name)?;
+    let task_definition = match &u.task_definition {
+        None => None,
+        Some(r) => {
+            let (family, revision) = validate::task_definition_ref(r)?;
+            let def = state.task_definition(&family, revision)?;
+            Some((family, def.revision))
+        }
+    };
+    Ok(Prepared::Command(Command::UpdateService(ServiceUpdate {
+        name: u.name,
+        desired_count: u.desired_count,
+        task_definition,
+        force_new_deployment: u.force_new_deployment,
+        deployment_configuration: u.deployment_configuration,
     })))
 }
 

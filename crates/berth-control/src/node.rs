@@ -49,10 +49,7 @@ pub enum WriteRequest {
         reports: Vec<berth_core::TaskReport>,
     },
     CreateService(CreateService),
-    UpdateService {
-        name: String,
-        desired_count: Option<u32>,
-    },
+    UpdateService(UpdateService),
     DeleteService {
         name: String,
         force: bool,
@@ -65,7 +62,20 @@ pub enum WriteRequest {
     StopServiceTasks {
         service: String,
         task_ids: Vec<String>,
+        unhealthy: bool,
     },
+}
+
+/// UpdateService as the client asked for it; the leader resolves the task definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateService {
+    pub name: String,
+    pub desired_count: Option<u32>,
+    /// "family" or "family:revision".
+    pub task_definition: Option<String>,
+    pub force_new_deployment: bool,
+    pub deployment_configuration: Option<berth_core::service::DeploymentConfiguration>,
 }
 
 /// CreateService as the client asked for it; the leader resolves the task definition.
@@ -78,6 +88,7 @@ pub struct CreateService {
     pub client_token: Option<String>,
     pub placement_strategy: Vec<berth_core::command::PlacementStrategy>,
     pub placement_constraints: Vec<berth_core::command::PlacementConstraint>,
+    pub deployment_configuration: berth_core::service::DeploymentConfiguration,
 }
 
 impl CreateService {
@@ -92,12 +103,14 @@ impl CreateService {
 impl WriteRequest {
     /// Whether running it twice has the effect of running it once. RunTask and
     /// CreateService qualify because they carry a client token by the time they are
-    /// forwarded; a second delete would find the service already deleted.
+    /// forwarded; a second delete would find the service already deleted, and a second
+    /// forced deployment would replace every task twice.
     fn retry_safe(&self) -> bool {
-        !matches!(
-            self,
-            WriteRequest::RegisterTaskDefinition(_) | WriteRequest::DeleteService { .. }
-        )
+        match self {
+            WriteRequest::RegisterTaskDefinition(_) | WriteRequest::DeleteService { .. } => false,
+            WriteRequest::UpdateService(u) => !u.force_new_deployment,
+            _ => true,
+        }
     }
 }
 

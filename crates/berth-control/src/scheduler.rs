@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_core::command::RunTaskRequest;
-use berth_core::service::{service_group, ServiceStatus};
+use berth_core::service::{service_group, RolloutState, ServiceStatus};
 use berth_core::state::SERVICE_FULL;
-use berth_core::{ClusterState, DesiredStatus, Outcome, StopCode, TaskState};
+use berth_core::{ClusterState, DesiredStatus, HealthStatus, Outcome, StopCode, Task, TaskState};
 
 use crate::node::{Node, WriteRequest};
 
@@ -37,6 +37,8 @@ const EVENT_REPEAT: Duration = Duration::from_secs(60);
 pub(crate) enum Action {
     Launch {
         service: String,
+        /// The PRIMARY deployment's id, the tasks' `startedBy`.
+        deployment: String,
         task_definition: String,
         count: u32,
         strategy: Vec<berth_core::command::PlacementStrategy>,
@@ -45,46 +47,115 @@ pub(crate) enum Action {
     Stop {
         service: String,
         task_ids: Vec<String>,
+        /// Stops of tasks that failed their health check (replaced like any other loss).
+        unhealthy: bool,
     },
 }
 
-/// The reconcile step, free of I/O: what each service needs, newest tasks first on the way
-/// down. A DRAINING service needs all of its tasks stopped.
+/// The reconcile step, free of I/O. Per ACTIVE service: stop UNHEALTHY tasks; launch for
+/// the PRIMARY deployment up to the desired count within maximumPercent; stop older
+/// deployments' tasks while minimumHealthyPercent still holds without them; on scale-in,
+/// stop the newest tasks first. A DRAINING service needs all of its tasks stopped. Apply
+/// re-checks every bound, so a pass on a state a little behind cannot overshoot.
 pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
     let mut actions = Vec::new();
     for svc in state.services() {
-        let desired = match svc.status {
-            ServiceStatus::Active => svc.desired_count as usize,
-            ServiceStatus::Draining => 0,
+        let live: Vec<&Task> = state.service_tasks(&svc.name).collect();
+        match svc.status {
             ServiceStatus::Inactive => continue,
+            ServiceStatus::Draining => {
+                if !live.is_empty() {
+                    actions.push(Action::Stop {
+                        service: svc.name.clone(),
+                        task_ids: live.iter().map(|t| t.id.clone()).collect(),
+                        unhealthy: false,
+                    });
+                }
+                continue;
+            }
+            ServiceStatus::Active => {}
+        }
+        let Some(primary) = svc.primary() else {
+            continue;
         };
-        let mut live: Vec<_> = state.service_tasks(&svc.name).collect();
-        if live.len() < desired {
-            let missing = (desired - live.len()) as u32;
-            actions.push(Action::Launch {
+        let (unhealthy, rest): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| {
+            t.last_status == TaskState::Running && t.health_status == HealthStatus::Unhealthy
+        });
+        if !unhealthy.is_empty() {
+            actions.push(Action::Stop {
                 service: svc.name.clone(),
-                task_definition: svc.task_definition(),
-                count: missing.min(berth_core::limits::MAX_RUN_COUNT),
-                strategy: svc.placement_strategy.clone(),
-                constraints: svc.placement_constraints.clone(),
+                task_ids: unhealthy.iter().map(|t| t.id.clone()).collect(),
+                unhealthy: true,
             });
-        } else if live.len() > desired {
+        }
+        let desired = svc.desired_count;
+        let config = svc.deployment_configuration;
+        let min_healthy = config.min_healthy(desired) as usize;
+        let (mut mine, mut old): (Vec<&Task>, Vec<&Task>) =
+            rest.iter().partition(|t| t.started_by == primary.id);
+        let mut healthy = rest.iter().filter(|t| state.task_is_healthy(t)).count();
+        let failed = primary.rollout_state == RolloutState::Failed;
+        if !failed {
+            let room = (desired as usize)
+                .saturating_sub(mine.len())
+                .min((config.max_total(desired) as usize).saturating_sub(rest.len()));
+            if room > 0 {
+                actions.push(Action::Launch {
+                    service: svc.name.clone(),
+                    deployment: primary.id.clone(),
+                    task_definition: primary.task_definition(),
+                    count: (room as u32).min(berth_core::limits::MAX_RUN_COUNT),
+                    strategy: svc.placement_strategy.clone(),
+                    constraints: svc.placement_constraints.clone(),
+                });
+            }
+        }
+        let mut stops = Vec::new();
+        let mut take = |t: &Task, healthy: &mut usize| {
+            if !state.task_is_healthy(t) {
+                stops.push(t.id.clone());
+                true
+            } else if *healthy > min_healthy {
+                *healthy -= 1;
+                stops.push(t.id.clone());
+                true
+            } else {
+                false
+            }
+        };
+        // A FAILED primary launches nothing, so the older tasks it would replace stay.
+        if !failed {
+            // Tasks that do not count as healthy first, then the oldest.
+            old.sort_by_key(|t| (state.task_is_healthy(t), t.created_at, t.id.clone()));
+            for t in old {
+                take(t, &mut healthy);
+            }
+        }
+        if mine.len() > desired as usize {
             // Not yet RUNNING before RUNNING, then newest first: scaling in should cost
             // the least work already done.
-            live.sort_by(|a, b| {
-                let running = |t: &berth_core::Task| t.last_status == TaskState::Running;
+            mine.sort_by(|a, b| {
+                let running = |t: &Task| t.last_status == TaskState::Running;
                 running(a)
                     .cmp(&running(b))
                     .then(b.created_at.cmp(&a.created_at))
                     .then(b.id.cmp(&a.id))
             });
+            let mut excess = mine.len() - desired as usize;
+            for t in mine {
+                if excess == 0 {
+                    break;
+                }
+                if take(t, &mut healthy) {
+                    excess -= 1;
+                }
+            }
+        }
+        if !stops.is_empty() {
             actions.push(Action::Stop {
                 service: svc.name.clone(),
-                task_ids: live
-                    .iter()
-                    .take(live.len() - desired)
-                    .map(|t| t.id.clone())
-                    .collect(),
+                task_ids: stops,
+                unhealthy: false,
             });
         }
     }
@@ -94,6 +165,8 @@ pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
 /// Per service, on this leader only.
 #[derive(Default)]
 struct Memory {
+    /// The PRIMARY deployment the back-off belongs to; a new deployment starts afresh.
+    deployment: String,
     /// Consecutive failed launches, and no launch before `until`.
     failures: u32,
     until: Option<Instant>,
@@ -175,7 +248,12 @@ pub(crate) async fn run(node: Arc<Node>) {
         let actions = {
             let s = node.state.read();
             memory.retain(|name, _| s.state.service(name).is_some());
-            for (_, m) in memory.iter_mut() {
+            for (name, m) in memory.iter_mut() {
+                let primary = s.state.service(name).and_then(|svc| svc.primary());
+                if let Some(d) = primary.filter(|d| d.id != m.deployment) {
+                    m.deployment = d.id.clone();
+                    m.succeeded();
+                }
                 m.review(&s.state, now);
             }
             reconcile(&s.state)
@@ -245,6 +323,7 @@ async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcom
     let req = match action {
         Action::Launch {
             service,
+            deployment,
             task_definition,
             count,
             strategy,
@@ -253,16 +332,21 @@ async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcom
             task_definition: task_definition.clone(),
             count: *count,
             client_token: None,
-            started_by: service_group(service),
+            started_by: deployment.clone(),
             group: service_group(service),
             overrides: Vec::new(),
             placement_strategy: strategy.clone(),
             placement_constraints: constraints.clone(),
             service: Some(service.clone()),
         }),
-        Action::Stop { service, task_ids } => WriteRequest::StopServiceTasks {
+        Action::Stop {
+            service,
+            task_ids,
+            unhealthy,
+        } => WriteRequest::StopServiceTasks {
             service: service.clone(),
             task_ids: task_ids.clone(),
+            unhealthy: *unhealthy,
         },
     };
     node.write(req).await.map(|(_, outcome)| outcome)
@@ -272,23 +356,52 @@ async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcom
 mod tests {
     use super::*;
     use berth_core::command::*;
-    use berth_core::service::ServiceCreate;
+    use berth_core::service::{ServiceCreate, ServiceUpdate};
     use berth_core::{Batch, Command, ContainerDefinition, TaskDefinitionSpec};
+
+    fn apply(s: &mut ClusterState, c: Command) {
+        let rev = s.revision() + 1;
+        let r = s.apply(
+            rev,
+            &Batch {
+                now: 1_000 + rev,
+                commands: vec![c],
+            },
+        );
+        assert!(r[0].is_ok(), "{r:?}");
+    }
+
+    fn report(s: &mut ClusterState, id: &str, health: Option<HealthStatus>) {
+        let containers = match health {
+            Some(h) => vec![berth_core::ContainerState {
+                name: "app".into(),
+                last_status: TaskState::Running,
+                exit_code: None,
+                reason: None,
+                health_status: Some(h),
+                network_bindings: vec![],
+            }],
+            None => vec![],
+        };
+        apply(
+            s,
+            Command::ReportTasks {
+                agent_id: "a1".into(),
+                epoch: 1,
+                reports: vec![berth_core::TaskReport {
+                    task_id: id.into(),
+                    last_status: TaskState::Running,
+                    at: 2_000,
+                    containers,
+                    stop_code: None,
+                    stopped_reason: None,
+                }],
+            },
+        );
+    }
 
     fn state_with(desired: u32, live: usize) -> ClusterState {
         let mut s = ClusterState::new();
-        let mut rev = 0;
-        let mut apply = |s: &mut ClusterState, c: Command| {
-            rev += 1;
-            let r = s.apply(
-                rev,
-                &Batch {
-                    now: 1_000 + rev,
-                    commands: vec![c],
-                },
-            );
-            assert!(r[0].is_ok(), "{r:?}");
-        };
         apply(
             &mut s,
             Command::RegisterTaskDefinition {
@@ -324,10 +437,12 @@ mod tests {
                 desired_count: live as u32,
                 placement_strategy: vec![],
                 placement_constraints: vec![],
+                deployment_configuration: Default::default(),
                 client_token: None,
                 fingerprint: 0,
             }),
         );
+        let deployment = s.service("api").unwrap().primary().unwrap().id.clone();
         for i in 0..live {
             apply(
                 &mut s,
@@ -336,7 +451,7 @@ mod tests {
                     revision: 1,
                     client_token: None,
                     fingerprint: 0,
-                    started_by: String::new(),
+                    started_by: deployment.clone(),
                     group: "service:api".into(),
                     overrides: vec![],
                     placements: vec![Placement {
@@ -350,10 +465,11 @@ mod tests {
         }
         apply(
             &mut s,
-            Command::UpdateService {
+            Command::UpdateService(ServiceUpdate {
                 name: "api".into(),
                 desired_count: Some(desired),
-            },
+                ..Default::default()
+            }),
         );
         s
     }
@@ -365,6 +481,7 @@ mod tests {
             reconcile(&s),
             vec![Action::Launch {
                 service: "api".into(),
+                deployment: "berth-svc/1".into(),
                 task_definition: "web:1".into(),
                 count: 3,
                 strategy: vec![],
@@ -384,6 +501,7 @@ mod tests {
             vec![Action::Stop {
                 service: "api".into(),
                 task_ids: vec!["t2".into(), "t1".into()],
+                unhealthy: false,
             }]
         );
     }
@@ -392,6 +510,97 @@ mod tests {
     fn a_service_at_its_count_needs_nothing() {
         assert!(reconcile(&state_with(3, 3)).is_empty());
         assert!(reconcile(&state_with(0, 0)).is_empty());
+    }
+
+    #[test]
+    fn a_new_revision_is_launched_within_maximum_percent_and_old_tasks_go_once_new_ones_run() {
+        let mut s = state_with(2, 2);
+        report(&mut s, "t0", None);
+        report(&mut s, "t1", None);
+        let mut spec2 = s.task_definition("web", Some(1)).unwrap().clone();
+        spec2.revision = 2;
+        apply(
+            &mut s,
+            Command::RegisterTaskDefinition {
+                spec: TaskDefinitionSpec {
+                    family: "web".into(),
+                    cpu: Some(256),
+                    memory: Some(512),
+                    network_mode: None,
+                    container_definitions: spec2.container_definitions,
+                },
+            },
+        );
+        apply(
+            &mut s,
+            Command::UpdateService(ServiceUpdate {
+                name: "api".into(),
+                task_definition: Some(("web".into(), 2)),
+                ..Default::default()
+            }),
+        );
+        // 200 %: both replacements at once; 100 % healthy: no old task stops yet.
+        let actions = reconcile(&s);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        let Action::Launch {
+            deployment,
+            task_definition,
+            count,
+            ..
+        } = &actions[0]
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!((task_definition.as_str(), *count), ("web:2", 2));
+        apply(
+            &mut s,
+            Command::RunTasks(RunTasks {
+                family: "web".into(),
+                revision: 2,
+                client_token: None,
+                fingerprint: 0,
+                started_by: deployment.clone(),
+                group: "service:api".into(),
+                overrides: vec![],
+                placements: ["n0", "n1"]
+                    .iter()
+                    .map(|id| Placement {
+                        task_id: id.to_string(),
+                        agent_id: "a1".into(),
+                    })
+                    .collect(),
+                failures: vec![],
+                service: Some("api".into()),
+            }),
+        );
+        assert!(reconcile(&s).is_empty());
+        report(&mut s, "n0", None);
+        assert_eq!(
+            reconcile(&s),
+            vec![Action::Stop {
+                service: "api".into(),
+                task_ids: vec!["t0".into()],
+                unhealthy: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_task_is_stopped_as_such() {
+        let mut s = state_with(1, 1);
+        report(&mut s, "t0", Some(HealthStatus::Unhealthy));
+        let actions = reconcile(&s);
+        assert_eq!(
+            actions[0],
+            Action::Stop {
+                service: "api".into(),
+                task_ids: vec!["t0".into()],
+                unhealthy: true,
+            }
+        );
+        // Its replacement is asked for in the same pass (apply admits it once the stop
+        // has left room).
+        assert!(matches!(actions[1], Action::Launch { count: 1, .. }));
     }
 
     #[test]

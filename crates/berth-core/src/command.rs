@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::model::*;
-use crate::service::{Service, ServiceCreate};
+use crate::service::{Service, ServiceCreate, ServiceUpdate};
 
 /// One Raft entry's payload. The leader groups concurrent writes into one batch (group
 /// commit) and stamps it with its clock; `apply` never reads a clock of its own.
@@ -48,10 +48,7 @@ pub enum Command {
         reports: Vec<TaskReport>,
     },
     CreateService(ServiceCreate),
-    UpdateService {
-        name: String,
-        desired_count: Option<u32>,
-    },
+    UpdateService(ServiceUpdate),
     DeleteService {
         name: String,
         force: bool,
@@ -61,11 +58,15 @@ pub enum Command {
         name: String,
         message: String,
     },
-    /// Scale-in by the service scheduler: apply stops these tasks only while the service
-    /// has more than its desired count, so a stale proposal cannot stop too many.
+    /// Stops by the service scheduler — scale-in, old deployments' tasks, unhealthy tasks.
+    /// Apply re-checks each against the service's bounds (never below the desired count on
+    /// scale-in, never under the minimum healthy while replacing; `unhealthy` stops only
+    /// tasks that are UNHEALTHY), so a stale proposal cannot stop too many.
     StopServiceTasks {
         service: String,
         task_ids: Vec<String>,
+        #[serde(default)]
+        unhealthy: bool,
     },
 }
 

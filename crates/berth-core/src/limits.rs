@@ -34,6 +34,10 @@ pub const MAX_ENV: usize = 256;
 pub const MAX_PORTS: usize = 100;
 /// Stop timeout in seconds: default and maximum (Fargate's numbers).
 pub const DEFAULT_STOP_TIMEOUT_S: u32 = 30;
+/// A container `healthCheck`'s defaults, ECS's.
+pub const DEFAULT_HEALTH_INTERVAL_S: u32 = 30;
+pub const DEFAULT_HEALTH_TIMEOUT_S: u32 = 5;
+pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
 pub const MAX_STOP_TIMEOUT_S: u32 = 120;
 /// How long a clientToken remembers its first answer.
 pub const CLIENT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
@@ -54,6 +58,12 @@ pub const MAX_CONSTRAINTS: usize = 10;
 /// A service's desired count (ECS allows 5,000 tasks per service; 1,000 keeps one service's
 /// scheduler pass and describe answer small).
 pub const MAX_DESIRED_COUNT: u32 = 1000;
+/// Bounds of a service's deployment configuration (ECS's, with maximumPercent capped).
+pub const MAX_MIN_HEALTHY_PERCENT: u32 = 100;
+pub const MIN_MAXIMUM_PERCENT: u32 = 100;
+pub const MAX_MAXIMUM_PERCENT: u32 = 400;
+/// INACTIVE deployments a service keeps for describe.
+pub const MAX_INACTIVE_DEPLOYMENTS: usize = 5;
 /// Services that are not INACTIVE.
 pub const MAX_SERVICES: usize = 1000;
 /// Events kept per service, newest first (ECS shows the last 100).

@@ -111,6 +111,28 @@ pub struct HealthCheck {
     pub start_period: Option<u32>,
 }
 
+impl HealthCheck {
+    /// Seconds between checks; ECS's default 30.
+    pub fn interval_s(&self) -> u32 {
+        self.interval
+            .unwrap_or(crate::limits::DEFAULT_HEALTH_INTERVAL_S)
+    }
+    /// Seconds one check may take; ECS's default 5 (the engine's own would be 30).
+    pub fn timeout_s(&self) -> u32 {
+        self.timeout
+            .unwrap_or(crate::limits::DEFAULT_HEALTH_TIMEOUT_S)
+    }
+    /// Consecutive failures that make the container UNHEALTHY; ECS's default 3.
+    pub fn retries_n(&self) -> u32 {
+        self.retries
+            .unwrap_or(crate::limits::DEFAULT_HEALTH_RETRIES)
+    }
+    /// Seconds after start during which failures do not count; default 0.
+    pub fn start_period_s(&self) -> u32 {
+        self.start_period.unwrap_or(0)
+    }
+}
+
 /// How a task's containers reach the network. The task's first container owns the network
 /// namespace and the others join it, in either mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -315,6 +337,82 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What the engine's health check last said; `None` for a container without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
+    /// Ports the engine published for it (ECS's `networkBindings`), reported once running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_bindings: Vec<NetworkBinding>,
+}
+
+/// A container port published on the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    pub bind_ip: String,
+    pub container_port: u32,
+    pub host_port: u32,
+    pub protocol: String,
+}
+
+/// A container's or a task's health, as ECS names it. A container's comes from the engine
+/// running its `healthCheck`; a task's is derived from its essential containers: UNHEALTHY if
+/// any is, HEALTHY if every one with a check is (and at least one has one), else UNKNOWN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    /// No check, or a check that has not passed or failed yet (the start period).
+    #[default]
+    Unknown,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Unhealthy => "UNHEALTHY",
+            HealthStatus::Unknown => "UNKNOWN",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            HealthStatus::Healthy,
+            HealthStatus::Unhealthy,
+            HealthStatus::Unknown,
+        ]
+        .into_iter()
+        .find(|h| h.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// A task's health from its containers' and whether each is essential.
+    pub fn of_task(containers: impl IntoIterator<Item = (bool, Option<HealthStatus>)>) -> Self {
+        let mut checked = 0;
+        let mut healthy = 0;
+        for (essential, h) in containers {
+            let Some(h) = h.filter(|_| essential) else {
+                continue;
+            };
+            checked += 1;
+            match h {
+                HealthStatus::Unhealthy => return HealthStatus::Unhealthy,
+                HealthStatus::Healthy => healthy += 1,
+                HealthStatus::Unknown => {}
+            }
+        }
+        if checked > 0 && healthy == checked {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        }
+    }
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One run of a task definition on one agent.
@@ -338,6 +436,9 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<ContainerOverride>,
     pub containers: Vec<ContainerState>,
+    /// Derived at apply from the containers' health and the definition's essential flags.
+    #[serde(default)]
+    pub health_status: HealthStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_code: Option<StopCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -76,6 +76,9 @@ pub struct ClusterState {
     /// (collection time, name): INACTIVE services are collected after the retention.
     #[serde(default)]
     service_expiry: BTreeSet<(Millis, String)>,
+    /// Deployments ever started; the next one's id is `berth-svc/<this + 1>`.
+    #[serde(default)]
+    deployment_seq: u64,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -207,10 +210,7 @@ impl ClusterState {
                 reports,
             } => self.report_tasks(agent_id, *epoch, reports),
             Command::CreateService(c) => self.create_service(c),
-            Command::UpdateService {
-                name,
-                desired_count,
-            } => self.update_service(name, *desired_count),
+            Command::UpdateService(u) => self.update_service(u),
             Command::DeleteService { name, force } => self.delete_service(name, *force),
             Command::NoteServiceEvent { name, message } => {
                 if self.services.contains_key(name) {
@@ -223,9 +223,11 @@ impl ClusterState {
                     )))
                 }
             }
-            Command::StopServiceTasks { service, task_ids } => {
-                self.stop_service_tasks(service, task_ids)
-            }
+            Command::StopServiceTasks {
+                service,
+                task_ids,
+                unhealthy,
+            } => self.stop_service_tasks(service, task_ids, *unhealthy),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -371,6 +373,8 @@ impl ClusterState {
                 last_status: TaskState::Provisioning,
                 exit_code: None,
                 reason: None,
+                health_status: c.health_check.as_ref().map(|_| HealthStatus::Unknown),
+                network_bindings: vec![],
             })
             .collect();
         let room = self.service_room(run)?;
@@ -412,6 +416,7 @@ impl ClusterState {
                 client_token: run.client_token.clone(),
                 overrides: run.overrides.clone(),
                 containers: containers.clone(),
+                health_status: HealthStatus::Unknown,
                 stop_code: None,
                 stopped_reason: None,
                 created_at: self.clock,
@@ -684,6 +689,21 @@ impl ClusterState {
             }
             if !r.containers.is_empty() {
                 task.containers = r.containers.clone();
+                let def = self
+                    .families
+                    .get(&task.family)
+                    .and_then(|f| f.get((task.revision as usize).wrapping_sub(1)));
+                task.health_status = match def {
+                    Some(def) => HealthStatus::of_task(task.containers.iter().map(|c| {
+                        let essential = def
+                            .container_definitions
+                            .iter()
+                            .find(|d| d.name == c.name)
+                            .is_some_and(|d| d.is_essential());
+                        (essential, c.health_status)
+                    })),
+                    None => HealthStatus::Unknown,
+                };
             }
             if r.last_status == task.last_status {
                 task.version = revision;
@@ -982,6 +1002,8 @@ impl ClusterState {
     }
 }
 
+mod deployments;
 mod services;
+pub use deployments::{DeploymentCount, UNHEALTHY_REASON};
 #[cfg(test)]
 mod tests;

@@ -384,6 +384,20 @@ pub fn report(r: &TaskReport) -> Result<(), Error> {
                 quote(&r.task_id)
             )));
         }
+        // Each published port may be bound on IPv4 and IPv6.
+        let too_long = c
+            .network_bindings
+            .iter()
+            .any(|b| b.bind_ip.len() > MAX_ADDRESS_LEN || b.protocol.len() > 8);
+        if c.network_bindings.len() > 2 * MAX_PORTS || too_long {
+            return Err(invalid(format!(
+                "task {}: containers[{i}] reports {} network bindings (at most {}) or one \
+                 with an over-long address",
+                quote(&r.task_id),
+                c.network_bindings.len(),
+                2 * MAX_PORTS
+            )));
+        }
     }
     Ok(())
 }
@@ -695,6 +709,8 @@ mod tests {
                 last_status: crate::model::TaskState::Running,
                 exit_code: None,
                 reason: Some("x".repeat(MAX_REASON_LEN + 1)),
+                health_status: None,
+                network_bindings: vec![],
             };
             1
         ];

@@ -186,6 +186,20 @@ impl From<&core::Task> for v1::Task {
                     last_status: c.last_status.as_str().into(),
                     exit_code: c.exit_code,
                     reason: c.reason.clone().unwrap_or_default(),
+                    health_status: c
+                        .health_status
+                        .map(|h| h.as_str().to_string())
+                        .unwrap_or_default(),
+                    network_bindings: c
+                        .network_bindings
+                        .iter()
+                        .map(|b| v1::NetworkBinding {
+                            bind_ip: b.bind_ip.clone(),
+                            container_port: b.container_port,
+                            host_port: b.host_port,
+                            protocol: b.protocol.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             stop_code: t
@@ -207,6 +221,7 @@ impl From<&core::Task> for v1::Task {
                     at_ms: x.at,
                 })
                 .collect(),
+            health_status: t.health_status.as_str().into(),
         }
     }
 }
@@ -286,19 +301,55 @@ pub fn constraints_from_wire(
 
 /// A service as the API shows it: its counts come from its tasks, and its events only where
 /// the caller asked for the whole service.
-pub fn service_to_wire(
-    s: &core::Service,
-    running: u32,
-    pending: u32,
-    with_events: bool,
-) -> v1::Service {
+/// A deployment configuration from the wire: absent fields from `base` (ECS's defaults on
+/// create, the service's own on update). Checked by the state machine.
+pub fn deployment_configuration_from_wire(
+    c: Option<v1::DeploymentConfiguration>,
+    base: core::service::DeploymentConfiguration,
+) -> core::service::DeploymentConfiguration {
+    let Some(c) = c else {
+        return base;
+    };
+    core::service::DeploymentConfiguration {
+        minimum_healthy_percent: c
+            .minimum_healthy_percent
+            .unwrap_or(base.minimum_healthy_percent),
+        maximum_percent: c.maximum_percent.unwrap_or(base.maximum_percent),
+        circuit_breaker: c.circuit_breaker.unwrap_or(base.circuit_breaker),
+        rollback: c.rollback.unwrap_or(base.rollback),
+    }
+}
+
+fn deployment_configuration_to_wire(
+    c: &core::service::DeploymentConfiguration,
+) -> v1::DeploymentConfiguration {
+    v1::DeploymentConfiguration {
+        minimum_healthy_percent: Some(c.minimum_healthy_percent),
+        maximum_percent: Some(c.maximum_percent),
+        circuit_breaker: Some(c.circuit_breaker),
+        rollback: Some(c.rollback),
+    }
+}
+
+/// What the state knows about a service beyond the record itself: its live tasks.
+pub struct ServiceView<'a> {
+    pub running: u32,
+    pub pending: u32,
+    /// Live tasks per deployment id.
+    pub per_deployment: &'a std::collections::BTreeMap<String, core::state::DeploymentCount>,
+    /// Only Describe carries events and tasks.
+    pub events: bool,
+    pub tasks: Vec<v1::ServiceTask>,
+}
+
+pub fn service_to_wire(s: &core::Service, view: ServiceView<'_>) -> v1::Service {
     v1::Service {
         service_name: s.name.clone(),
         task_definition: s.task_definition(),
         status: s.status.as_str().to_string(),
         desired_count: s.desired_count,
-        running_count: running,
-        pending_count: pending,
+        running_count: view.running,
+        pending_count: view.pending,
         placement_strategy: s
             .placement_strategy
             .iter()
@@ -317,7 +368,7 @@ pub fn service_to_wire(
             .collect(),
         created_at_ms: s.created_at,
         updated_at_ms: s.updated_at,
-        events: if with_events {
+        events: if view.events {
             s.events
                 .iter()
                 .map(|e| v1::ServiceEvent {
@@ -329,6 +380,34 @@ pub fn service_to_wire(
             Vec::new()
         },
         version: s.version,
+        deployment_configuration: Some(deployment_configuration_to_wire(
+            &s.deployment_configuration,
+        )),
+        deployments: s
+            .deployments
+            .iter()
+            .map(|d| {
+                let count = view.per_deployment.get(&d.id).copied().unwrap_or_default();
+                v1::Deployment {
+                    id: d.id.clone(),
+                    status: d.status.as_str().into(),
+                    task_definition: d.task_definition(),
+                    desired_count: if d.status == core::service::DeploymentStatus::Primary {
+                        s.desired_count
+                    } else {
+                        0
+                    },
+                    pending_count: count.pending,
+                    running_count: count.running,
+                    failed_tasks: d.failed_tasks,
+                    rollout_state: d.rollout_state.as_str().into(),
+                    rollout_state_reason: d.rollout_state_reason.clone(),
+                    created_at_ms: d.created_at,
+                    updated_at_ms: d.updated_at,
+                }
+            })
+            .collect(),
+        tasks: view.tasks,
     }
 }
 
@@ -386,6 +465,7 @@ mod tests {
             client_token: None,
             overrides: vec![],
             containers: vec![],
+            health_status: core::HealthStatus::Unknown,
             stop_code: None,
             stopped_reason: None,
             created_at: 1_000,

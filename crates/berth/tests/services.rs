@@ -50,6 +50,7 @@ async fn update(api: Channel, name: &str, desired: i64) -> Result<Service, tonic
         .update(UpdateServiceRequest {
             service: name.into(),
             desired_count: Some(desired),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().service.expect("service in answer"))
@@ -346,6 +347,7 @@ async fn bad_service_requests_get_a_clear_status_and_change_nothing() {
         .update(UpdateServiceRequest {
             service: "web".into(),
             desired_count: None,
+            ..Default::default()
         })
         .await
         .expect_err("empty update");

@@ -289,6 +289,7 @@ pub fn task(
             client_token: None,
             overrides: vec![],
             containers: vec![],
+            health_status: Default::default(),
             stop_code: None,
             stopped_reason: None,
             created_at: 0,

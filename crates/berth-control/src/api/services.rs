@@ -1,35 +1,86 @@
 use std::sync::Arc;
 
 use berth_core::limits::MAX_DESCRIBE_SERVICES;
-use berth_core::{quote, ClusterState, Outcome, ServiceStatus, TaskState};
-use berth_proto::convert::{constraints_from_wire, service_to_wire, strategies_from_wire};
+use berth_core::service::DeploymentConfiguration;
+use berth_core::{quote, ClusterState, Outcome, ServiceStatus};
+use berth_proto::convert::{
+    constraints_from_wire, deployment_configuration_from_wire, service_to_wire,
+    strategies_from_wire, ServiceView,
+};
 use berth_proto::v1::services_server::Services;
 use berth_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::{page, page_size, unexpected};
 use crate::error::ApiError;
-use crate::node::{CreateService, Node, WriteRequest};
+use crate::node::{CreateService, Node, UpdateService, WriteRequest};
 
 pub struct ServicesApi {
     pub node: Arc<Node>,
 }
 
-/// A service as the API shows it, its counts taken from its live tasks.
-fn wire(
-    state: &ClusterState,
-    s: &berth_core::Service,
-    with_events: bool,
-) -> berth_proto::v1::Service {
-    let (mut running, mut pending) = (0, 0);
-    for t in state.service_tasks(&s.name) {
-        if t.last_status == TaskState::Running {
-            running += 1;
-        } else {
-            pending += 1;
-        }
+/// A service as the API shows it, its counts taken from its live tasks; `describe` adds
+/// its events and its tasks with their endpoints.
+fn wire(state: &ClusterState, s: &berth_core::Service, describe: bool) -> berth_proto::v1::Service {
+    let per_deployment = state.deployment_counts(&s.name);
+    let running = per_deployment.values().map(|c| c.running).sum();
+    let pending = per_deployment.values().map(|c| c.pending).sum();
+    let tasks = if describe {
+        state
+            .service_tasks(&s.name)
+            .map(|t| ServiceTask {
+                task_id: t.id.clone(),
+                agent_id: t.agent_id.clone(),
+                deployment_id: t.started_by.clone(),
+                last_status: t.last_status.as_str().into(),
+                health_status: t.health_status.as_str().into(),
+                endpoints: endpoints(state, t),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    service_to_wire(
+        s,
+        ServiceView {
+            running,
+            pending,
+            per_deployment: &per_deployment,
+            events: describe,
+            tasks,
+        },
+    )
+}
+
+/// `host:port` of every port the task's containers published, the host taken from the
+/// agent's address (where it serves logs, so reachable from the control plane).
+fn endpoints(state: &ClusterState, t: &berth_core::Task) -> Vec<String> {
+    let host = state
+        .agent(&t.agent_id)
+        .map(|a| agent_host(&a.address).to_string())
+        .unwrap_or_default();
+    t.containers
+        .iter()
+        .flat_map(|c| &c.network_bindings)
+        // One endpoint per port: the engine may bind it on IPv4 and IPv6 alike.
+        .filter(|b| !b.bind_ip.contains(':'))
+        .map(|b| {
+            let host = if host.is_empty() {
+                b.bind_ip.as_str()
+            } else {
+                host.as_str()
+            };
+            format!("{host}:{}", b.host_port)
+        })
+        .collect()
+}
+
+/// The host part of `HOST:PORT` or `[V6]:PORT`.
+fn agent_host(address: &str) -> &str {
+    match address.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => address,
     }
-    service_to_wire(s, running, pending, with_events)
 }
 
 fn service_name(field: &str, name: &str) -> Result<(), ApiError> {
@@ -97,6 +148,10 @@ impl Services for ServicesApi {
             }),
             placement_strategy,
             placement_constraints: constraints_from_wire(r.placement_constraints),
+            deployment_configuration: deployment_configuration_from_wire(
+                r.deployment_configuration,
+                DeploymentConfiguration::default(),
+            ),
         };
         let (_, outcome) = self.node.write(WriteRequest::CreateService(create)).await?;
         let (service, revision) = self.answer(&outcome, "create service")?;
@@ -112,19 +167,43 @@ impl Services for ServicesApi {
     ) -> Result<Response<UpdateServiceResponse>, Status> {
         let r = req.into_inner();
         service_name("service", &r.service)?;
-        let Some(n) = r.desired_count else {
+        let desired_count = match r.desired_count {
+            Some(n) => Some(berth_core::service::desired_count(n).map_err(ApiError::from)?),
+            None => None,
+        };
+        if desired_count.is_none()
+            && r.task_definition.is_none()
+            && !r.force_new_deployment
+            && r.deployment_configuration.is_none()
+        {
             return Err(ApiError::invalid(
-                "nothing to update: give desiredCount (the only field an update changes for now)",
+                "nothing to update: give desiredCount, taskDefinition, forceNewDeployment or \
+                 deploymentConfiguration",
             )
             .into());
+        }
+        // Fields not given keep the service's; the state machine checks the result.
+        let deployment_configuration = match r.deployment_configuration {
+            None => None,
+            Some(c) => {
+                let s = self.node.state.read();
+                let base = s
+                    .state
+                    .service(&r.service)
+                    .map(|svc| svc.deployment_configuration)
+                    .unwrap_or_default();
+                Some(deployment_configuration_from_wire(Some(c), base))
+            }
         };
-        let desired_count = Some(berth_core::service::desired_count(n).map_err(ApiError::from)?);
         let (_, outcome) = self
             .node
-            .write(WriteRequest::UpdateService {
+            .write(WriteRequest::UpdateService(UpdateService {
                 name: r.service,
                 desired_count,
-            })
+                task_definition: r.task_definition,
+                force_new_deployment: r.force_new_deployment,
+                deployment_configuration,
+            }))
             .await?;
         let (service, revision) = self.answer(&outcome, "update service")?;
         Ok(Response::new(UpdateServiceResponse {

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use super::deployments::UNHEALTHY_REASON;
 use super::ClusterState;
 use crate::command::{CommandResult, Outcome, RunTasks};
 use crate::error::Error;
 use crate::limits::*;
-use crate::model::{DesiredStatus, StopCode, Task, TaskDefinitionStatus, TaskState};
+use crate::model::{DesiredStatus, HealthStatus, StopCode, Task, TaskDefinitionStatus, TaskState};
 use crate::quote::quote;
 use crate::service::*;
 
@@ -65,6 +66,7 @@ impl ClusterState {
             )));
         }
         desired_count(i64::from(c.desired_count))?;
+        c.deployment_configuration.check(c.desired_count)?;
         let def = self.task_definition(&c.family, Some(c.revision))?;
         let def_name = def.name();
         if def.status != TaskDefinitionStatus::Active {
@@ -79,6 +81,8 @@ impl ClusterState {
             desired_count: c.desired_count,
             placement_strategy: c.placement_strategy.clone(),
             placement_constraints: c.placement_constraints.clone(),
+            deployment_configuration: c.deployment_configuration,
+            deployments: Vec::new(),
             status: ServiceStatus::Active,
             client_token: c.client_token.clone(),
             fingerprint: c.fingerprint,
@@ -96,6 +100,7 @@ impl ClusterState {
                 c.name, def_name, c.desired_count
             ),
         );
+        self.start_deployment(&c.name, &c.family, c.revision, "service created");
         Ok(Outcome::Service(self.services[&c.name].clone()))
     }
 
@@ -112,22 +117,54 @@ impl ClusterState {
         }
     }
 
-    pub(super) fn update_service(&mut self, name: &str, desired: Option<u32>) -> CommandResult {
+    pub(super) fn update_service(&mut self, u: &ServiceUpdate) -> CommandResult {
+        let name = u.name.as_str();
         let (clock, revision) = (self.clock, self.revision);
         let svc = self.active_service_mut(name)?;
-        if let Some(n) = desired {
-            desired_count(i64::from(n))?;
-            if svc.desired_count != n {
-                let was = svc.desired_count;
-                svc.desired_count = n;
-                svc.updated_at = clock;
-                svc.version = revision;
-                self.service_event(
-                    name,
-                    format!("service {name} desired count changed from {was} to {n}"),
-                );
+        let desired = match u.desired_count {
+            Some(n) => desired_count(i64::from(n))?,
+            None => svc.desired_count,
+        };
+        let config = u
+            .deployment_configuration
+            .unwrap_or(svc.deployment_configuration);
+        config.check(desired)?;
+        let current = (svc.family.clone(), svc.revision);
+        let target = match &u.task_definition {
+            Some((family, rev)) => (family.clone(), *rev),
+            None => current.clone(),
+        };
+        if target != current {
+            let def = self.task_definition(&target.0, Some(target.1))?;
+            if def.status != TaskDefinitionStatus::Active {
+                return Err(Error::precondition(format!(
+                    "task definition {} is INACTIVE; a service runs an ACTIVE revision",
+                    def.name()
+                )));
             }
         }
+        let svc = self.active_service_mut(name)?;
+        if svc.deployment_configuration != config {
+            svc.deployment_configuration = config;
+            svc.updated_at = clock;
+            svc.version = revision;
+        }
+        if svc.desired_count != desired {
+            let was = svc.desired_count;
+            svc.desired_count = desired;
+            svc.updated_at = clock;
+            svc.version = revision;
+            self.service_event(
+                name,
+                format!("service {name} desired count changed from {was} to {desired}"),
+            );
+        }
+        if target != current {
+            self.start_deployment(name, &target.0, target.1, "task definition updated");
+        } else if u.force_new_deployment {
+            self.start_deployment(name, &target.0, target.1, "new deployment forced");
+        }
+        self.settle_deployments(name);
         Ok(Outcome::Service(self.services[name].clone()))
     }
 
@@ -209,18 +246,32 @@ impl ClusterState {
             .get(name)
             .filter(|s| s.status == ServiceStatus::Active)
             .ok_or_else(|| Error::precondition(format!("service {name} is not ACTIVE")))?;
-        if (svc.family.as_str(), svc.revision) != (run.family.as_str(), run.revision)
+        let primary = svc
+            .primary()
+            .ok_or_else(|| Error::precondition(format!("service {name} has no deployment")))?;
+        if (primary.family.as_str(), primary.revision) != (run.family.as_str(), run.revision)
             || run.group != svc.group()
+            || run.started_by != primary.id
         {
             return Err(Error::precondition(format!(
-                "service {name} runs {}, not {}:{}",
-                svc.task_definition(),
+                "service {name} launches {} for deployment {}, not {}:{} for {}",
+                primary.task_definition(),
+                primary.id,
                 run.family,
-                run.revision
+                run.revision,
+                quote(&run.started_by)
             )));
         }
-        let room = (svc.desired_count as usize).saturating_sub(self.live_count(name));
-        Ok(room.min(run.placements.len()))
+        if primary.rollout_state == RolloutState::Failed {
+            return Ok(0);
+        }
+        let desired = svc.desired_count;
+        let max_total = svc.deployment_configuration.max_total(desired);
+        let t = self.tally(name);
+        let room = desired
+            .saturating_sub(t.primary)
+            .min(max_total.saturating_sub(t.total));
+        Ok((room as usize).min(run.placements.len()))
     }
 
     /// Notes launched tasks in the service's events.
@@ -240,31 +291,77 @@ impl ClusterState {
         );
     }
 
-    pub(super) fn stop_service_tasks(&mut self, name: &str, task_ids: &[String]) -> CommandResult {
+    /// Stops the scheduler asked for, each re-checked against the service as it is now:
+    /// a DRAINING service stops anything; `unhealthy` stops only UNHEALTHY tasks; a task of
+    /// the PRIMARY deployment is stopped only above the desired count (scale-in); a task
+    /// of an older deployment only while enough healthy tasks remain.
+    pub(super) fn stop_service_tasks(
+        &mut self,
+        name: &str,
+        task_ids: &[String],
+        unhealthy: bool,
+    ) -> CommandResult {
         let svc = self
             .services
             .get(name)
             .ok_or_else(|| Error::not_found(format!("service {} does not exist", quote(name))))?;
-        let desired = match svc.status {
-            ServiceStatus::Active => svc.desired_count as usize,
-            _ => 0,
-        };
+        let active = svc.status == ServiceStatus::Active;
+        let desired = if active { svc.desired_count } else { 0 };
+        let min_healthy = svc.deployment_configuration.min_healthy(desired);
+        let primary = svc.primary().map(|d| d.id.clone()).unwrap_or_default();
+        let mut tally = self.tally(name);
         let mut stopped = Vec::new();
+        let mut failed_checks = Vec::new();
         for id in task_ids {
-            if self.live_count(name) <= desired {
-                break;
-            }
             let live = self.service_tasks.get(name).is_some_and(|s| s.contains(id));
-            if !live {
+            let Some(t) = self.tasks.get(id).filter(|_| live) else {
+                continue;
+            };
+            let healthy = self.task_is_healthy(t);
+            let is_primary = t.started_by == primary;
+            let keeps_min = !healthy || tally.healthy > min_healthy;
+            let (allowed, reason) = if !active {
+                (true, "Service deleted".to_string())
+            } else if unhealthy {
+                (
+                    t.health_status == HealthStatus::Unhealthy,
+                    UNHEALTHY_REASON.to_string(),
+                )
+            } else if is_primary {
+                (
+                    tally.primary > desired && keeps_min,
+                    "Scaling activity initiated by the service scheduler".to_string(),
+                )
+            } else {
+                (
+                    keeps_min,
+                    format!("Scaling activity initiated by (deployment {primary})"),
+                )
+            };
+            if !allowed {
                 continue;
             }
-            if let Ok(Outcome::Task(t)) = self.stop_task(
-                id,
-                "Scaling activity initiated by the service scheduler",
-                StopCode::ServiceSchedulerInitiated,
-            ) {
+            if let Ok(Outcome::Task(t)) =
+                self.stop_task(id, &reason, StopCode::ServiceSchedulerInitiated)
+            {
+                tally.total -= 1;
+                if is_primary {
+                    tally.primary -= 1;
+                }
+                if healthy {
+                    tally.healthy -= 1;
+                }
+                if unhealthy {
+                    failed_checks.push(t.id.clone());
+                }
                 stopped.push(t);
             }
+        }
+        for id in failed_checks {
+            self.service_event(
+                name,
+                format!("service {name} task {id} failed its health check"),
+            );
         }
         if !stopped.is_empty() {
             let ids: Vec<&str> = stopped.iter().map(|t| t.id.as_str()).collect();
@@ -294,10 +391,13 @@ impl ClusterState {
                 .entry(name.to_string())
                 .or_default()
                 .insert(task.id.clone());
-            // Steady state is reached when the last task turns RUNNING; other changes
-            // cannot reach it, and checking costs a pass over the service's tasks.
+            // Steady state (and a completed rollout) is reached when the last task turns
+            // RUNNING or HEALTHY; other changes cannot reach it, and checking costs a pass
+            // over the service's tasks.
             if task.last_status == TaskState::Running {
-                self.note_steady_state(name);
+                let name = name.to_string();
+                self.settle_deployments(&name);
+                self.note_steady_state(&name);
             }
             return;
         }
@@ -313,6 +413,7 @@ impl ClusterState {
         };
         if removed {
             let name = name.to_string();
+            self.count_failed_launch(&name, task);
             if task.stop_code != Some(StopCode::ServiceSchedulerInitiated) {
                 let why = task.stopped_reason.as_deref().unwrap_or("it stopped");
                 let code = task.stop_code.map(|c| c.as_str()).unwrap_or("");
@@ -322,6 +423,7 @@ impl ClusterState {
                 );
             }
             self.settle_draining(&name);
+            self.settle_deployments(&name);
         }
     }
 
@@ -335,10 +437,11 @@ impl ClusterState {
         {
             return;
         }
-        let all_running = self
+        let primary = svc.primary().map(|d| d.id.as_str());
+        let steady = self
             .service_tasks(name)
-            .all(|t| t.last_status == TaskState::Running);
-        if all_running {
+            .all(|t| Some(t.started_by.as_str()) == primary && self.task_is_healthy(t));
+        if steady {
             self.service_event(name, format!("service {name} has reached a steady state"));
         }
     }
@@ -383,6 +486,19 @@ impl ClusterState {
         }
         if let Some(name) = have.keys().find(|n| !self.services.contains_key(**n)) {
             return Err(format!("tasks run for unknown service {name}"));
+        }
+        for svc in self.services.values() {
+            let primaries = svc
+                .deployments
+                .iter()
+                .filter(|d| d.status == DeploymentStatus::Primary)
+                .count();
+            if svc.status == ServiceStatus::Active && primaries != 1 {
+                return Err(format!(
+                    "service {} has {primaries} PRIMARY deployments",
+                    svc.name
+                ));
+            }
         }
         Ok(())
     }

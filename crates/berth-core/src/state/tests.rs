@@ -1,6 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
+mod deployments;
 mod services;
 
 fn spec(family: &str) -> TaskDefinitionSpec {
@@ -519,6 +520,8 @@ fn reports_move_tasks_forward_only_and_stop_frees_capacity() {
         last_status: TaskState::Stopped,
         exit_code: Some(3),
         reason: None,
+        health_status: None,
+        network_bindings: vec![],
     }];
     h.one(reports("a1", 1, vec![stop])).unwrap();
     let t = h.state.task("t1").unwrap();

@@ -8,7 +8,7 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use clap::Subcommand;
 
-use super::{failures_table, parse_constraint, parse_strategy, tasks_table, PARTIAL};
+use super::{failures_table, parse_constraint, parse_strategy, PARTIAL};
 use crate::client::{all_pages, Client, Retry};
 use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
@@ -35,12 +35,24 @@ pub enum ServiceCmd {
         /// never answer ALREADY_EXISTS for the service they created).
         #[arg(long)]
         client_token: Option<String>,
+        #[command(flatten)]
+        deployment: DeploymentFlags,
     },
-    /// Change a service's desired count.
+    /// Change a service: its desired count, its task definition (a rolling deployment),
+    /// or how deployments replace tasks.
     Update {
         name: String,
         #[arg(long, allow_negative_numbers = true)]
-        desired: i64,
+        desired: Option<i64>,
+        /// FAMILY (its latest ACTIVE revision) or FAMILY:REVISION: rolls the service's
+        /// tasks over to it.
+        #[arg(long = "taskdef")]
+        task_definition: Option<String>,
+        /// Replace every task with a fresh one of the same revision.
+        #[arg(long)]
+        force_new_deployment: bool,
+        #[command(flatten)]
+        deployment: DeploymentFlags,
     },
     /// Delete a service: its tasks are stopped. A desired count above 0 needs --force.
     Delete {
@@ -56,6 +68,89 @@ pub enum ServiceCmd {
     },
     /// A service, its tasks and its recent events.
     Describe { name: String },
+}
+
+/// ECS's deploymentConfiguration; on update, flags not given keep the service's.
+#[derive(clap::Args)]
+pub struct DeploymentFlags {
+    /// Healthy tasks kept during a deployment, percent of desired, rounded up (default 100).
+    #[arg(long, value_name = "PERCENT")]
+    min_healthy_percent: Option<u32>,
+    /// Tasks allowed at once during a deployment, percent of desired, rounded down
+    /// (default 200).
+    #[arg(long, value_name = "PERCENT")]
+    max_percent: Option<u32>,
+    /// Fail a deployment after clamp(ceil(desired / 2), 3, 200) failed tasks.
+    #[arg(long)]
+    circuit_breaker: bool,
+    /// With --circuit-breaker: a failed deployment returns to the last completed one.
+    #[arg(long)]
+    rollback: bool,
+}
+
+impl DeploymentFlags {
+    fn to_wire(&self) -> Option<DeploymentConfiguration> {
+        let given = self.min_healthy_percent.is_some()
+            || self.max_percent.is_some()
+            || self.circuit_breaker
+            || self.rollback;
+        given.then(|| DeploymentConfiguration {
+            minimum_healthy_percent: self.min_healthy_percent,
+            maximum_percent: self.max_percent,
+            circuit_breaker: (self.circuit_breaker || self.rollback).then_some(true),
+            rollback: self.rollback.then_some(true),
+        })
+    }
+}
+
+fn deployments_table(s: &Service) -> Table {
+    let mut t = Table::new(&[
+        "DEPLOYMENT",
+        "STATUS",
+        "DEFINITION",
+        "DESIRED",
+        "RUNNING",
+        "PENDING",
+        "FAILED",
+        "ROLLOUT",
+        "REASON",
+    ]);
+    for d in &s.deployments {
+        t.row(vec![
+            d.id.clone(),
+            d.status.clone(),
+            d.task_definition.clone(),
+            d.desired_count.to_string(),
+            d.running_count.to_string(),
+            d.pending_count.to_string(),
+            d.failed_tasks.to_string(),
+            d.rollout_state.clone(),
+            d.rollout_state_reason.clone(),
+        ]);
+    }
+    t
+}
+
+fn service_tasks_table(s: &Service) -> Table {
+    let mut t = Table::new(&[
+        "TASK",
+        "AGENT",
+        "DEPLOYMENT",
+        "STATUS",
+        "HEALTH",
+        "ENDPOINTS",
+    ]);
+    for x in &s.tasks {
+        t.row(vec![
+            x.task_id.clone(),
+            x.agent_id.clone(),
+            x.deployment_id.clone(),
+            x.last_status.clone(),
+            x.health_status.clone(),
+            x.endpoints.join(" "),
+        ]);
+    }
+    t
 }
 
 fn services_table(services: &[Service]) -> Table {
@@ -103,6 +198,7 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
             strategies,
             constraints,
             client_token,
+            deployment,
         } => {
             let token =
                 client_token.unwrap_or_else(|| format!("cli-{:032x}", rand::random::<u128>()));
@@ -113,6 +209,7 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                 client_token: token,
                 placement_strategy: strategies.iter().map(|s| parse_strategy(s)).collect(),
                 placement_constraints: constraints.iter().map(|s| parse_constraint(s)).collect(),
+                deployment_configuration: deployment.to_wire(),
             };
             let r = client
                 .unary(Retry::Safe, &req, |ch, req| async move {
@@ -122,13 +219,28 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
             let services: Vec<Service> = r.service.into_iter().collect();
             show(opts.output, &services, || Ok(services_table(&services)))?;
         }
-        ServiceCmd::Update { name, desired } => {
+        ServiceCmd::Update {
+            name,
+            desired,
+            task_definition,
+            force_new_deployment,
+            deployment,
+        } => {
             let req = UpdateServiceRequest {
                 service: name,
-                desired_count: Some(desired),
+                desired_count: desired,
+                task_definition,
+                force_new_deployment,
+                deployment_configuration: deployment.to_wire(),
+            };
+            // A forced deployment sent twice would replace every task twice.
+            let retry = if force_new_deployment {
+                Retry::OnlyIfUnsent
+            } else {
+                Retry::Safe
             };
             let r = client
-                .unary(Retry::Safe, &req, |ch, req| async move {
+                .unary(retry, &req, |ch, req| async move {
                     ServicesClient::new(ch).update(req).await
                 })
                 .await?;
@@ -232,8 +344,27 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                     })
                     .collect();
                 line(format_args!("placement {}", strategy.join(", ")))?;
+                if let Some(c) = &s.deployment_configuration {
+                    line(format_args!(
+                        "deployments: minimum healthy {}%, maximum {}%, circuit breaker {}{}",
+                        c.minimum_healthy_percent.unwrap_or(100),
+                        c.maximum_percent.unwrap_or(200),
+                        if c.circuit_breaker.unwrap_or(false) {
+                            "on"
+                        } else {
+                            "off"
+                        },
+                        if c.rollback.unwrap_or(false) {
+                            " with rollback"
+                        } else {
+                            ""
+                        },
+                    ))?;
+                }
                 line(format_args!(""))?;
-                tasks_table(&d.tasks).print()?;
+                deployments_table(s).print()?;
+                line(format_args!(""))?;
+                service_tasks_table(s).print()?;
                 line(format_args!(""))?;
                 let mut events = Table::new(&["TIME", "EVENT"]);
                 for e in s.events.iter().take(EVENTS_SHOWN) {

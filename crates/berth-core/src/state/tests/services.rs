@@ -2,7 +2,7 @@
 //! never goes below it, and deletion drains before it forgets.
 
 use super::*;
-use crate::service::{ServiceCreate, ServiceStatus};
+use crate::service::{ServiceCreate, ServiceStatus, ServiceUpdate};
 
 fn create(name: &str, desired: u32, token: Option<&str>, fingerprint: u64) -> Command {
     Command::CreateService(ServiceCreate {
@@ -12,17 +12,22 @@ fn create(name: &str, desired: u32, token: Option<&str>, fingerprint: u64) -> Co
         desired_count: desired,
         placement_strategy: vec![],
         placement_constraints: vec![],
+        deployment_configuration: Default::default(),
         client_token: token.map(String::from),
         fingerprint,
     })
 }
 
 /// A launch by the service scheduler: RunTask's command with the service's group and name.
-fn launch(service: &str, placements: &[(&str, &str)]) -> Command {
+fn launch(h: &Harness, service: &str, placements: &[(&str, &str)]) -> Command {
     let Command::RunTasks(mut r) = run(None, 0, placements) else {
         unreachable!("run builds RunTasks")
     };
-    r.started_by = format!("service:{service}");
+    let primary = h.state.service(service).and_then(|s| s.primary().cloned());
+    if let Some(d) = primary {
+        r.started_by = d.id;
+        r.revision = d.revision;
+    }
     r.group = format!("service:{service}");
     r.service = Some(service.into());
     Command::RunTasks(r)
@@ -45,13 +50,16 @@ fn live(h: &Harness, name: &str) -> Vec<String> {
 fn a_stale_launch_cannot_take_a_service_past_its_desired_count() {
     let mut h = cluster();
     h.one(create("api", 2, None, 1)).unwrap();
-    let (tasks, failures) =
-        tasks_of(h.one(launch("api", &[("t1", "a1"), ("t2", "a2"), ("t3", "a1")])));
+    let (tasks, failures) = tasks_of(h.one(launch(
+        &h,
+        "api",
+        &[("t1", "a1"), ("t2", "a2"), ("t3", "a1")],
+    )));
     assert_eq!(tasks.len(), 2);
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].reason, SERVICE_FULL);
     // A second leader that planned against the state before the first launch.
-    let (tasks, _) = tasks_of(h.one(launch("api", &[("t4", "a2")])));
+    let (tasks, _) = tasks_of(h.one(launch(&h, "api", &[("t4", "a2")])));
     assert!(tasks.is_empty());
     assert_eq!(live(&h, "api"), vec!["t1", "t2"]);
     assert!(h.state.task("t4").is_none());
@@ -63,17 +71,17 @@ fn a_launch_for_another_revision_or_a_deleted_service_is_refused() {
     h.one(Command::RegisterTaskDefinition { spec: spec("web") })
         .unwrap();
     h.one(create("api", 2, None, 1)).unwrap();
-    let mut other = launch("api", &[("t1", "a1")]);
+    let mut other = launch(&h, "api", &[("t1", "a1")]);
     if let Command::RunTasks(r) = &mut other {
         r.revision = 2;
     }
     assert!(matches!(h.one(other), Err(Error::FailedPrecondition(_))));
     assert!(matches!(
-        h.one(launch("nope", &[("t1", "a1")])),
+        h.one(launch(&h, "nope", &[("t1", "a1")])),
         Err(Error::FailedPrecondition(_))
     ));
     // A user's RunTask cannot pose as a service's.
-    let mut posing = launch("api", &[("t1", "a1")]);
+    let mut posing = launch(&h, "api", &[("t1", "a1")]);
     if let Command::RunTasks(r) = &mut posing {
         r.service = None;
     }
@@ -86,17 +94,20 @@ fn scale_in_stops_only_down_to_the_desired_count() {
     let mut h = cluster();
     h.one(create("api", 4, None, 1)).unwrap();
     tasks_of(h.one(launch(
+        &h,
         "api",
         &[("t1", "a1"), ("t2", "a2"), ("t3", "a1"), ("t4", "a2")],
     )));
-    h.one(Command::UpdateService {
+    h.one(Command::UpdateService(ServiceUpdate {
         name: "api".into(),
         desired_count: Some(2),
-    })
+        ..Default::default()
+    }))
     .unwrap();
     let stop = |ids: &[&str]| Command::StopServiceTasks {
         service: "api".into(),
         task_ids: ids.iter().map(|s| s.to_string()).collect(),
+        unhealthy: false,
     };
     let (stopped, _) = tasks_of(h.one(stop(&["t4", "t3", "t2"])));
     assert_eq!(
@@ -116,7 +127,7 @@ fn scale_in_stops_only_down_to_the_desired_count() {
 fn a_task_that_stops_leaves_the_count_so_it_can_be_replaced() {
     let mut h = cluster();
     h.one(create("api", 1, None, 1)).unwrap();
-    tasks_of(h.one(launch("api", &[("t1", "a1")])));
+    tasks_of(h.one(launch(&h, "api", &[("t1", "a1")])));
     h.one(reports(
         "a1",
         1,
@@ -137,7 +148,7 @@ fn a_task_that_stops_leaves_the_count_so_it_can_be_replaced() {
     assert!(h.state.service("api").unwrap().events[0]
         .message
         .contains("EssentialContainerExited"));
-    let (tasks, _) = tasks_of(h.one(launch("api", &[("t2", "a2")])));
+    let (tasks, _) = tasks_of(h.one(launch(&h, "api", &[("t2", "a2")])));
     assert_eq!(tasks.len(), 1);
 }
 
@@ -169,7 +180,7 @@ fn create_is_idempotent_by_token_and_refuses_a_taken_name() {
 fn delete_needs_force_or_zero_and_drains_before_the_service_is_forgotten() {
     let mut h = cluster();
     h.one(create("api", 2, None, 1)).unwrap();
-    tasks_of(h.one(launch("api", &[("t1", "a1"), ("t2", "a2")])));
+    tasks_of(h.one(launch(&h, "api", &[("t1", "a1"), ("t2", "a2")])));
     let delete = |force| Command::DeleteService {
         name: "api".into(),
         force,
@@ -189,16 +200,18 @@ fn delete_needs_force_or_zero_and_drains_before_the_service_is_forgotten() {
         ServiceStatus::Draining
     );
     assert!(matches!(
-        h.one(Command::UpdateService {
+        h.one(Command::UpdateService(ServiceUpdate {
             name: "api".into(),
-            desired_count: Some(3)
-        }),
+            desired_count: Some(3),
+            ..Default::default()
+        })),
         Err(Error::FailedPrecondition(_))
     ));
     // Draining: the scheduler stops what is left, whatever the desired count said.
     h.one(Command::StopServiceTasks {
         service: "api".into(),
         task_ids: vec!["t1".into(), "t2".into()],
+        unhealthy: false,
     })
     .unwrap();
     assert_eq!(
@@ -212,10 +225,11 @@ fn delete_needs_force_or_zero_and_drains_before_the_service_is_forgotten() {
         h.state.service("api").unwrap().status,
         ServiceStatus::Active
     );
-    h.one(Command::UpdateService {
+    h.one(Command::UpdateService(ServiceUpdate {
         name: "api".into(),
         desired_count: Some(0),
-    })
+        ..Default::default()
+    }))
     .unwrap();
     h.one(delete(false)).unwrap();
     assert_eq!(
@@ -231,7 +245,7 @@ fn delete_needs_force_or_zero_and_drains_before_the_service_is_forgotten() {
 fn services_survive_a_snapshot_round_trip() {
     let mut h = cluster();
     h.one(create("api", 2, None, 1)).unwrap();
-    tasks_of(h.one(launch("api", &[("t1", "a1")])));
+    tasks_of(h.one(launch(&h, "api", &[("t1", "a1")])));
     let bytes = serde_json::to_vec(&h.state).unwrap();
     let back: ClusterState = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back.digest(), h.state.digest());
@@ -245,15 +259,21 @@ fn a_stopping_task_no_longer_counts_against_its_agent_for_spread() {
     // counted on their agent, so spread put every replacement on the other zone.
     let mut h = cluster();
     h.one(create("api", 3, None, 1)).unwrap();
-    tasks_of(h.one(launch("api", &[("t1", "a1"), ("t2", "a1"), ("t3", "a2")])));
-    h.one(Command::UpdateService {
+    tasks_of(h.one(launch(
+        &h,
+        "api",
+        &[("t1", "a1"), ("t2", "a1"), ("t3", "a2")],
+    )));
+    h.one(Command::UpdateService(ServiceUpdate {
         name: "api".into(),
         desired_count: Some(1),
-    })
+        ..Default::default()
+    }))
     .unwrap();
     h.one(Command::StopServiceTasks {
         service: "api".into(),
         task_ids: vec!["t1".into(), "t2".into()],
+        unhealthy: false,
     })
     .unwrap();
     // t1 and t2 are stopping (desired STOPPED, capacity still held).
