@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
