@@ -97,7 +97,7 @@ async fn session(agent: &SimAgent, ch: Channel, stop: &AtomicBool) -> Result<(),
         tokio::select! {
             _ = tick.tick() => {
                 client
-                    .heartbeat(HeartbeatRequest { agent_id: agent.id.clone(), epoch })
+                    .heartbeat(HeartbeatRequest { agent_id: agent.id.clone(), epoch, engine_error: String::new() })
                     .await
                     .map_err(drop)?;
                 if last_batch.elapsed() > STREAM_SILENCE {

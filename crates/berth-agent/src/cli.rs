@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// Keep it below the control plane's heartbeat TTL minus a second (see the README).
     #[arg(long, env = "BERTH_AGENT_FENCE_AFTER_MS", default_value_t = config::DEFAULT_FENCE_AFTER.as_millis() as u64)]
     pub fence_after_ms: u64,
+    /// A probe of the container engine (a container list) that takes longer than this (ms)
+    /// makes the agent report the engine as not answering; probes run every 5 s.
+    #[arg(long, env = "BERTH_AGENT_ENGINE_TIMEOUT_MS", default_value_t = config::DEFAULT_ENGINE_PROBE_TIMEOUT.as_millis() as u64)]
+    pub engine_timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,15 @@ impl AgentArgs {
             .advertise
             .unwrap_or_else(|| config::default_advertise(self.listen));
         cfg.fence_after = Duration::from_millis(self.fence_after_ms);
+        if self.engine_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "--engine-timeout-ms must be above 0".into(),
+            ));
+        }
+        cfg.engine_probe_timeout = Duration::from_millis(self.engine_timeout_ms);
+        // Probe at least as often as a probe may take, so a hang is told within about
+        // twice the timeout.
+        cfg.engine_probe_every = cfg.engine_probe_every.min(cfg.engine_probe_timeout);
         // The same checks the control plane applies at registration, said before starting.
         berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -56,6 +56,10 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// How often the engine is listed to catch container exits whose events were lost.
     pub sweep_every: Duration,
+    /// How often the engine is probed, and how long a probe may take before the agent
+    /// reports the engine as not answering.
+    pub engine_probe_every: Duration,
+    pub engine_probe_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -82,9 +86,16 @@ impl AgentConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             sweep_every: Duration::from_secs(10),
+            engine_probe_every: DEFAULT_ENGINE_PROBE_EVERY,
+            engine_probe_timeout: DEFAULT_ENGINE_PROBE_TIMEOUT,
         }
     }
 }
+
+/// An engine that has not answered a probe for this long is reported: a hang is noticed
+/// within every + timeout (15 s).
+pub const DEFAULT_ENGINE_PROBE_EVERY: Duration = Duration::from_secs(5);
+pub const DEFAULT_ENGINE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The host name, made a valid agent id (other characters become `-`).
 pub fn default_id() -> String {

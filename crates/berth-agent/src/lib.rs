@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+mod engine_watch;
 pub mod logs;
 pub mod reconcile;
 pub mod reports;
@@ -145,6 +146,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         .await?,
     );
     let contact = Arc::new(session::Contact::new());
+    let engine = Arc::new(engine_watch::EngineHealth::default());
+    tasks.push(tokio::spawn(engine_watch::run(
+        runtime.clone(),
+        engine.clone(),
+        cfg.engine_probe_every,
+        cfg.engine_probe_timeout,
+        sd.clone(),
+    )));
 
     let server = tonic::transport::Server::builder().add_service(AgentServiceServer::new(
         logs::LogsService {
@@ -167,6 +176,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             reconciler: reconciler.clone(),
             book: book.clone(),
             contact: contact.clone(),
+            engine,
             shutdown: sd.clone(),
             registration: std::sync::Mutex::new(None),
         }

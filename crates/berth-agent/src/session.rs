@@ -100,6 +100,7 @@ pub(crate) struct Session {
     pub reconciler: Arc<Reconciler>,
     pub book: Arc<ReportBook>,
     pub contact: Arc<Contact>,
+    pub engine: Arc<crate::engine_watch::EngineHealth>,
     pub shutdown: Shutdown,
     /// The current registration (epoch, heartbeat interval), kept across connections.
     pub registration: Mutex<Option<(u64, Duration)>>,
@@ -245,6 +246,7 @@ impl Session {
             let req = HeartbeatRequest {
                 agent_id: self.cfg.id.clone(),
                 epoch,
+                engine_error: self.engine.error().unwrap_or_default(),
             };
             match tokio::time::timeout(timeout, client.heartbeat(req)).await {
                 Ok(Ok(resp)) => {

@@ -292,6 +292,15 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
                 reason,
             })
         }
+        WriteRequest::SetAgentEngine {
+            agent_id,
+            epoch,
+            error,
+        } => Prepared::Command(Command::SetAgentEngine {
+            agent_id,
+            epoch,
+            error,
+        }),
         WriteRequest::ReportTasks {
             agent_id,
             epoch,
@@ -560,6 +569,8 @@ impl Planner {
                 used_memory: a.used_memory,
                 attributes: a.attributes.clone(),
                 eligibility: match a.status {
+                    // An engine that does not answer could not start the task.
+                    AgentStatus::Ready if a.engine_error.is_some() => sched::Eligibility::Draining,
                     AgentStatus::Ready => sched::Eligibility::Eligible,
                     AgentStatus::Draining => sched::Eligibility::Draining,
                     AgentStatus::Down => sched::Eligibility::Down,

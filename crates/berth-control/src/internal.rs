@@ -148,6 +148,7 @@ impl AgentProtocol for AgentProtocolService {
             .leader_call(LeaderRequest::Heartbeat {
                 agent_id: r.agent_id,
                 epoch: r.epoch,
+                engine_error: (!r.engine_error.is_empty()).then_some(r.engine_error),
             })
             .await?
         {

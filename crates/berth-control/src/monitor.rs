@@ -53,6 +53,10 @@ pub(crate) async fn run(node: Arc<Node>) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
+                node.engine_reports
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 let now = Instant::now();
                 leading = Some((term, now));
                 now
@@ -83,6 +87,41 @@ pub(crate) async fn run(node: Arc<Node>) {
                 })
                 .collect()
         };
+        // Engine reports that differ from the agents' records, under their current epoch.
+        let engine_changes: Vec<(String, u64, Option<String>)> = {
+            let s = node.state.read();
+            let mut reports = node
+                .engine_reports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            reports.retain(|id, _| s.state.agent(id).is_some());
+            reports
+                .iter()
+                .filter_map(|(id, (epoch, error))| {
+                    let a = s.state.agent(id)?;
+                    (a.epoch == *epoch && a.status != AgentStatus::Down && a.engine_error != *error)
+                        .then(|| (id.clone(), *epoch, error.clone()))
+                })
+                .collect()
+        };
+        for (agent_id, epoch, error) in engine_changes {
+            match &error {
+                Some(e) => {
+                    tracing::warn!(agent = %agent_id, error = %e, "agent reports its container engine does not answer; its service tasks go elsewhere")
+                }
+                None => {
+                    tracing::info!(agent = %agent_id, "agent reports its container engine answers again")
+                }
+            }
+            let req = LeaderRequest::Write(WriteRequest::SetAgentEngine {
+                agent_id: agent_id.clone(),
+                epoch,
+                error,
+            });
+            if let Err(e) = node.handle_as_leader(req).await {
+                tracing::warn!(agent = %agent_id, error = %e, "could not record the agent's engine health");
+            }
+        }
         for (agent_id, silent_for) in silent {
             tracing::warn!(agent = %agent_id, silent_ms = silent_for.as_millis() as u64, "agent missed its heartbeats; marking it DOWN");
             let req = LeaderRequest::Write(WriteRequest::SetAgentStatus {

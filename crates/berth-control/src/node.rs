@@ -43,6 +43,12 @@ pub enum WriteRequest {
         status: berth_core::AgentStatus,
         reason: String,
     },
+    /// From the leader's monitor: an agent's engine stopped or resumed answering.
+    SetAgentEngine {
+        agent_id: String,
+        epoch: u64,
+        error: Option<String>,
+    },
     ReportTasks {
         agent_id: String,
         epoch: u64,
@@ -118,9 +124,19 @@ impl WriteRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaderRequest {
     Write(WriteRequest),
-    Heartbeat { agent_id: String, epoch: u64 },
-    Join { id: NodeId, node: BerthNode },
-    Leave { id: NodeId },
+    Heartbeat {
+        agent_id: String,
+        epoch: u64,
+        #[serde(default)]
+        engine_error: Option<String>,
+    },
+    Join {
+        id: NodeId,
+        node: BerthNode,
+    },
+    Leave {
+        id: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +167,9 @@ pub struct Node {
     /// agents DOWN early nor stretch the margin fencing relies on. In memory by design —
     /// heartbeats never go through Raft; only a status change does.
     pub(crate) heartbeats: Mutex<HashMap<String, (u64, Instant)>>,
+    /// What each agent's last heartbeat said of its engine (under which epoch); the monitor
+    /// writes a difference from the agent's record through Raft.
+    pub(crate) engine_reports: Mutex<HashMap<String, (u64, Option<String>)>>,
 }
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
@@ -197,6 +216,7 @@ impl Node {
             batcher,
             channels: Default::default(),
             heartbeats: Mutex::new(HashMap::new()),
+            engine_reports: Mutex::new(HashMap::new()),
         }
     }
 
@@ -442,7 +462,11 @@ impl Node {
                     result: Box::new(result),
                 })
             }
-            LeaderRequest::Heartbeat { agent_id, epoch } => self.heartbeat(&agent_id, epoch),
+            LeaderRequest::Heartbeat {
+                agent_id,
+                epoch,
+                engine_error,
+            } => self.heartbeat(&agent_id, epoch, engine_error),
             LeaderRequest::Join { id, node } => self.join(id, node).await,
             LeaderRequest::Leave { id } => self.leave(id).await,
         }
@@ -458,7 +482,12 @@ impl Node {
         }
     }
 
-    fn heartbeat(&self, agent_id: &str, epoch: u64) -> ApiResult<LeaderResponse> {
+    fn heartbeat(
+        &self,
+        agent_id: &str,
+        epoch: u64,
+        engine_error: Option<String>,
+    ) -> ApiResult<LeaderResponse> {
         {
             let s = self.state.read();
             let agent = s.state.agent(agent_id).ok_or_else(|| {
@@ -485,6 +514,10 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(agent_id.to_string(), (epoch, Instant::now()));
+        self.engine_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent_id.to_string(), (epoch, engine_error));
         Ok(LeaderResponse::Heartbeat {
             ttl_ms: self.cfg.agent_ttl.as_millis() as u64,
         })

@@ -91,8 +91,12 @@ pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
         let desired = svc.desired_count;
         let config = svc.deployment_configuration;
         let min_healthy = config.min_healthy(desired) as usize;
-        let (mut mine, mut old): (Vec<&Task>, Vec<&Task>) =
-            rest.iter().partition(|t| t.started_by == primary.id);
+        // Tasks of older deployments, and tasks on agents that are draining or whose engine
+        // does not answer, are replaced: a new one first where maximumPercent allows, the
+        // old one stopped while minimumHealthyPercent still holds.
+        let (mut mine, mut old): (Vec<&Task>, Vec<&Task>) = rest
+            .iter()
+            .partition(|t| t.started_by == primary.id && state.agent_accepts_tasks(&t.agent_id));
         let mut healthy = rest.iter().filter(|t| state.task_is_healthy(t)).count();
         let failed = primary.rollout_state == RolloutState::Failed;
         if !failed {

@@ -41,6 +41,12 @@ pub enum Command {
         reason: String,
     },
     UpdateSettings(Settings),
+    /// An agent's container engine stopped answering (`error` set) or answers again.
+    SetAgentEngine {
+        agent_id: String,
+        epoch: u64,
+        error: Option<String>,
+    },
     /// State changes an agent observed on its tasks, batched.
     ReportTasks {
         agent_id: String,

@@ -561,9 +561,19 @@ pub struct Agent {
     /// When it last came back from DOWN (registered again); `None` while it is DOWN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub back_at: Option<Millis>,
+    /// Set while the agent reports that its container engine does not answer: it takes no
+    /// new task and its service tasks are replaced elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_error_since: Option<Millis>,
 }
 
 impl Agent {
+    /// READY, and its engine answering.
+    pub fn accepts_tasks(&self) -> bool {
+        self.status == AgentStatus::Ready && self.engine_error.is_none()
+    }
     pub fn free_cpu(&self) -> u32 {
         self.cpu.saturating_sub(self.used_cpu)
     }

@@ -228,6 +228,11 @@ impl ClusterState {
                 task_ids,
                 unhealthy,
             } => self.stop_service_tasks(service, task_ids, *unhealthy),
+            Command::SetAgentEngine {
+                agent_id,
+                epoch,
+                error,
+            } => self.set_agent_engine(agent_id, *epoch, error.as_deref()),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -834,6 +839,8 @@ impl ClusterState {
                     epoch: 1,
                     down_at: None,
                     back_at: None,
+                    engine_error: None,
+                    engine_error_since: None,
                 };
                 self.agents.insert(a.id.clone(), a.clone());
                 a
@@ -885,6 +892,47 @@ impl ClusterState {
             .ok_or_else(|| Error::not_found(format!("agent {agent_id} is not registered")))?;
         self.changes.push(Change::Agent(agent.clone()));
         Ok(Outcome::Agent(agent))
+    }
+
+    fn set_agent_engine(
+        &mut self,
+        agent_id: &str,
+        epoch: u64,
+        error: Option<&str>,
+    ) -> CommandResult {
+        let clock = self.clock;
+        let agent = self.agents.get_mut(agent_id).ok_or_else(|| {
+            Error::not_found(format!("agent {} is not registered", quote(agent_id)))
+        })?;
+        if agent.epoch != epoch {
+            return Err(Error::precondition(format!(
+                "agent {agent_id}: engine report carries registration {epoch}, the current one is {}",
+                agent.epoch
+            )));
+        }
+        let error = error.map(|e| {
+            let mut e = e.to_string();
+            if e.len() > MAX_REASON_LEN {
+                let mut end = MAX_REASON_LEN;
+                while !e.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.truncate(end);
+            }
+            e
+        });
+        if agent.engine_error.is_some() != error.is_some() {
+            agent.engine_error_since = error.as_ref().map(|_| clock);
+        }
+        agent.engine_error = error;
+        let agent = agent.clone();
+        self.changes.push(Change::Agent(agent.clone()));
+        Ok(Outcome::Agent(agent))
+    }
+
+    /// Whether an agent takes new tasks (READY, its engine answering).
+    pub fn agent_accepts_tasks(&self, agent_id: &str) -> bool {
+        self.agents.get(agent_id).is_some_and(Agent::accepts_tasks)
     }
 
     /// Agent id → running tasks of `group` there.

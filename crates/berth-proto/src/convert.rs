@@ -242,6 +242,8 @@ impl From<&core::Agent> for v1::Agent {
             epoch: a.epoch,
             down_at_ms: a.down_at,
             back_at_ms: a.back_at,
+            engine_error: a.engine_error.clone().unwrap_or_default(),
+            engine_error_since_ms: a.engine_error_since,
         }
     }
 }

@@ -347,6 +347,7 @@ async fn bad_agent_traffic_is_refused_and_changes_nothing() {
             .heartbeat(HeartbeatRequest {
                 agent_id: "a1".into(),
                 epoch: 42,
+                engine_error: String::new(),
             })
             .await,
     )
@@ -358,6 +359,7 @@ async fn bad_agent_traffic_is_refused_and_changes_nothing() {
             .heartbeat(HeartbeatRequest {
                 agent_id: "ghost".into(),
                 epoch: 1,
+                engine_error: String::new(),
             })
             .await,
     )

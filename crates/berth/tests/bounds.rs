@@ -535,6 +535,7 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
             .heartbeat(HeartbeatRequest {
                 agent_id: big.clone(),
                 epoch: 1,
+                engine_error: String::new(),
             })
             .await,
     );

@@ -770,6 +770,7 @@ async fn a_leader_cut_off_from_its_majority_fails_calls_at_once_and_refuses_hear
             .heartbeat(HeartbeatRequest {
                 agent_id: "a1".into(),
                 epoch,
+                engine_error: String::new(),
             })
             .await
     };
@@ -876,6 +877,7 @@ async fn a_wall_clock_step_on_the_control_nodes_marks_no_agent_down() {
                 .heartbeat(HeartbeatRequest {
                     agent_id: "steady".into(),
                     epoch,
+                    engine_error: String::new(),
                 })
                 .await;
             tokio::time::sleep(Duration::from_millis(500)).await;

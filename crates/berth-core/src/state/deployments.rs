@@ -16,7 +16,8 @@ pub const UNHEALTHY_REASON: &str = "Task failed container health checks";
 /// A service's live tasks counted the way its deployment bounds need them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Tally {
-    /// Live tasks of the PRIMARY deployment.
+    /// Live tasks of the PRIMARY deployment on agents that take tasks (a task on a draining
+    /// agent, or one whose engine does not answer, is replaced like an old deployment's).
     pub primary: u32,
     /// Live tasks of every deployment.
     pub total: u32,
@@ -66,7 +67,8 @@ impl ClusterState {
         let mut t = Tally::default();
         for task in self.service_tasks(name) {
             t.total += 1;
-            if Some(task.started_by.as_str()) == primary {
+            if Some(task.started_by.as_str()) == primary && self.agent_accepts_tasks(&task.agent_id)
+            {
                 t.primary += 1;
             }
             if self.task_is_healthy(task) {

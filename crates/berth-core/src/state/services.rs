@@ -318,7 +318,8 @@ impl ClusterState {
                 continue;
             };
             let healthy = self.task_is_healthy(t);
-            let is_primary = t.started_by == primary;
+            let placed_well = self.agent_accepts_tasks(&t.agent_id);
+            let is_primary = t.started_by == primary && placed_well;
             let keeps_min = !healthy || tally.healthy > min_healthy;
             let (allowed, reason) = if !active {
                 (true, "Service deleted".to_string())
@@ -331,6 +332,14 @@ impl ClusterState {
                 (
                     tally.primary > desired && keeps_min,
                     "Scaling activity initiated by the service scheduler".to_string(),
+                )
+            } else if !placed_well {
+                (
+                    keeps_min,
+                    format!(
+                        "Agent {} is draining or its engine does not answer; replaced elsewhere",
+                        t.agent_id
+                    ),
                 )
             } else {
                 (

@@ -51,6 +51,9 @@ pub struct AgentProc {
     listen: String,
     control: String,
     zone: String,
+    /// Extra environment and arguments for the process.
+    env: Vec<(String, String)>,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -61,6 +64,17 @@ impl AgentProc {
     }
 
     pub fn start_in(c: &Cluster, id: &str, zone: &str) -> AgentProc {
+        Self::start_with(c, id, zone, &[], &[])
+    }
+
+    /// With extra environment (e.g. `DOCKER_HOST`) and arguments.
+    pub fn start_with(
+        c: &Cluster,
+        id: &str,
+        zone: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> AgentProc {
         let control = c
             .nodes
             .values()
@@ -73,6 +87,11 @@ impl AgentProc {
             listen: format!("127.0.0.1:{}", free_port()),
             control,
             zone: zone.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         a.spawn();
@@ -104,6 +123,8 @@ impl AgentProc {
                 &self.data.path().join("data").display().to_string(),
             ])
             .args(["--listen", &self.listen])
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -376,3 +376,48 @@ fn impossible_deployment_bounds_are_refused_at_create_and_update() {
     assert!(matches!(h.one(update_to(9)), Err(Error::NotFound(_))));
     assert_eq!(h.state.service("api").unwrap().deployments.len(), 1);
 }
+
+#[test]
+fn tasks_on_an_agent_that_takes_no_tasks_are_replaced_first() {
+    let mut h = cluster(spec("web"));
+    h.one(create(2, DeploymentConfiguration::default()))
+        .unwrap();
+    tasks_of(h.one(launch(&h, &["t1", "t2"])));
+    running(&mut h, &["t1", "t2"]);
+    let on_a1 = h.state.task("t1").unwrap().agent_id.clone();
+    assert_eq!(on_a1, "a1");
+    // Its engine stops answering: t1 no longer counts for the desired count, so a
+    // replacement may start, and t1 stops only once that one runs.
+    h.one(Command::SetAgentEngine {
+        agent_id: "a1".into(),
+        epoch: 1,
+        error: Some("the engine did not answer".into()),
+    })
+    .unwrap();
+    assert!(!h.state.agent_accepts_tasks("a1"));
+    assert!(stopped_ids(h.one(stop(&["t1"], false))).is_empty());
+    let Command::RunTasks(mut r) = launch(&h, &["r1"]) else {
+        unreachable!()
+    };
+    r.placements[0].agent_id = "a2".into();
+    assert_eq!(tasks_of(h.one(Command::RunTasks(r))).0.len(), 1);
+    running(&mut h, &["r1"]);
+    let stopped = h.one(stop(&["t1"], false));
+    let Ok(Outcome::Tasks { tasks, .. }) = stopped else {
+        panic!("{stopped:?}")
+    };
+    assert!(tasks[0]
+        .stopped_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("draining or its engine")));
+    // A stale epoch cannot set or clear it.
+    assert!(h
+        .one(Command::SetAgentEngine {
+            agent_id: "a1".into(),
+            epoch: 9,
+            error: None,
+        })
+        .is_err());
+    assert!(h.state.agent("a1").unwrap().engine_error.is_some());
+    h.state.check_invariants().unwrap();
+}
