@@ -397,6 +397,34 @@ fn tasks_table(tasks: &[Task]) -> Table {
     t
 }
 
+/// Every container of the tasks: state, exit, health (task health beside the task id) and
+/// published ports.
+fn containers_table(tasks: &[Task]) -> Table {
+    let mut t = Table::new(&[
+        "TASK", "HEALTH", "CONTAINER", "LAST", "EXIT", "HEALTH", "PORTS", "REASON",
+    ]);
+    for x in tasks {
+        for c in &x.containers {
+            let ports: Vec<String> = c
+                .network_bindings
+                .iter()
+                .map(|b| format!("{}:{}->{}/{}", b.bind_ip, b.host_port, b.container_port, b.protocol))
+                .collect();
+            t.row(vec![
+                x.task_id.clone(),
+                x.health_status.clone(),
+                c.name.clone(),
+                c.last_status.clone(),
+                c.exit_code.map(|e| e.to_string()).unwrap_or_default(),
+                c.health_status.clone(),
+                ports.join(" "),
+                c.reason.clone(),
+            ]);
+        }
+    }
+    t
+}
+
 fn failures_table(failures: &[Failure]) -> Table {
     let mut t = Table::new(&["FAILURE", "ARN", "DETAIL"]);
     for f in failures {
@@ -465,7 +493,9 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 if !r.failures.is_empty() {
                     failures_table(&r.failures).print()?;
                 }
-                Ok(tasks_table(&r.tasks))
+                tasks_table(&r.tasks).print()?;
+                crate::output::line(format_args!(""))?;
+                Ok(containers_table(&r.tasks))
             })?;
             if !r.failures.is_empty() {
                 return Ok(ExitCode::from(PARTIAL));
@@ -515,7 +545,9 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 if !r.failures.is_empty() {
                     failures_table(&r.failures).print()?;
                 }
-                Ok(tasks_table(&r.tasks))
+                tasks_table(&r.tasks).print()?;
+                crate::output::line(format_args!(""))?;
+                Ok(containers_table(&r.tasks))
             })?;
             if !r.failures.is_empty() {
                 return Ok(ExitCode::from(PARTIAL));
@@ -642,6 +674,7 @@ fn agents_table(agents: &[Agent]) -> Table {
         "MEM FREE",
         "TASKS",
         "LAST DOWN",
+        "ENGINE",
         "ATTRIBUTES",
     ]);
     for a in agents {
@@ -660,6 +693,15 @@ fn agents_table(agents: &[Agent]) -> Table {
             a.memory.saturating_sub(a.used_memory).to_string(),
             a.task_count.to_string(),
             last_down(a),
+            if a.engine_error.is_empty() {
+                "ok".to_string()
+            } else {
+                format!(
+                    "not answering since {}: {}",
+                    time(a.engine_error_since_ms),
+                    a.engine_error
+                )
+            },
             attrs.join(","),
         ]);
     }
