@@ -401,14 +401,26 @@ fn tasks_table(tasks: &[Task]) -> Table {
 /// published ports.
 fn containers_table(tasks: &[Task]) -> Table {
     let mut t = Table::new(&[
-        "TASK", "HEALTH", "CONTAINER", "LAST", "EXIT", "HEALTH", "PORTS", "REASON",
+        "TASK",
+        "HEALTH",
+        "CONTAINER",
+        "LAST",
+        "EXIT",
+        "HEALTH",
+        "PORTS",
+        "REASON",
     ]);
     for x in tasks {
         for c in &x.containers {
             let ports: Vec<String> = c
                 .network_bindings
                 .iter()
-                .map(|b| format!("{}:{}->{}/{}", b.bind_ip, b.host_port, b.container_port, b.protocol))
+                .map(|b| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        b.bind_ip, b.host_port, b.container_port, b.protocol
+                    )
+                })
                 .collect();
             t.row(vec![
                 x.task_id.clone(),
@@ -493,9 +505,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 if !r.failures.is_empty() {
                     failures_table(&r.failures).print()?;
                 }
-                tasks_table(&r.tasks).print()?;
-                crate::output::line(format_args!(""))?;
-                Ok(containers_table(&r.tasks))
+                Ok(tasks_table(&r.tasks))
             })?;
             if !r.failures.is_empty() {
                 return Ok(ExitCode::from(PARTIAL));
