@@ -14,6 +14,9 @@ use crate::error::ApiError;
 use crate::internal::local_info;
 use crate::node::{LeaderRequest, Node, WriteRequest};
 
+/// How long Status waits to catch up with the leader before answering from local state.
+const STATUS_BARRIER_WAIT: Duration = Duration::from_secs(1);
+
 pub struct ClusterApi {
     pub node: Arc<Node>,
 }
@@ -102,6 +105,10 @@ impl Cluster for ClusterApi {
         &self,
         _req: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
+        // Up to date with the leader where one answers (a setting just changed through
+        // another node shows here), and still an answer, from this node's state, where none
+        // does: status is what an operator asks during an outage.
+        let _ = tokio::time::timeout(STATUS_BARRIER_WAIT, self.node.read_barrier(false)).await;
         let members = self.members().await;
         let s = self.node.state.read();
         Ok(Response::new(ClusterStatusResponse {
