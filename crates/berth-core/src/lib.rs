@@ -13,6 +13,7 @@ pub mod quote;
 pub mod service;
 pub mod size;
 pub mod state;
+pub mod usage;
 pub mod validate;
 
 pub use command::{Batch, Command, CommandResult, Outcome};

@@ -62,6 +62,9 @@ pub const MAX_DESIRED_COUNT: u32 = 1000;
 pub const MAX_MIN_HEALTHY_PERCENT: u32 = 100;
 pub const MIN_MAXIMUM_PERCENT: u32 = 100;
 pub const MAX_MAXIMUM_PERCENT: u32 = 400;
+/// How long a stopped task's own usage record is kept before it is folded into per-day
+/// totals (by family, service and startedBy): a day of per-task detail.
+pub const USAGE_RECORD_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// INACTIVE deployments a service keeps for describe.
 pub const MAX_INACTIVE_DEPLOYMENTS: usize = 5;
 /// Services that are not INACTIVE.

@@ -596,4 +596,7 @@ pub struct Failure {
 pub struct Settings {
     /// Accept any CPU/memory pair within bounds instead of Fargate's table.
     pub free_sizing: bool,
+    /// What usage costs.
+    #[serde(default)]
+    pub prices: crate::usage::Prices,
 }

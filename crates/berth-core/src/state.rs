@@ -76,6 +76,15 @@ pub struct ClusterState {
     /// (collection time, name): INACTIVE services are collected after the retention.
     #[serde(default)]
     service_expiry: BTreeSet<(Millis, String)>,
+    /// Task id → final usage of a stopped task, until folded into `usage_days`.
+    #[serde(default)]
+    usage_records: BTreeMap<String, crate::usage::UsageRecord>,
+    /// (fold time, task id): records are folded after the retention.
+    #[serde(default)]
+    usage_expiry: BTreeSet<(Millis, String)>,
+    /// UTC day (days since the epoch) → folded totals.
+    #[serde(default)]
+    usage_days: BTreeMap<u64, Vec<usage::UsageDay>>,
     /// Deployments ever started; the next one's id is `berth-svc/<this + 1>`.
     #[serde(default)]
     deployment_seq: u64,
@@ -629,6 +638,7 @@ impl ClusterState {
         task.version = revision;
         let task = task.clone();
         self.release(&task);
+        self.record_usage(&task);
         self.stopped_expiry
             .insert((clock + STOPPED_TASK_RETENTION_MS, task.id.clone()));
         self.note_task(task);
@@ -971,6 +981,7 @@ impl ClusterState {
             self.tasks.remove(&id);
         }
         self.collect_services();
+        self.fold_usage();
     }
 
     /// A digest of the replicated state; equal digests at equal revisions mean equal
@@ -1052,6 +1063,8 @@ impl ClusterState {
 
 mod deployments;
 mod services;
+mod usage;
+pub use usage::{UsageDay, UsageLine, FOLDED};
 pub use deployments::{DeploymentCount, UNHEALTHY_REASON};
 #[cfg(test)]
 mod tests;

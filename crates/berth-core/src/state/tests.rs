@@ -3,6 +3,7 @@ use proptest::prelude::*;
 
 mod deployments;
 mod services;
+mod usage;
 
 fn spec(family: &str) -> TaskDefinitionSpec {
     TaskDefinitionSpec {
