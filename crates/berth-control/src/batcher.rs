@@ -274,7 +274,19 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             validate::agent_address(&reg.address)?;
             Prepared::Command(Command::RegisterAgent(reg))
         }
-        WriteRequest::UpdateSettings(s) => Prepared::Command(Command::UpdateSettings(s)),
+        WriteRequest::UpdateSettings(u) => {
+            let mut s = state.settings().clone();
+            if let Some(f) = u.free_sizing {
+                s.free_sizing = f;
+            }
+            if let Some(p) = u.vcpu_hour_nanos {
+                s.prices.vcpu_hour_nanos = p;
+            }
+            if let Some(p) = u.gib_hour_nanos {
+                s.prices.gib_hour_nanos = p;
+            }
+            Prepared::Command(Command::UpdateSettings(s))
+        }
         WriteRequest::SetAgentStatus {
             agent_id,
             status,

@@ -12,6 +12,7 @@ use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
+use berth_proto::v1::usage_server::UsageServer;
 use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -21,6 +22,7 @@ use crate::api::cluster::ClusterApi;
 use crate::api::services::ServicesApi;
 use crate::api::task_definitions::TaskDefinitionsApi;
 use crate::api::tasks::TasksApi;
+use crate::api::usage::UsageApi;
 use crate::node::Node;
 
 /// How often the node checks that it can still serve; each check is one read-index round
@@ -30,13 +32,14 @@ const EVERY: Duration = Duration::from_millis(500);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The services whose status follows the node's; "" is the whole server's.
-pub(crate) const SERVICES: [&str; 6] = [
+pub(crate) const SERVICES: [&str; 7] = [
     "",
     <TaskDefinitionsServer<TaskDefinitionsApi> as NamedService>::NAME,
     <TasksServer<TasksApi> as NamedService>::NAME,
     <ServicesServer<ServicesApi> as NamedService>::NAME,
     <AgentsServer<AgentsApi> as NamedService>::NAME,
     <ClusterServer<ClusterApi> as NamedService>::NAME,
+    <UsageServer<UsageApi> as NamedService>::NAME,
 ];
 
 /// Whether a node that last served at `last_ok` counts as serving at `now`.

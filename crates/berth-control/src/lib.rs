@@ -28,6 +28,7 @@ use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
+use berth_proto::v1::usage_server::UsageServer;
 use berth_raft::service::RaftService;
 use berth_raft::MAX_RAFT_MESSAGE;
 use tokio::net::TcpListener;
@@ -191,6 +192,9 @@ impl ControlNode {
                     .max_decoding_message_size(MAX_API_MESSAGE),
             )
             .add_service(ServicesServer::new(api::services::ServicesApi {
+                node: node.clone(),
+            }))
+            .add_service(UsageServer::new(api::usage::UsageApi {
                 node: node.clone(),
             }))
             .add_service(AgentsServer::new(api::agents::AgentsApi {

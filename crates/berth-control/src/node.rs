@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::command::AgentRegistration;
 use berth_core::command::RunTaskRequest;
-use berth_core::{CommandResult, Revision, Settings, TaskDefinitionSpec};
+use berth_core::{CommandResult, Revision, TaskDefinitionSpec};
 use berth_proto::internal::node_client::NodeClient;
 use berth_proto::internal::{ForwardRequest, ReadIndexRequest};
 use berth_raft::store::StateHandle;
@@ -37,7 +37,7 @@ pub enum WriteRequest {
         reason: String,
     },
     RegisterAgent(AgentRegistration),
-    UpdateSettings(Settings),
+    UpdateSettings(SettingsUpdate),
     SetAgentStatus {
         agent_id: String,
         status: berth_core::AgentStatus,
@@ -70,6 +70,15 @@ pub enum WriteRequest {
         task_ids: Vec<String>,
         unhealthy: bool,
     },
+}
+
+/// UpdateSettings: fields not given keep the cluster's (merged by the leader).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsUpdate {
+    pub free_sizing: Option<bool>,
+    pub vcpu_hour_nanos: Option<u64>,
+    pub gib_hour_nanos: Option<u64>,
 }
 
 /// UpdateService as the client asked for it; the leader resolves the task definition.

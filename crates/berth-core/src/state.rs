@@ -1064,7 +1064,7 @@ impl ClusterState {
 mod deployments;
 mod services;
 mod usage;
-pub use usage::{UsageDay, UsageLine, FOLDED};
 pub use deployments::{DeploymentCount, UNHEALTHY_REASON};
+pub use usage::{UsageDay, UsageLine, FOLDED};
 #[cfg(test)]
 mod tests;

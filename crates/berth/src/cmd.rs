@@ -20,6 +20,7 @@ use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
 
 pub mod service;
+pub mod usage;
 
 /// Exit status when the call worked but some of what was asked could not be done
 /// (tasks not placed, ids not found).
@@ -55,6 +56,12 @@ pub enum ClusterCmd {
         /// means true; `--free-sizing false` returns to the table).
         #[arg(long, num_args = 0..=1, default_missing_value = "true")]
         free_sizing: Option<bool>,
+        /// Price of one vCPU for an hour, for `berth usage` (default 0.04048).
+        #[arg(long)]
+        vcpu_hour_price: Option<f64>,
+        /// Price of one GiB of memory for an hour (default 0.004445).
+        #[arg(long)]
+        gib_hour_price: Option<f64>,
     },
 }
 
@@ -133,13 +140,22 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                 .await?;
             show(opts.output, &r, || Ok(members_table(&r.members, 0)))?;
         }
-        ClusterCmd::Settings { free_sizing } => {
-            let settings_table = |free_sizing: bool| {
+        ClusterCmd::Settings {
+            free_sizing,
+            vcpu_hour_price,
+            gib_hour_price,
+        } => {
+            let settings_table = |r: &UpdateSettingsResponse| {
                 let mut t = Table::new(&["SETTING", "VALUE"]);
-                t.row(vec!["free sizing".into(), free_sizing.to_string()]);
+                t.row(vec!["free sizing".into(), r.free_sizing.to_string()]);
+                t.row(vec![
+                    "vCPU-hour price".into(),
+                    r.vcpu_hour_price.to_string(),
+                ]);
+                t.row(vec!["GiB-hour price".into(), r.gib_hour_price.to_string()]);
                 Ok(t)
             };
-            if free_sizing.is_none() {
+            if free_sizing.is_none() && vcpu_hour_price.is_none() && gib_hour_price.is_none() {
                 // Nothing to change: show what is set (the status answer carries it).
                 let r = client
                     .unary(
@@ -151,18 +167,24 @@ pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
                 let shown = UpdateSettingsResponse {
                     free_sizing: r.free_sizing,
                     revision: r.revision,
+                    vcpu_hour_price: r.vcpu_hour_price,
+                    gib_hour_price: r.gib_hour_price,
                 };
-                show(opts.output, &shown, || settings_table(shown.free_sizing))?;
+                show(opts.output, &shown, || settings_table(&shown))?;
                 return Ok(ExitCode::SUCCESS);
             }
             let r = client
                 .unary(
                     Retry::Safe,
-                    &UpdateSettingsRequest { free_sizing },
+                    &UpdateSettingsRequest {
+                        free_sizing,
+                        vcpu_hour_price,
+                        gib_hour_price,
+                    },
                     |ch, req| async move { ClusterClient::new(ch).update_settings(req).await },
                 )
                 .await?;
-            show(opts.output, &r, || settings_table(r.free_sizing))?;
+            show(opts.output, &r, || settings_table(&r))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -276,7 +298,7 @@ pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
             match opts.output {
                 Format::Json => crate::output::json(&r)?,
                 // The whole definition is the point of describe: print it as YAML-ish JSON.
-                Format::Table => crate::output::json(&r.task_definition)?,
+                Format::Table | Format::Csv => crate::output::json(&r.task_definition)?,
             }
         }
         TaskdefCmd::Deregister { task_definition } => {
@@ -618,7 +640,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 let ev = ev.map_err(status_err)?;
                 match opts.output {
                     Format::Json => line(format_args!("{}", serde_json::to_string(&ev)?))?,
-                    Format::Table => {
+                    Format::Table | Format::Csv => {
                         if let Some(t) = &ev.task {
                             line(format_args!(
                                 "rev {:>8}  {}  {}  {} → {}{}",
@@ -818,7 +840,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                     "{{\"epoch\": {}, \"revision\": {}}}",
                     r.epoch, r.revision
                 ))?,
-                Format::Table => line(format_args!(
+                Format::Table | Format::Csv => line(format_args!(
                     "registered (epoch {}, revision {})",
                     r.epoch, r.revision
                 ))?,

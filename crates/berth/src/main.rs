@@ -48,6 +48,8 @@ pub struct ClientOpts {
 pub enum Format {
     Table,
     Json,
+    /// The table's rows as CSV, for export.
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +73,8 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::TaskCmd,
     },
+    /// What tasks used and cost (vCPU-hours, GiB-hours), as Fargate bills.
+    Usage(cmd::usage::UsageArgs),
     /// Services: task definitions kept running at a desired count.
     Service {
         #[command(subcommand)]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
             Command::Task { cmd } => cmd::task(&opts, cmd).await,
             Command::Service { cmd } => cmd::service::service(&opts, cmd).await,
+            Command::Usage(a) => cmd::usage::usage(&opts, a).await,
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
         }

@@ -47,6 +47,24 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// RFC 4180: every cell quoted where it holds a comma, a quote or a line break.
+    pub fn print_csv(&self) -> io::Result<()> {
+        for r in &self.rows {
+            let cells: Vec<String> = r
+                .iter()
+                .map(|c| {
+                    if c.contains([',', '"', '\n', '\r']) {
+                        format!("\"{}\"", c.replace('"', "\"\""))
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            self::line(format_args!("{}", cells.join(",")))?;
+        }
+        Ok(())
+    }
+
     pub fn print(&self) -> io::Result<()> {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)
@@ -87,6 +105,7 @@ pub fn show<T: Serialize + ?Sized>(
     match format {
         Format::Json => json(v),
         Format::Table => Ok(table()?.print()?),
+        Format::Csv => Ok(table()?.print_csv()?),
     }
 }
 

@@ -655,9 +655,9 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
     refused(
         "UpdateSettings {}",
         Code::InvalidArgument,
-        "freeSizing must be set",
+        "the request sets nothing",
         cluster
-            .update_settings(UpdateSettingsRequest { free_sizing: None })
+            .update_settings(UpdateSettingsRequest::default())
             .await,
     );
     refused(
@@ -714,6 +714,7 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
     let s = cluster
         .update_settings(UpdateSettingsRequest {
             free_sizing: Some(true),
+            ..Default::default()
         })
         .await
         .expect("set free sizing")

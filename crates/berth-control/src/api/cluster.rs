@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{quote, Outcome, Settings};
+use berth_core::{quote, Outcome};
 use berth_proto::internal::node_client::NodeClient;
 use berth_proto::internal::{InfoRequest, NodeInfo};
 use berth_proto::v1::cluster_server::Cluster;
@@ -12,10 +12,27 @@ use tonic::{Request, Response, Status};
 use super::unexpected;
 use crate::error::ApiError;
 use crate::internal::local_info;
-use crate::node::{LeaderRequest, Node, WriteRequest};
+use crate::node::{LeaderRequest, Node, SettingsUpdate, WriteRequest};
 
 /// How long Status waits to catch up with the leader before answering from local state.
 const STATUS_BARRIER_WAIT: Duration = Duration::from_secs(1);
+
+/// Highest price per hour accepted, in the price table's currency.
+const MAX_PRICE: f64 = 1000.0;
+
+/// A price per hour from the wire, in nano-units.
+fn price_nanos(field: &str, p: f64) -> Result<u64, ApiError> {
+    if !p.is_finite() || !(0.0..=MAX_PRICE).contains(&p) {
+        return Err(ApiError::invalid(format!(
+            "{field} {p} is outside 0..={MAX_PRICE}"
+        )));
+    }
+    Ok((p * 1e9).round() as u64)
+}
+
+pub(crate) fn nanos_price(n: u64) -> f64 {
+    n as f64 / 1e9
+}
 
 pub struct ClusterApi {
     pub node: Arc<Node>,
@@ -117,6 +134,8 @@ impl Cluster for ClusterApi {
             node_id: self.node.id,
             revision: s.state.revision(),
             free_sizing: s.state.settings().free_sizing,
+            vcpu_hour_price: nanos_price(s.state.settings().prices.vcpu_hour_nanos),
+            gib_hour_price: nanos_price(s.state.settings().prices.gib_hour_nanos),
         }))
     }
 
@@ -167,18 +186,36 @@ impl Cluster for ClusterApi {
         let req = req.into_inner();
         // Proto3 reads an absent bool as false: without `optional`, `UpdateSettings {}`
         // turned free sizing off. A request must say what it sets.
-        let free_sizing = req.free_sizing.ok_or_else(|| {
-            ApiError::invalid("freeSizing must be set (true or false); the request sets nothing")
-        })?;
-        let settings = Settings { free_sizing };
+        if req.free_sizing.is_none()
+            && req.vcpu_hour_price.is_none()
+            && req.gib_hour_price.is_none()
+        {
+            return Err(ApiError::invalid(
+                "the request sets nothing: give freeSizing, vcpuHourPrice or gibHourPrice",
+            )
+            .into());
+        }
+        let update = SettingsUpdate {
+            free_sizing: req.free_sizing,
+            vcpu_hour_nanos: req
+                .vcpu_hour_price
+                .map(|p| price_nanos("vcpuHourPrice", p))
+                .transpose()?,
+            gib_hour_nanos: req
+                .gib_hour_price
+                .map(|p| price_nanos("gibHourPrice", p))
+                .transpose()?,
+        };
         let (revision, outcome) = self
             .node
-            .write(WriteRequest::UpdateSettings(settings))
+            .write(WriteRequest::UpdateSettings(update))
             .await?;
         match &outcome {
             Outcome::Settings(s) => Ok(Response::new(UpdateSettingsResponse {
                 free_sizing: s.free_sizing,
                 revision,
+                vcpu_hour_price: nanos_price(s.prices.vcpu_hour_nanos),
+                gib_hour_price: nanos_price(s.prices.gib_hour_nanos),
             })),
             other => Err(unexpected("update settings", other)),
         }

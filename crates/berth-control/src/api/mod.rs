@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod services;
 pub mod task_definitions;
 pub mod tasks;
+pub mod usage;
 
 use berth_core::limits::MAX_ANSWER_BYTES;
 use berth_core::quote;

@@ -170,7 +170,12 @@ impl ClusterState {
             .map(|(key, amount)| UsageLine { key, amount })
             .collect();
         if by != UsageBy::Day {
-            out.sort_by(|a, b| b.amount.cpu_unit_ms.cmp(&a.amount.cpu_unit_ms).then(a.key.cmp(&b.key)));
+            out.sort_by(|a, b| {
+                b.amount
+                    .cpu_unit_ms
+                    .cmp(&a.amount.cpu_unit_ms)
+                    .then(a.key.cmp(&b.key))
+            });
         }
         out
     }

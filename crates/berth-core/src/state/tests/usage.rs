@@ -7,10 +7,18 @@ use crate::usage::{UsageBy, DAY_MS};
 /// A task of web (1 vCPU, 2 GiB) on a1 whose pull starts at `start` and that stops at `end`.
 fn ran(h: &mut Harness, id: &str, start: Millis, end: Millis) {
     tasks_of(h.one(run(None, 0, &[(id, "a1")])));
-    h.one(reports("a1", 1, vec![report(id, TaskState::Pending, start)]))
-        .unwrap();
-    h.one(reports("a1", 1, vec![report(id, TaskState::Running, start + 500)]))
-        .unwrap();
+    h.one(reports(
+        "a1",
+        1,
+        vec![report(id, TaskState::Pending, start)],
+    ))
+    .unwrap();
+    h.one(reports(
+        "a1",
+        1,
+        vec![report(id, TaskState::Running, start + 500)],
+    ))
+    .unwrap();
     let mut stop = report(id, TaskState::Stopped, end);
     stop.stop_code = Some(StopCode::EssentialContainerExited);
     h.one(reports("a1", 1, vec![stop])).unwrap();
@@ -84,7 +92,10 @@ fn the_record_outlives_the_task_and_folding_keeps_the_totals() {
         "per day: {after:?} vs {before:?}"
     );
     let family_after = h.state.usage(0, u64::MAX, h.now, UsageBy::Family);
-    assert_eq!(family_after[0].amount.cpu_unit_ms, family_before[0].amount.cpu_unit_ms);
+    assert_eq!(
+        family_after[0].amount.cpu_unit_ms,
+        family_before[0].amount.cpu_unit_ms
+    );
     let by_task = h.state.usage(0, u64::MAX, h.now, UsageBy::Task);
     assert_eq!(by_task[0].key, crate::state::FOLDED);
     // And a snapshot carries it.
