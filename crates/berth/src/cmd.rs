@@ -21,6 +21,7 @@ use crate::{ClientOpts, Format};
 
 pub mod service;
 pub mod usage;
+pub mod wait;
 
 /// Exit status when the call worked but some of what was asked could not be done
 /// (tasks not placed, ids not found).
@@ -341,6 +342,10 @@ pub enum TaskCmd {
         /// distinctInstance, or memberOf:EXPRESSION; repeat to combine.
         #[arg(long = "constraint")]
         constraints: Vec<String>,
+        /// Follow the tasks until they stop, showing each state on stderr; the exit status
+        /// is then the tasks' exit code (the first non-zero; 1 if one never ran).
+        #[arg(long)]
+        wait: bool,
     },
     /// List tasks.
     Ls {
@@ -505,6 +510,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
             group,
             strategies,
             constraints,
+            wait,
         } => {
             let token =
                 client_token.unwrap_or_else(|| format!("cli-{:032x}", rand::random::<u128>()));
@@ -523,6 +529,15 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                     TasksClient::new(ch).run(req).await
                 })
                 .await?;
+            if wait && !r.tasks.is_empty() {
+                if !r.failures.is_empty() {
+                    failures_table(&r.failures).print()?;
+                }
+                let ids = r.tasks.iter().map(|t| t.task_id.clone()).collect();
+                let ended = wait::tasks(&client, ids, stale).await?;
+                show(opts.output, &ended, || Ok(tasks_table(&ended)))?;
+                return Ok(wait::exit_code(&ended));
+            }
             show(opts.output, &r, || {
                 if !r.failures.is_empty() {
                     failures_table(&r.failures).print()?;

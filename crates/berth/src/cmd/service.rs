@@ -53,6 +53,10 @@ pub enum ServiceCmd {
         force_new_deployment: bool,
         #[command(flatten)]
         deployment: DeploymentFlags,
+        /// Follow the deployment until it is COMPLETED (exit 0) or FAILED or rolled back
+        /// (exit 1), showing its progress on stderr.
+        #[arg(long)]
+        wait: bool,
     },
     /// Delete a service: its tasks are stopped. A desired count above 0 needs --force.
     Delete {
@@ -225,6 +229,7 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
             task_definition,
             force_new_deployment,
             deployment,
+            wait,
         } => {
             let req = UpdateServiceRequest {
                 service: name,
@@ -246,6 +251,11 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                 .await?;
             let services: Vec<Service> = r.service.into_iter().collect();
             show(opts.output, &services, || Ok(services_table(&services)))?;
+            if wait {
+                if let Some(s) = services.first() {
+                    return super::wait::deployment(&client, &s.service_name, stale).await;
+                }
+            }
         }
         ServiceCmd::Delete { name, force } => {
             let req = DeleteServiceRequest {

@@ -40,10 +40,10 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<u64> {
                 .ok_or_else(|| anyhow!("{s:?} reaches before the epoch"))?
         }
     };
-    Ok(at
+    let since_epoch = at
         .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64)
+        .map_err(|_| anyhow!("{s:?} is before the epoch (1970-01-01T00:00:00Z)"))?;
+    Ok(since_epoch.as_millis() as u64)
 }
 
 fn when(ms: u64) -> String {
