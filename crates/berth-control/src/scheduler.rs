@@ -404,24 +404,23 @@ mod tests {
         );
     }
 
+    fn web() -> TaskDefinitionSpec {
+        TaskDefinitionSpec {
+            family: "web".into(),
+            cpu: Some(256),
+            memory: Some(512),
+            network_mode: None,
+            container_definitions: vec![ContainerDefinition {
+                name: "app".into(),
+                image: "img".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
     fn state_with(desired: u32, live: usize) -> ClusterState {
         let mut s = ClusterState::new();
-        apply(
-            &mut s,
-            Command::RegisterTaskDefinition {
-                spec: TaskDefinitionSpec {
-                    family: "web".into(),
-                    cpu: Some(256),
-                    memory: Some(512),
-                    network_mode: None,
-                    container_definitions: vec![ContainerDefinition {
-                        name: "app".into(),
-                        image: "img".into(),
-                        ..Default::default()
-                    }],
-                },
-            },
-        );
+        apply(&mut s, Command::RegisterTaskDefinition { spec: web() });
         apply(
             &mut s,
             Command::RegisterAgent(AgentRegistration {
@@ -521,20 +520,7 @@ mod tests {
         let mut s = state_with(2, 2);
         report(&mut s, "t0", None);
         report(&mut s, "t1", None);
-        let mut spec2 = s.task_definition("web", Some(1)).unwrap().clone();
-        spec2.revision = 2;
-        apply(
-            &mut s,
-            Command::RegisterTaskDefinition {
-                spec: TaskDefinitionSpec {
-                    family: "web".into(),
-                    cpu: Some(256),
-                    memory: Some(512),
-                    network_mode: None,
-                    container_definitions: spec2.container_definitions,
-                },
-            },
-        );
+        apply(&mut s, Command::RegisterTaskDefinition { spec: web() });
         apply(
             &mut s,
             Command::UpdateService(ServiceUpdate {

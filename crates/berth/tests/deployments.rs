@@ -14,24 +14,6 @@ use common::service::*;
 use common::*;
 use tonic::transport::Channel;
 
-fn spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
-    TaskDefinitionSpec {
-        family: family.into(),
-        cpu: Some(256),
-        memory: Some(512),
-        // No bridge endpoint per task: these tests churn containers, and this engine's
-        // network controller is the part that deadlocks under churn.
-        network_mode: Some("none".into()),
-        container_definitions: vec![ContainerDefinition {
-            name: "app".into(),
-            image: "berth/workload".into(),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            stop_timeout: Some(2),
-            ..Default::default()
-        }],
-    }
-}
-
 async fn create(api: Channel, name: &str, desired: i64, config: DeploymentConfiguration) {
     ServicesClient::new(api)
         .create(CreateServiceRequest {
@@ -115,10 +97,10 @@ async fn two_zone_cluster() -> (Cluster, u64, Channel, AgentProc, AgentProc) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_deployment_keeps_minimum_healthy_and_completes_through_a_leader_kill() {
     let (mut c, leader, api, _a, _b) = two_zone_cluster().await;
-    register(api.clone(), spec("web", &["sleep", "3600"]))
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
         .await
         .expect("register web:1");
-    register(api.clone(), spec("web", &["sleep", "3601"]))
+    register(api.clone(), quiet_spec("web", &["sleep", "3601"]))
         .await
         .expect("register web:2");
     let desired = 4;
@@ -235,10 +217,10 @@ async fn a_rolling_deployment_keeps_minimum_healthy_and_completes_through_a_lead
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revision_that_exits_trips_the_circuit_breaker_and_rolls_back() {
     let (_c, _leader, api, _a, _b) = two_zone_cluster().await;
-    register(api.clone(), spec("web", &["sleep", "3600"]))
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
         .await
         .expect("register web:1");
-    register(api.clone(), spec("web", &["sh", "-c", "exit 1"]))
+    register(api.clone(), quiet_spec("web", &["sh", "-c", "exit 1"]))
         .await
         .expect("register web:2");
     create(
@@ -310,7 +292,7 @@ async fn a_revision_that_exits_trips_the_circuit_breaker_and_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_whose_health_check_starts_failing_is_replaced() {
     let (_c, _leader, api, _a, _b) = two_zone_cluster().await;
-    let mut checked = spec("web", &["sh", "-c", "touch /tmp/ok; exec sleep 3600"]);
+    let mut checked = quiet_spec("web", &["sh", "-c", "touch /tmp/ok; exec sleep 3600"]);
     // One task in bridge mode: its published port is part of the answer.
     checked.network_mode = None;
     let app = &mut checked.container_definitions[0];

@@ -19,22 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::Channel;
 
-fn spec() -> TaskDefinitionSpec {
-    TaskDefinitionSpec {
-        family: "web".into(),
-        cpu: Some(256),
-        memory: Some(512),
-        network_mode: Some("none".into()),
-        container_definitions: vec![ContainerDefinition {
-            name: "app".into(),
-            image: "berth/workload".into(),
-            command: vec!["sleep".into(), "3600".into()],
-            stop_timeout: Some(2),
-            ..Default::default()
-        }],
-    }
-}
-
 async fn create(api: Channel, name: &str, desired: i64) {
     ServicesClient::new(api)
         .create(CreateServiceRequest {
@@ -86,7 +70,9 @@ async fn draining_an_agent_moves_its_service_tasks_replacement_first() {
     let api = c.api(1);
     let a = AgentProc::start_in(&c, "drain-a", "a");
     wait_agent(api.clone(), &a.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec()).await.expect("register");
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
+        .await
+        .expect("register");
     create(api.clone(), "drained", 2).await;
     let before = wait_running(api.clone(), "drained", 2, 2, Duration::from_secs(60)).await;
     assert!(before.iter().all(|t| t.agent_id == a.id));
@@ -208,7 +194,9 @@ async fn an_agent_whose_engine_stops_answering_has_its_service_tasks_replaced() 
         &["--engine-timeout-ms", "1000"],
     );
     wait_agent(api.clone(), &x.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec()).await.expect("register");
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
+        .await
+        .expect("register");
     create(api.clone(), "held", 1).await;
     let before = wait_running(api.clone(), "held", 1, 1, Duration::from_secs(60)).await;
     assert_eq!(before[0].agent_id, x.id);

@@ -13,24 +13,6 @@ use common::service::*;
 use common::*;
 use tonic::Code;
 
-fn spec(family: &str) -> TaskDefinitionSpec {
-    TaskDefinitionSpec {
-        family: family.into(),
-        cpu: Some(256),
-        memory: Some(512),
-        // No bridge endpoint per task: the tests churn containers, and this engine's
-        // network controller is the part that deadlocks under churn.
-        network_mode: Some("none".into()),
-        container_definitions: vec![ContainerDefinition {
-            name: "app".into(),
-            image: "berth/workload".into(),
-            command: vec!["sleep".into(), "3600".into()],
-            stop_timeout: Some(2),
-            ..Default::default()
-        }],
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_is_kept_at_its_count_through_scaling_a_killed_container_and_a_lost_agent() {
     require_docker();
@@ -41,7 +23,9 @@ async fn a_service_is_kept_at_its_count_through_scaling_a_killed_container_and_a
     let b = AgentProc::start_in(&c, "svc-b", "b");
     wait_agent(api.clone(), &a.id, "READY", Duration::from_secs(20)).await;
     wait_agent(api.clone(), &b.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec("web")).await.expect("register");
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
+        .await
+        .expect("register");
 
     let created = ServicesClient::new(api.clone())
         .create(CreateServiceRequest {
@@ -191,7 +175,9 @@ async fn bad_service_requests_get_a_clear_status_and_change_nothing() {
     let c = Cluster::start(3, &[]);
     c.wait_leader(Duration::from_secs(30)).await;
     let api = c.api(1);
-    register(api.clone(), spec("web")).await.expect("register");
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
+        .await
+        .expect("register");
     let create = |name: &str, def: &str, desired: i64| CreateServiceRequest {
         service_name: name.into(),
         task_definition: def.into(),

@@ -12,21 +12,6 @@ use common::agent::*;
 use common::*;
 use tonic::transport::Channel;
 
-fn spec() -> TaskDefinitionSpec {
-    TaskDefinitionSpec {
-        family: "meter".into(),
-        cpu: Some(256),
-        memory: Some(512),
-        network_mode: Some("none".into()),
-        container_definitions: vec![ContainerDefinition {
-            name: "app".into(),
-            image: "berth/workload".into(),
-            command: vec!["sleep".into(), "2".into()],
-            ..Default::default()
-        }],
-    }
-}
-
 async fn usage(api: Channel, since: u64, until: u64, by: &str) -> GetUsageResponse {
     UsageClient::new(api)
         .get(GetUsageRequest {
@@ -64,7 +49,9 @@ async fn a_short_task_is_billed_a_minute_the_same_on_every_node_through_leader_k
     let api = c.api(c.follower_of(leader));
     let a = AgentProc::start(&c, "meter");
     wait_agent(api.clone(), &a.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec()).await.expect("register");
+    register(api.clone(), quiet_spec("meter", &["sleep", "2"]))
+        .await
+        .expect("register");
     let ran = run(api.clone(), "meter", 1, "usage-1").await.expect("run");
     let id = ran.tasks[0].task_id.clone();
     let t = wait_for(api.clone(), &id, "STOPPED", Duration::from_secs(60), |t| {

@@ -6,25 +6,8 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_proto::v1::*;
 use common::agent::*;
 use common::*;
-
-fn spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
-    TaskDefinitionSpec {
-        family: family.into(),
-        cpu: Some(256),
-        memory: Some(512),
-        network_mode: Some("none".into()),
-        container_definitions: vec![ContainerDefinition {
-            name: "app".into(),
-            image: "berth/workload".into(),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            stop_timeout: Some(2),
-            ..Default::default()
-        }],
-    }
-}
 
 fn berth(endpoint: &str, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -43,10 +26,10 @@ async fn wait_exits_with_the_task_exit_code_and_follows_a_deployment() {
     let api = c.api(1);
     let a = AgentProc::start(&c, "wait");
     wait_agent(api.clone(), &a.id, "READY", Duration::from_secs(20)).await;
-    register(api.clone(), spec("ok", &["true"]))
+    register(api.clone(), quiet_spec("ok", &["true"]))
         .await
         .expect("register");
-    register(api.clone(), spec("three", &["sh", "-c", "exit 3"]))
+    register(api.clone(), quiet_spec("three", &["sh", "-c", "exit 3"]))
         .await
         .expect("register");
     let endpoint = c.endpoint();
@@ -61,10 +44,10 @@ async fn wait_exits_with_the_task_exit_code_and_follows_a_deployment() {
     assert!(err.contains("exit code 3"), "{err}");
 
     // A deployment followed to COMPLETED.
-    register(api.clone(), spec("web", &["sleep", "3600"]))
+    register(api.clone(), quiet_spec("web", &["sleep", "3600"]))
         .await
         .expect("register web:1");
-    register(api.clone(), spec("web", &["sleep", "3601"]))
+    register(api.clone(), quiet_spec("web", &["sleep", "3601"]))
         .await
         .expect("register web:2");
     let o = berth(

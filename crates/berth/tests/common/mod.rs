@@ -335,6 +335,25 @@ pub fn web_spec(family: &str) -> TaskDefinitionSpec {
     }
 }
 
+/// One `berth/workload` container running `command`, 256 CPU / 512 MiB, network `none`
+/// (no bridge endpoint per task: the tests churn containers, and this engine's network
+/// controller is the part that deadlocks under churn), stopped within 2 s.
+pub fn quiet_spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
+    TaskDefinitionSpec {
+        family: family.into(),
+        cpu: Some(256),
+        memory: Some(512),
+        network_mode: Some("none".into()),
+        container_definitions: vec![ContainerDefinition {
+            name: "app".into(),
+            image: "berth/workload".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            stop_timeout: Some(2),
+            ..Default::default()
+        }],
+    }
+}
+
 pub async fn register(
     ch: Channel,
     spec: TaskDefinitionSpec,
