@@ -12,6 +12,7 @@ mod batcher;
 mod bootstrap;
 pub mod config;
 pub mod error;
+mod events;
 mod health;
 pub mod internal;
 mod monitor;
@@ -25,6 +26,7 @@ use berth_proto::internal::agent_protocol_server::AgentProtocolServer;
 use berth_proto::internal::node_server::NodeServer;
 use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
+use berth_proto::v1::events_server::EventsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
@@ -197,6 +199,9 @@ impl ControlNode {
             .add_service(UsageServer::new(api::usage::UsageApi {
                 node: node.clone(),
             }))
+            .add_service(EventsServer::new(api::events::EventsApi {
+                node: node.clone(),
+            }))
             .add_service(AgentsServer::new(api::agents::AgentsApi {
                 node: node.clone(),
             }))
@@ -225,6 +230,7 @@ impl ControlNode {
         ));
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
+        tasks.push(tokio::spawn(events::run(node.clone())));
         tasks.push(tokio::spawn(scheduler::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
         tasks.push(tokio::spawn(berth_raft::election::watch(

@@ -179,6 +179,8 @@ pub struct Node {
     /// What each agent's last heartbeat said of its engine (under which epoch); the monitor
     /// writes a difference from the agent's record through Raft.
     pub(crate) engine_reports: Mutex<HashMap<String, (u64, Option<String>)>>,
+    /// The recent applied changes as events, for the Events stream.
+    pub(crate) events: crate::events::EventLog,
 }
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
@@ -226,6 +228,7 @@ impl Node {
             channels: Default::default(),
             heartbeats: Mutex::new(HashMap::new()),
             engine_reports: Mutex::new(HashMap::new()),
+            events: crate::events::EventLog::default(),
         }
     }
 

@@ -27,6 +27,11 @@ pub enum Change {
     Task(Task),
     Agent(Agent),
     TaskDefinition(TaskDefinition),
+    /// Something happened to a service, in the words of its event.
+    ServiceEvent {
+        service: String,
+        message: String,
+    },
 }
 
 /// A service launch past the service's desired count (a scheduler acting on a state that

@@ -19,6 +19,7 @@ use crate::client::{all_pages, describe, Client, Retry};
 use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
 
+pub mod events;
 pub mod service;
 pub mod usage;
 pub mod wait;

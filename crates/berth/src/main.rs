@@ -73,6 +73,8 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::TaskCmd,
     },
+    /// What happens in the cluster: tasks, agents, task definitions and services, in order.
+    Events(cmd::events::EventsArgs),
     /// What tasks used and cost (vCPU-hours, GiB-hours), as Fargate bills.
     Usage(cmd::usage::UsageArgs),
     /// Services: task definitions kept running at a desired count.
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
             Command::Task { cmd } => cmd::task(&opts, cmd).await,
             Command::Service { cmd } => cmd::service::service(&opts, cmd).await,
             Command::Usage(a) => cmd::usage::usage(&opts, a).await,
+            Command::Events(a) => cmd::events::events(&opts, a).await,
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
         }

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod cluster;
+pub mod events;
 pub mod services;
 pub mod task_definitions;
 pub mod tasks;

@@ -219,6 +219,10 @@ impl ClusterState {
             message.truncate(end);
         }
         svc.version = revision;
+        self.changes.push(super::Change::ServiceEvent {
+            service: name.to_string(),
+            message: message.clone(),
+        });
         if let Some(first) = svc.events.first_mut() {
             if first.message == message {
                 first.at = clock;
