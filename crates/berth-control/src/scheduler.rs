@@ -96,7 +96,7 @@ pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
         // old one stopped while minimumHealthyPercent still holds.
         let (mut mine, mut old): (Vec<&Task>, Vec<&Task>) = rest
             .iter()
-            .partition(|t| t.started_by == primary.id && state.agent_accepts_tasks(&t.agent_id));
+            .partition(|t| state.counts_for_primary(t, &primary.id));
         let mut healthy = rest.iter().filter(|t| state.task_is_healthy(t)).count();
         let failed = primary.rollout_state == RolloutState::Failed;
         if !failed {

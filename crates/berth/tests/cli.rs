@@ -8,15 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn berth(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("BERTH_ENDPOINT", endpoint)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run berth")
-}
-
 /// Runs `berth` with a reader that has already gone away, as `berth … | true` does.
 fn berth_into_closed_pipe(endpoint: &str, args: &[&str]) -> Output {
     let mut child = Command::new(BIN)

@@ -123,12 +123,7 @@ async fn events_arrive_in_revision_order_and_resume_on_another_node() {
 
     // The CLI replays and ends once caught up.
     let since = (first.revision - 1).to_string();
-    let out = std::process::Command::new(BIN)
-        .args(["events", "--since-revision", &since])
-        .env("BERTH_ENDPOINT", c.endpoint())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run berth events");
+    let out = berth(&c.endpoint(), &["events", "--since-revision", &since]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use berth_proto::v1::usage_client::UsageClient;
@@ -115,8 +114,9 @@ async fn a_short_task_is_billed_a_minute_the_same_on_every_node_through_leader_k
     }
 
     // The CLI's CSV export carries the line.
-    let out = Command::new(BIN)
-        .args([
+    let out = berth(
+        &c.endpoint(),
+        &[
             "-o",
             "csv",
             "usage",
@@ -124,11 +124,8 @@ async fn a_short_task_is_billed_a_minute_the_same_on_every_node_through_leader_k
             "task",
             "--since",
             "1970-01-01T00:00:00Z",
-        ])
-        .env("BERTH_ENDPOINT", c.endpoint())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run berth usage");
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -140,11 +137,7 @@ async fn a_short_task_is_billed_a_minute_the_same_on_every_node_through_leader_k
         "{text}"
     );
     assert!(text.contains(&format!("{id},1,")), "{text}");
-    let bad = Command::new(BIN)
-        .args(["usage", "--by", "colour"])
-        .env("BERTH_ENDPOINT", c.endpoint())
-        .output()
-        .expect("run berth usage");
+    let bad = berth(&c.endpoint(), &["usage", "--by", "colour"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("task, family"));
 }

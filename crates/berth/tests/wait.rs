@@ -3,20 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::agent::*;
 use common::*;
-
-fn berth(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("BERTH_ENDPOINT", endpoint)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run berth")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wait_exits_with_the_task_exit_code_and_follows_a_deployment() {

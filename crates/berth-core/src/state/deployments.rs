@@ -47,6 +47,13 @@ impl ClusterState {
         }
     }
 
+    /// Whether a live task counts toward its service's PRIMARY deployment: launched by it,
+    /// on an agent that takes tasks. Every other live task (an older deployment's, or one on
+    /// an agent that is draining or whose engine does not answer) is to be replaced.
+    pub fn counts_for_primary(&self, t: &Task, primary_id: &str) -> bool {
+        t.started_by == primary_id && self.agent_accepts_tasks(&t.agent_id)
+    }
+
     fn has_health_check(&self, family: &str, revision: u32) -> bool {
         self.families
             .get(family)
@@ -67,8 +74,7 @@ impl ClusterState {
         let mut t = Tally::default();
         for task in self.service_tasks(name) {
             t.total += 1;
-            if Some(task.started_by.as_str()) == primary && self.agent_accepts_tasks(&task.agent_id)
-            {
+            if primary.is_some_and(|p| self.counts_for_primary(task, p)) {
                 t.primary += 1;
             }
             if self.task_is_healthy(task) {
@@ -170,11 +176,7 @@ impl ClusterState {
         let Some((family, revision)) = restored else {
             return;
         };
-        svc.deployments.sort_by_key(|d| match d.status {
-            DeploymentStatus::Primary => 0,
-            DeploymentStatus::Active => 1,
-            DeploymentStatus::Inactive => 2,
-        });
+        order(&mut svc.deployments);
         svc.family = family.clone();
         svc.revision = revision;
         svc.updated_at = clock;
@@ -242,13 +244,7 @@ impl ClusterState {
         if !changed {
             return;
         }
-        // PRIMARY, then ACTIVE, then INACTIVE; newest first within each (the sort is
-        // stable and the list is kept newest first).
-        svc.deployments.sort_by_key(|d| match d.status {
-            DeploymentStatus::Primary => 0,
-            DeploymentStatus::Active => 1,
-            DeploymentStatus::Inactive => 2,
-        });
+        order(&mut svc.deployments);
         let keep = svc
             .deployments
             .iter()
@@ -343,4 +339,14 @@ impl ClusterState {
             ),
         }
     }
+}
+
+/// PRIMARY, then ACTIVE, then INACTIVE; newest first within each (the sort is stable and the
+/// list is kept newest first).
+fn order(deployments: &mut [Deployment]) {
+    deployments.sort_by_key(|d| match d.status {
+        DeploymentStatus::Primary => 0,
+        DeploymentStatus::Active => 1,
+        DeploymentStatus::Inactive => 2,
+    });
 }

@@ -322,8 +322,8 @@ impl ClusterState {
                 continue;
             };
             let healthy = self.task_is_healthy(t);
+            let is_primary = self.counts_for_primary(t, &primary);
             let placed_well = self.agent_accepts_tasks(&t.agent_id);
-            let is_primary = t.started_by == primary && placed_well;
             let keeps_min = !healthy || tally.healthy > min_healthy;
             let (allowed, reason) = if !active {
                 (true, "Service deleted".to_string())

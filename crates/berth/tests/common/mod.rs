@@ -354,6 +354,16 @@ pub fn quiet_spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
     }
 }
 
+/// Runs the `berth` CLI against `endpoint` and waits for it.
+pub fn berth(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("BERTH_ENDPOINT", endpoint)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run berth")
+}
+
 pub async fn register(
     ch: Channel,
     spec: TaskDefinitionSpec,
