@@ -26,9 +26,11 @@
 #   2. `docker kill` of one task container -> the count restored (the killed task replaced,
 #      N RUNNING)
 #   3. rolling update of all N tasks to `sleep 3601`, minimum healthy 100 % / maximum 200 %
-#      (Swarm: --update-parallelism N --update-order start-first) -> every task runs the new
-#      revision; also until the last old container is gone, and for Swarm the blocking
-#      `docker service update` itself
+#      (Swarm: --update-parallelism N --update-order start-first) -> N tasks of the new
+#      revision RUNNING; also until the last old container is gone, and until the update is
+#      declared done (Berth: the deployment COMPLETED; Swarm: the blocking
+#      `docker service update` returned). Both wait 5 s by default before that: Berth's
+#      minimum healthy time, Swarm's update monitor.
 #   4. Berth only: SIGKILL of an agent holding service tasks -> N RUNNING on the other agent.
 #      A one-engine swarm has no second node to lose: reported as not measurable.
 #
@@ -391,6 +393,14 @@ berth_running() {
     and all(.tasks[]; .lastStatus == "RUNNING" and ($on == "" or .agentId == $on) and .taskId != $not)
   ' <<<"$DESC" >/dev/null 2>&1
 }
+# N tasks of the PRIMARY deployment (on revision 2) RUNNING.
+berth_new_running() {
+  berth_describe || return 1
+  jq -e --arg td "$TD2" --argjson n "$1" '
+    (.service.deployments | map(select(.status == "PRIMARY" and .taskDefinition == $td)) | first | .id) as $d
+    | $d != null and ([.tasks[] | select(.startedBy == $d and .lastStatus == "RUNNING")] | length) == $n
+  ' <<<"$DESC" >/dev/null 2>&1
+}
 # The PRIMARY deployment (on revision 2) COMPLETED and no other deployment ACTIVE.
 berth_rolled() {
   berth_describe || return 1
@@ -453,12 +463,15 @@ berth_scenarios() {
     >"$WORK/berth-update.log" 2>&1; then
     NOTES+=("berth run $run: service update failed: $(tail -n1 "$WORK/berth-update.log")"); return 1
   fi
-  wait_until berth "$t0" berth_rolled \
-    || { NOTES+=("berth run $run: the rollout did not complete within ${TIMEOUT} s"); return 1; }
-  measured berth.update "$t0" "berth run $run: rollout to $TD2 COMPLETED"
+  wait_until berth "$t0" berth_new_running "$TASKS" \
+    || { NOTES+=("berth run $run: not $TASKS tasks of $TD2 RUNNING within ${TIMEOUT} s"); return 1; }
+  measured berth.update "$t0" "berth run $run: $TASKS tasks of $TD2 RUNNING"
   wait_until berth "$t0" no_running_containers "berth.definition=$TD1" \
     || { NOTES+=("berth run $run: containers of $TD1 still running ${TIMEOUT} s after the update"); return 1; }
   measured berth.update_gone "$t0" "berth run $run: last $TD1 container gone"
+  wait_until berth "$t0" berth_rolled \
+    || { NOTES+=("berth run $run: the rollout did not complete within ${TIMEOUT} s"); return 1; }
+  measured berth.update_done "$t0" "berth run $run: rollout to $TD2 COMPLETED"
 
   sleep "$SETTLE"
   berth_describe || { NOTES+=("berth run $run: service describe failed"); return 1; }
@@ -485,7 +498,7 @@ berth_run() {
   KILLED_AGENT=""
   berth_scenarios "$run" || true
   check_wedged
-  fill_missing berth.create berth.kill berth.update berth.update_gone berth.agent
+  fill_missing berth.create berth.kill berth.update berth.update_gone berth.update_done berth.agent
   if [[ -n $KILLED_AGENT ]]; then
     # Its containers outlive it: remove them, and put a fresh agent in its zone.
     ids=$(dk ps -aq --filter "label=berth.agent=$KILLED_AGENT") || true
@@ -692,14 +705,15 @@ $sep
 | | Swarm |$(cells swarm.update)
 | 3b. … → last old container gone | Berth |$(cells berth.update_gone)
 | | Swarm |$(cells swarm.update_gone)
-| 3c. \`docker service update\` (blocking) returned | Swarm |$(cells swarm.update_cli)
+| 3c. … → update declared done (Berth: deployment COMPLETED; Swarm: blocking \`docker service update\` returned) | Berth |$(cells berth.update_done)
+| | Swarm |$(cells swarm.update_cli)
 | 4. SIGKILL of an agent holding service tasks → $TASKS RUNNING on the other agent | Berth |$(cells berth.agent)
 | | Swarm |$(na_cells "not measurable on one engine")
 
 What each figure is, from the moment the action was issued (the CLI call, \`docker kill\`, \`kill -9\`) to the end of the first poll that saw the goal:
 1. Berth: \`berth service describe $SERVICE -o json\` lists $TASKS tasks (desired RUNNING), all \`RUNNING\`. Swarm: \`docker service ps $SERVICE --filter desired-state=running\` lists $TASKS tasks, all \`Running\`.
 2. The same, with the killed task no longer among them (Berth: the task whose container carried \`berth.task=ID\`; Swarm: the task of the killed container; Swarm starts the replacement after its restart delay).
-3. Berth: \`berth service update $SERVICE --taskdef FAMILY:2 --min-healthy-percent 100 --max-percent 200\`, until the PRIMARY deployment (revision 2) is \`COMPLETED\` and no deployment is \`ACTIVE\`. Swarm: \`docker service update --update-parallelism $TASKS --update-order start-first --args "sleep 3601"\` (started in the background), until $TASKS tasks are desired running, all \`Running\`, none of them a task from before the update. 3b: until \`docker ps\` shows no running container of the old revision / old tasks. 3c: when the blocking Swarm CLI call itself returned ($verify_desc).
+3. Berth: \`berth service update $SERVICE --taskdef FAMILY:2 --min-healthy-percent 100 --max-percent 200\` (minimum healthy time left at its default, 5 s), until $TASKS tasks of the new PRIMARY deployment are \`RUNNING\`. Swarm: \`docker service update --update-parallelism $TASKS --update-order start-first --args "sleep 3601"\` (started in the background; update monitor left at its default, 5 s), until $TASKS tasks are desired running, all \`Running\`, none of them a task from before the update. 3b: until \`docker ps\` shows no running container of the old revision / old tasks (Berth stops an old task only once its replacement has stayed RUNNING for the minimum healthy time). 3c: Berth: the PRIMARY deployment is \`COMPLETED\` and no deployment is \`ACTIVE\`; Swarm: the blocking CLI call returned ($verify_desc).
 4. Berth: \`berth service describe\` lists $TASKS tasks, all \`RUNNING\`, all on the surviving agent. A one-node swarm has no second node to move tasks to, so there is nothing to measure for Swarm.
 
 Resolution: polls 100 ms apart when a poll is quicker than that. Berth: $(poll_note berth). Swarm: $(poll_note swarm).

@@ -307,6 +307,7 @@ pub(crate) mod tests {
                 overrides: vec![],
                 containers: vec![],
                 health_status: Default::default(),
+                ready_since: None,
                 stop_code: None,
                 stopped_reason: None,
                 created_at: 0,

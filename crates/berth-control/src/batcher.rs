@@ -331,6 +331,7 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         WriteRequest::DeleteService { name, force } => {
             Prepared::Command(Command::DeleteService { name, force })
         }
+        WriteRequest::Tick => Prepared::Command(Command::Tick),
         WriteRequest::NoteServiceEvent { name, message } => {
             Prepared::Command(Command::NoteServiceEvent { name, message })
         }

@@ -70,6 +70,8 @@ pub enum WriteRequest {
         task_ids: Vec<String>,
         unhealthy: bool,
     },
+    /// From the leader's service scheduler: its clock reached the time a task turns healthy.
+    Tick,
 }
 
 /// UpdateSettings: fields not given keep the cluster's (merged by the leader).

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::command::RunTaskRequest;
 use berth_core::service::{service_group, RolloutState, ServiceStatus};
-use berth_core::state::SERVICE_FULL;
+use berth_core::state::{Tally, SERVICE_FULL};
 use berth_core::{ClusterState, DesiredStatus, HealthStatus, Outcome, StopCode, Task, TaskState};
 
 use crate::node::{Node, WriteRequest};
@@ -90,14 +90,16 @@ pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
         }
         let desired = svc.desired_count;
         let config = svc.deployment_configuration;
-        let min_healthy = config.min_healthy(desired) as usize;
+        let min_healthy = config.min_healthy(desired);
         // Tasks of older deployments, and tasks on agents that are draining or whose engine
         // does not answer, are replaced: a new one first where maximumPercent allows, the
         // old one stopped while minimumHealthyPercent still holds.
         let (mut mine, mut old): (Vec<&Task>, Vec<&Task>) = rest
             .iter()
             .partition(|t| state.counts_for_primary(t, &primary.id));
-        let mut healthy = rest.iter().filter(|t| state.task_is_healthy(t)).count();
+        // UNHEALTHY tasks are neither ready nor healthy: the tally needs no correction for
+        // the ones stopped above.
+        let mut tally = state.tally(&svc.name);
         let failed = primary.rollout_state == RolloutState::Failed;
         if !failed {
             let room = (desired as usize)
@@ -115,24 +117,24 @@ pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
             }
         }
         let mut stops = Vec::new();
-        let mut take = |t: &Task, healthy: &mut usize| {
-            if !state.task_is_healthy(t) {
-                stops.push(t.id.clone());
-                true
-            } else if *healthy > min_healthy {
-                *healthy -= 1;
-                stops.push(t.id.clone());
-                true
-            } else {
-                false
+        let mut take = |t: &Task, tally: &mut Tally| {
+            let (ready, healthy) = (state.task_is_ready(t), state.task_is_healthy(t));
+            if !tally.keeps_min(ready, healthy, min_healthy) {
+                return false;
             }
+            tally.remove(ready, healthy);
+            stops.push(t.id.clone());
+            true
         };
         // A FAILED primary launches nothing, so the older tasks it would replace stay.
         if !failed {
-            // Tasks that do not count as healthy first, then the oldest.
-            old.sort_by_key(|t| (state.task_is_healthy(t), t.created_at, t.id.clone()));
+            // Tasks not RUNNING first, then those not yet proven healthy, then the oldest.
+            old.sort_by_key(|t| {
+                let proven = (state.task_is_ready(t), state.task_is_healthy(t));
+                (proven, t.created_at, t.id.clone())
+            });
             for t in old {
-                take(t, &mut healthy);
+                take(t, &mut tally);
             }
         }
         if mine.len() > desired as usize {
@@ -150,7 +152,7 @@ pub(crate) fn reconcile(state: &ClusterState) -> Vec<Action> {
                 if excess == 0 {
                     break;
                 }
-                if take(t, &mut healthy) {
+                if take(t, &mut tally) {
                     excess -= 1;
                 }
             }
@@ -237,20 +239,43 @@ impl Memory {
     }
 }
 
+/// What a pass wants done about time: nothing, a [`Command::Tick`] now (the leader's clock
+/// has reached the time a task turns healthy, which the state cannot see until a batch
+/// carries it), or a wake-up at that time.
+///
+/// [`Command::Tick`]: berth_core::Command::Tick
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clock {
+    Idle,
+    TickNow,
+    WakeIn(Duration),
+}
+
+pub(crate) fn clock_due(state: &ClusterState, now_ms: u64) -> Clock {
+    match state.next_healthy_at() {
+        None => Clock::Idle,
+        Some(at) if at <= now_ms => Clock::TickNow,
+        Some(at) => Clock::WakeIn(Duration::from_millis(at - now_ms)),
+    }
+}
+
 pub(crate) async fn run(node: Arc<Node>) {
     let mut memory: HashMap<String, Memory> = HashMap::new();
+    let mut wait = TICK;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = node.shutdown.wait() => return,
         }
+        wait = TICK;
         if !node.is_leader() {
             memory.clear();
             continue;
         }
         let now = Instant::now();
-        let actions = {
+        let (actions, clock) = {
             let s = node.state.read();
+            let clock = clock_due(&s.state, crate::node::now_ms());
             memory.retain(|name, _| s.state.service(name).is_some());
             for (name, m) in memory.iter_mut() {
                 let primary = s.state.service(name).and_then(|svc| svc.primary());
@@ -260,8 +285,17 @@ pub(crate) async fn run(node: Arc<Node>) {
                 }
                 m.review(&s.state, now);
             }
-            reconcile(&s.state)
+            (reconcile(&s.state), clock)
         };
+        match clock {
+            Clock::Idle => {}
+            // The tick makes tasks healthy; the pass right after it acts on them.
+            Clock::TickNow => match node.write(WriteRequest::Tick).await {
+                Ok(_) => wait = Duration::ZERO,
+                Err(e) => tracing::debug!(error = %e, "service scheduler tick failed"),
+            },
+            Clock::WakeIn(d) => wait = d.min(TICK),
+        }
         let mut pending = Vec::new();
         for action in actions {
             let name = match &action {
@@ -363,16 +397,33 @@ mod tests {
     use berth_core::service::{ServiceCreate, ServiceUpdate};
     use berth_core::{Batch, Command, ContainerDefinition, TaskDefinitionSpec};
 
+    /// Applies `c` one millisecond after the state's clock.
     fn apply(s: &mut ClusterState, c: Command) {
+        let now = s.clock().max(1_000) + 1;
+        apply_at(s, now, c);
+    }
+
+    fn apply_at(s: &mut ClusterState, now: u64, c: Command) {
         let rev = s.revision() + 1;
         let r = s.apply(
             rev,
             &Batch {
-                now: 1_000 + rev,
+                now,
                 commands: vec![c],
             },
         );
         assert!(r[0].is_ok(), "{r:?}");
+    }
+
+    /// The leader's clock reaches the next time a task turns healthy, and it ticks.
+    fn next_tick(s: &mut ClusterState) {
+        let at = s.next_healthy_at().expect("a task waiting to turn healthy");
+        assert_eq!(
+            clock_due(s, at - 1),
+            Clock::WakeIn(Duration::from_millis(1))
+        );
+        assert_eq!(clock_due(s, at), Clock::TickNow);
+        apply_at(s, at, Command::Tick);
     }
 
     fn report(s: &mut ClusterState, id: &str, health: Option<HealthStatus>) {
@@ -516,10 +567,14 @@ mod tests {
     }
 
     #[test]
-    fn a_new_revision_is_launched_within_maximum_percent_and_old_tasks_go_once_new_ones_run() {
+    fn a_new_revision_is_launched_within_maximum_percent_and_old_tasks_go_once_new_ones_stay_up() {
         let mut s = state_with(2, 2);
         report(&mut s, "t0", None);
         report(&mut s, "t1", None);
+        // Reported a millisecond apart: each turns healthy at its own time.
+        next_tick(&mut s);
+        next_tick(&mut s);
+        assert_eq!(clock_due(&s, s.clock()), Clock::Idle);
         apply(&mut s, Command::RegisterTaskDefinition { spec: web() });
         apply(
             &mut s,
@@ -565,6 +620,9 @@ mod tests {
         );
         assert!(reconcile(&s).is_empty());
         report(&mut s, "n0", None);
+        // RUNNING is not yet healthy: the old tasks stay until it has stayed up.
+        assert!(reconcile(&s).is_empty());
+        next_tick(&mut s);
         assert_eq!(
             reconcile(&s),
             vec![Action::Stop {

@@ -74,6 +74,10 @@ pub enum Command {
         #[serde(default)]
         unhealthy: bool,
     },
+    /// The leader's clock reached the time a service task turns healthy
+    /// ([`ClusterState::next_healthy_at`](crate::ClusterState::next_healthy_at)); the batch
+    /// carries that time, and rollouts it completes are settled.
+    Tick,
 }
 
 impl Command {

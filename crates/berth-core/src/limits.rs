@@ -62,6 +62,11 @@ pub const MAX_DESIRED_COUNT: u32 = 1000;
 pub const MAX_MIN_HEALTHY_PERCENT: u32 = 100;
 pub const MIN_MAXIMUM_PERCENT: u32 = 100;
 pub const MAX_MAXIMUM_PERCENT: u32 = 400;
+/// A new service task counts as healthy once it has stayed RUNNING (and HEALTHY, where
+/// checked) this long, by default (Swarm's update monitor).
+pub const DEFAULT_MIN_HEALTHY_TIME_MS: u32 = 5_000;
+/// The longest minimum healthy time a service may ask for (ten minutes).
+pub const MAX_MIN_HEALTHY_TIME_MS: u32 = 600_000;
 /// How long a stopped task's own usage record is kept before it is folded into per-day
 /// totals (by family, service and startedBy): a day of per-task detail.
 pub const USAGE_RECORD_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;

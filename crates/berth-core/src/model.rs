@@ -439,6 +439,11 @@ pub struct Task {
     /// Derived at apply from the containers' health and the definition's essential flags.
     #[serde(default)]
     pub health_status: HealthStatus,
+    /// When (the leader's clock) the task last became RUNNING and, where its definition
+    /// gives an essential container a health check, HEALTHY; none while it is neither. A
+    /// service task counts as healthy once this is its service's minimum healthy time old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_code: Option<StopCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::command::{PlacementConstraint, PlacementStrategy};
 use crate::error::Error;
 use crate::limits::{
-    MAX_DESIRED_COUNT, MAX_MAXIMUM_PERCENT, MAX_MIN_HEALTHY_PERCENT, MIN_MAXIMUM_PERCENT,
+    DEFAULT_MIN_HEALTHY_TIME_MS, MAX_DESIRED_COUNT, MAX_MAXIMUM_PERCENT, MAX_MIN_HEALTHY_PERCENT,
+    MAX_MIN_HEALTHY_TIME_MS, MIN_MAXIMUM_PERCENT,
 };
 use crate::model::{Millis, Revision};
 
@@ -108,6 +109,16 @@ pub struct DeploymentConfiguration {
     pub circuit_breaker: bool,
     /// With the breaker: return to the last COMPLETED deployment's task definition.
     pub rollback: bool,
+    /// How long a new task must stay RUNNING (and HEALTHY, where it has a health check)
+    /// before it counts as healthy: before an old task is stopped for it and before its
+    /// deployment is COMPLETED. Catches the revision that starts and then dies (Nomad's
+    /// `min_healthy_time`, Swarm's `--update-monitor`).
+    #[serde(default = "default_min_healthy_time_ms")]
+    pub min_healthy_time_ms: u32,
+}
+
+fn default_min_healthy_time_ms() -> u32 {
+    DEFAULT_MIN_HEALTHY_TIME_MS
 }
 
 impl Default for DeploymentConfiguration {
@@ -117,6 +128,7 @@ impl Default for DeploymentConfiguration {
             maximum_percent: 200,
             circuit_breaker: false,
             rollback: false,
+            min_healthy_time_ms: DEFAULT_MIN_HEALTHY_TIME_MS,
         }
     }
 }
@@ -145,6 +157,12 @@ impl DeploymentConfiguration {
             return Err(Error::invalid(format!(
                 "maximumPercent {} is outside {MIN_MAXIMUM_PERCENT}..={MAX_MAXIMUM_PERCENT}",
                 self.maximum_percent
+            )));
+        }
+        if self.min_healthy_time_ms > MAX_MIN_HEALTHY_TIME_MS {
+            return Err(Error::invalid(format!(
+                "minHealthyTimeMs {} is outside 0..={MAX_MIN_HEALTHY_TIME_MS}",
+                self.min_healthy_time_ms
             )));
         }
         if self.rollback && !self.circuit_breaker {
@@ -332,6 +350,20 @@ mod tests {
         let mut c = config(100, 200);
         c.rollback = true;
         assert!(c.check(2).is_err());
+        let mut c = config(100, 200);
+        c.min_healthy_time_ms = MAX_MIN_HEALTHY_TIME_MS + 1;
+        let e = c.check(2).unwrap_err().to_string();
+        assert!(e.contains("minHealthyTimeMs"), "{e}");
+    }
+
+    #[test]
+    fn a_configuration_stored_before_min_healthy_time_takes_the_default() {
+        let c: DeploymentConfiguration = serde_json::from_str(
+            r#"{"minimumHealthyPercent":50,"maximumPercent":200,"circuitBreaker":true,"rollback":false}"#,
+        )
+        .unwrap();
+        assert_eq!(c.min_healthy_time_ms, DEFAULT_MIN_HEALTHY_TIME_MS);
+        assert_eq!(c.minimum_healthy_percent, 50);
     }
 
     #[test]

@@ -247,6 +247,10 @@ impl ClusterState {
                 epoch,
                 error,
             } => self.set_agent_engine(agent_id, *epoch, error.as_deref()),
+            Command::Tick => {
+                self.tick();
+                Ok(Outcome::Reported)
+            }
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -436,6 +440,7 @@ impl ClusterState {
                 overrides: run.overrides.clone(),
                 containers: containers.clone(),
                 health_status: HealthStatus::Unknown,
+                ready_since: None,
                 stop_code: None,
                 stopped_reason: None,
                 created_at: self.clock,
@@ -726,6 +731,7 @@ impl ClusterState {
                 };
             }
             if r.last_status == task.last_status {
+                deployments::mark_ready(task, &self.families, self.clock);
                 task.version = revision;
                 let t = task.clone();
                 self.note_task(t);
@@ -762,6 +768,7 @@ impl ClusterState {
                 status: r.last_status,
                 at,
             });
+            deployments::mark_ready(task, &self.families, self.clock);
             task.version = revision;
             let t = task.clone();
             self.note_task(t);
@@ -1069,7 +1076,7 @@ impl ClusterState {
 mod deployments;
 mod services;
 mod usage;
-pub use deployments::{DeploymentCount, UNHEALTHY_REASON};
+pub use deployments::{DeploymentCount, Tally, UNHEALTHY_REASON};
 pub use usage::{UsageDay, UsageLine, FOLDED};
 #[cfg(test)]
 mod tests;

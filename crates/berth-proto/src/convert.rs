@@ -319,6 +319,7 @@ pub fn deployment_configuration_from_wire(
         maximum_percent: c.maximum_percent.unwrap_or(base.maximum_percent),
         circuit_breaker: c.circuit_breaker.unwrap_or(base.circuit_breaker),
         rollback: c.rollback.unwrap_or(base.rollback),
+        min_healthy_time_ms: c.min_healthy_time_ms.unwrap_or(base.min_healthy_time_ms),
     }
 }
 
@@ -330,6 +331,7 @@ fn deployment_configuration_to_wire(
         maximum_percent: Some(c.maximum_percent),
         circuit_breaker: Some(c.circuit_breaker),
         rollback: Some(c.rollback),
+        min_healthy_time_ms: Some(c.min_healthy_time_ms),
     }
 }
 
@@ -468,6 +470,7 @@ mod tests {
             overrides: vec![],
             containers: vec![],
             health_status: core::HealthStatus::Unknown,
+            ready_since: None,
             stop_code: None,
             stopped_reason: None,
             created_at: 1_000,

@@ -78,6 +78,9 @@ async fn draining_an_agent_moves_its_service_tasks_replacement_first() {
     assert!(before.iter().all(|t| t.agent_id == a.id));
     let b = AgentProc::start_in(&c, "drain-b", "b");
     wait_agent(api.clone(), &b.id, "READY", Duration::from_secs(20)).await;
+    // Past the minimum healthy time (5 s) the old tasks count as healthy: each may stop
+    // only once its replacement has stayed up as long.
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let least = sample_running(api.clone(), "drained", stop.clone());
@@ -118,6 +121,10 @@ async fn draining_an_agent_moves_its_service_tasks_replacement_first() {
         .await;
         assert!(t.stopped_reason.contains("draining"), "{t:?}");
     }
+    eprintln!(
+        "drain: old tasks stopped by {:?} after the drain",
+        started.elapsed()
+    );
 }
 
 /// A unix socket in front of the engine's that can stop passing bytes either way: the

@@ -208,6 +208,17 @@ async fn bad_service_requests_get_a_clear_status_and_change_nothing() {
             Code::InvalidArgument,
             "taskDefinition",
         ),
+        (
+            CreateServiceRequest {
+                deployment_configuration: Some(DeploymentConfiguration {
+                    min_healthy_time_ms: Some(600_001),
+                    ..Default::default()
+                }),
+                ..create("web", "web", 1)
+            },
+            Code::InvalidArgument,
+            "minHealthyTimeMs",
+        ),
     ];
     for (req, code, names) in cases {
         let e = svc.create(req.clone()).await.expect_err("refused");

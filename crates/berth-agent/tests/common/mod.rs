@@ -290,6 +290,7 @@ pub fn task(
             overrides: vec![],
             containers: vec![],
             health_status: Default::default(),
+            ready_since: None,
             stop_code: None,
             stopped_reason: None,
             created_at: 0,

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use super::ClusterState;
 use crate::limits::MAX_INACTIVE_DEPLOYMENTS;
-use crate::model::{DesiredStatus, HealthStatus, StopCode, Task, TaskState};
+use crate::model::{
+    DesiredStatus, HealthStatus, Millis, StopCode, Task, TaskDefinition, TaskState,
+};
 use crate::service::*;
 
 /// The stop reason of a service task replaced for failing its health check (ECS's words).
@@ -15,14 +17,33 @@ pub const UNHEALTHY_REASON: &str = "Task failed container health checks";
 
 /// A service's live tasks counted the way its deployment bounds need them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Tally {
+pub struct Tally {
     /// Live tasks of the PRIMARY deployment on agents that take tasks (a task on a draining
     /// agent, or one whose engine does not answer, is replaced like an old deployment's).
     pub primary: u32,
     /// Live tasks of every deployment.
     pub total: u32,
+    /// Live tasks that are ready ([`ClusterState::task_is_ready`]).
+    pub ready: u32,
     /// Live tasks that count as healthy ([`ClusterState::task_is_healthy`]).
     pub healthy: u32,
+}
+
+impl Tally {
+    /// Whether `t`, ready and healthy as given, may stop while `min` healthy tasks remain:
+    /// neither the tasks RUNNING now nor those proven healthy may drop below `min`. (Only
+    /// the second would let a young task stop whatever it leaves; only the first would let
+    /// an old task stop for a replacement that has not yet stayed up.)
+    pub fn keeps_min(&self, ready: bool, healthy: bool, min: u32) -> bool {
+        (!ready || self.ready > min) && (!healthy || self.healthy > min)
+    }
+
+    /// Counts `t` as gone.
+    pub fn remove(&mut self, ready: bool, healthy: bool) {
+        self.total -= 1;
+        self.ready -= u32::from(ready);
+        self.healthy -= u32::from(healthy);
+    }
 }
 
 /// Live and RUNNING tasks of one deployment.
@@ -32,18 +53,93 @@ pub struct DeploymentCount {
     pub pending: u32,
 }
 
+/// Records when a task became ready (RUNNING, and HEALTHY where its definition gives an
+/// essential container a health check), after a report changed it; not ready clears it.
+pub(super) fn mark_ready(
+    task: &mut Task,
+    families: &BTreeMap<String, Vec<TaskDefinition>>,
+    clock: Millis,
+) {
+    let checked = has_health_check(families, &task.family, task.revision);
+    if !is_ready(task, checked) {
+        task.ready_since = None;
+    } else if task.ready_since.is_none() {
+        task.ready_since = Some(clock);
+    }
+}
+
+fn is_ready(t: &Task, checked: bool) -> bool {
+    if t.last_status != TaskState::Running || t.desired_status != DesiredStatus::Running {
+        return false;
+    }
+    match t.health_status {
+        HealthStatus::Healthy => true,
+        HealthStatus::Unhealthy => false,
+        HealthStatus::Unknown => !checked,
+    }
+}
+
+fn has_health_check(
+    families: &BTreeMap<String, Vec<TaskDefinition>>,
+    family: &str,
+    revision: u32,
+) -> bool {
+    families
+        .get(family)
+        .and_then(|f| f.get((revision as usize).wrapping_sub(1)))
+        .is_some_and(|d| {
+            d.container_definitions
+                .iter()
+                .any(|c| c.is_essential() && c.health_check.is_some())
+        })
+}
+
 impl ClusterState {
-    /// Whether a live task counts toward a deployment's minimum healthy: RUNNING, and
-    /// HEALTHY where its definition gives an essential container a health check (without
-    /// one, RUNNING is enough).
-    pub fn task_is_healthy(&self, t: &Task) -> bool {
-        if t.last_status != TaskState::Running || t.desired_status != DesiredStatus::Running {
-            return false;
+    /// Whether a live task is RUNNING and, where its definition gives an essential
+    /// container a health check, HEALTHY (without one, RUNNING is enough). What ECS's
+    /// steady state asks of a task.
+    pub fn task_is_ready(&self, t: &Task) -> bool {
+        is_ready(t, has_health_check(&self.families, &t.family, t.revision))
+    }
+
+    /// When a ready task counts as healthy: once it has been ready for its service's
+    /// minimum healthy time. None while it is not ready.
+    pub fn task_healthy_at(&self, t: &Task) -> Option<Millis> {
+        if !self.task_is_ready(t) {
+            return None;
         }
-        match t.health_status {
-            HealthStatus::Healthy => true,
-            HealthStatus::Unhealthy => false,
-            HealthStatus::Unknown => !self.has_health_check(&t.family, t.revision),
+        let wait = service_of_group(&t.group)
+            .and_then(|name| self.services.get(name))
+            .map_or(0, |s| s.deployment_configuration.min_healthy_time_ms);
+        // A task that turned ready before its readiness was recorded counts from then.
+        let since = t.ready_since.unwrap_or(0);
+        Some(since.saturating_add(u64::from(wait)))
+    }
+
+    /// Whether a live task counts toward a deployment's minimum healthy (and its
+    /// completion): ready for at least its service's minimum healthy time, by the clock the
+    /// applied batches carry — so the leader's scheduler and every replica's apply agree.
+    pub fn task_is_healthy(&self, t: &Task) -> bool {
+        self.task_healthy_at(t).is_some_and(|at| at <= self.clock)
+    }
+
+    /// The earliest time, after the state's clock, at which a live service task becomes
+    /// healthy. Nothing is written just because time passes, so the leader proposes a
+    /// [`Command::Tick`](crate::Command::Tick) once its own clock reaches this.
+    pub fn next_healthy_at(&self) -> Option<Millis> {
+        self.service_tasks
+            .keys()
+            .flat_map(|name| self.service_tasks(name))
+            .filter_map(|t| self.task_healthy_at(t))
+            .filter(|at| *at > self.clock)
+            .min()
+    }
+
+    /// Time passed: rollouts whose tasks have now been healthy long enough complete.
+    pub(super) fn tick(&mut self) {
+        let names: Vec<String> = self.service_tasks.keys().cloned().collect();
+        for name in names {
+            self.settle_deployments(&name);
         }
     }
 
@@ -54,18 +150,7 @@ impl ClusterState {
         t.started_by == primary_id && self.agent_accepts_tasks(&t.agent_id)
     }
 
-    fn has_health_check(&self, family: &str, revision: u32) -> bool {
-        self.families
-            .get(family)
-            .and_then(|f| f.get((revision as usize).wrapping_sub(1)))
-            .is_some_and(|d| {
-                d.container_definitions
-                    .iter()
-                    .any(|c| c.is_essential() && c.health_check.is_some())
-            })
-    }
-
-    pub(super) fn tally(&self, name: &str) -> Tally {
+    pub fn tally(&self, name: &str) -> Tally {
         let primary = self
             .services
             .get(name)
@@ -76,6 +161,9 @@ impl ClusterState {
             t.total += 1;
             if primary.is_some_and(|p| self.counts_for_primary(task, p)) {
                 t.primary += 1;
+            }
+            if self.task_is_ready(task) {
+                t.ready += 1;
             }
             if self.task_is_healthy(task) {
                 t.healthy += 1;

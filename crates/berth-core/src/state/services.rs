@@ -321,10 +321,11 @@ impl ClusterState {
             let Some(t) = self.tasks.get(id).filter(|_| live) else {
                 continue;
             };
+            let ready = self.task_is_ready(t);
             let healthy = self.task_is_healthy(t);
             let is_primary = self.counts_for_primary(t, &primary);
             let placed_well = self.agent_accepts_tasks(&t.agent_id);
-            let keeps_min = !healthy || tally.healthy > min_healthy;
+            let keeps_min = tally.keeps_min(ready, healthy, min_healthy);
             let (allowed, reason) = if !active {
                 (true, "Service deleted".to_string())
             } else if unhealthy {
@@ -357,12 +358,9 @@ impl ClusterState {
             if let Ok(Outcome::Task(t)) =
                 self.stop_task(id, &reason, StopCode::ServiceSchedulerInitiated)
             {
-                tally.total -= 1;
+                tally.remove(ready, healthy);
                 if is_primary {
                     tally.primary -= 1;
-                }
-                if healthy {
-                    tally.healthy -= 1;
                 }
                 if unhealthy {
                     failed_checks.push(t.id.clone());
@@ -453,7 +451,7 @@ impl ClusterState {
         let primary = svc.primary().map(|d| d.id.as_str());
         let steady = self
             .service_tasks(name)
-            .all(|t| Some(t.started_by.as_str()) == primary && self.task_is_healthy(t));
+            .all(|t| Some(t.started_by.as_str()) == primary && self.task_is_ready(t));
         if steady {
             self.service_event(name, format!("service {name} has reached a steady state"));
         }

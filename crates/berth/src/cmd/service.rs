@@ -90,12 +90,23 @@ pub struct DeploymentFlags {
     /// With --circuit-breaker: a failed deployment returns to the last completed one.
     #[arg(long)]
     rollback: bool,
+    /// How long a new task must stay RUNNING (and HEALTHY, where checked) before it counts
+    /// as healthy, e.g. 5s, 500ms, 2m (default 5s, at most 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_min_healthy_time)]
+    min_healthy_time: Option<u32>,
+}
+
+fn parse_min_healthy_time(s: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; give a duration such as 5s, 500ms or 2m"))?;
+    u32::try_from(d.as_millis()).map_err(|_| format!("{s} is too long; at most 10m"))
 }
 
 impl DeploymentFlags {
     fn to_wire(&self) -> Option<DeploymentConfiguration> {
         let given = self.min_healthy_percent.is_some()
             || self.max_percent.is_some()
+            || self.min_healthy_time.is_some()
             || self.circuit_breaker
             || self.rollback;
         given.then(|| DeploymentConfiguration {
@@ -103,6 +114,7 @@ impl DeploymentFlags {
             maximum_percent: self.max_percent,
             circuit_breaker: (self.circuit_breaker || self.rollback).then_some(true),
             rollback: self.rollback.then_some(true),
+            min_healthy_time_ms: self.min_healthy_time,
         })
     }
 }
@@ -356,8 +368,11 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                 line(format_args!("placement {}", strategy.join(", ")))?;
                 if let Some(c) = &s.deployment_configuration {
                     line(format_args!(
-                        "deployments: minimum healthy {}%, maximum {}%, circuit breaker {}{}",
+                        "deployments: minimum healthy {}% for {}, maximum {}%, circuit breaker {}{}",
                         c.minimum_healthy_percent.unwrap_or(100),
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            c.min_healthy_time_ms.map_or(5_000, u64::from)
+                        )),
                         c.maximum_percent.unwrap_or(200),
                         if c.circuit_breaker.unwrap_or(false) {
                             "on"
@@ -385,4 +400,19 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_min_healthy_time;
+
+    #[test]
+    fn min_healthy_time_takes_human_durations_in_milliseconds() {
+        assert_eq!(parse_min_healthy_time("5s"), Ok(5_000));
+        assert_eq!(parse_min_healthy_time("0s"), Ok(0));
+        assert_eq!(parse_min_healthy_time("1m 500ms"), Ok(60_500));
+        let e = parse_min_healthy_time("5").unwrap_err();
+        assert!(e.contains("such as 5s"), "{e}");
+        assert!(parse_min_healthy_time("100days").is_err());
+    }
 }

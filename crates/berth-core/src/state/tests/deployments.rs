@@ -59,7 +59,13 @@ fn launch(h: &Harness, ids: &[&str]) -> Command {
     })
 }
 
+/// Reports the tasks RUNNING, then lets the minimum healthy time pass (the leader's tick).
 fn running(h: &mut Harness, ids: &[&str]) {
+    just_running(h, ids);
+    min_healthy_time_passes(h);
+}
+
+fn just_running(h: &mut Harness, ids: &[&str]) {
     for id in ids {
         let agent = h.state.task(id).unwrap().agent_id.clone();
         h.one(reports(
@@ -69,6 +75,11 @@ fn running(h: &mut Harness, ids: &[&str]) {
         ))
         .unwrap();
     }
+}
+
+fn min_healthy_time_passes(h: &mut Harness) {
+    h.now += u64::from(crate::limits::DEFAULT_MIN_HEALTHY_TIME_MS);
+    h.one(Command::Tick).unwrap();
 }
 
 fn health(h: &mut Harness, id: &str, status: HealthStatus) {
@@ -83,6 +94,9 @@ fn health(h: &mut Harness, id: &str, status: HealthStatus) {
         network_bindings: vec![],
     }];
     h.one(reports(&agent, 1, vec![r])).unwrap();
+    if status == HealthStatus::Healthy {
+        min_healthy_time_passes(h);
+    }
 }
 
 fn stop(ids: &[&str], unhealthy: bool) -> Command {
@@ -419,5 +433,122 @@ fn tasks_on_an_agent_that_takes_no_tasks_are_replaced_first() {
         })
         .is_err());
     assert!(h.state.agent("a1").unwrap().engine_error.is_some());
+    h.state.check_invariants().unwrap();
+}
+
+/// Regression: a revision whose container exits right after starting was briefly RUNNING
+/// on both replacements, which let the old tasks be stopped and the deployment complete
+/// before the exits arrived; the breaker then never tripped and nothing rolled back.
+#[test]
+fn a_revision_that_runs_briefly_then_exits_replaces_no_old_task_and_trips_the_breaker() {
+    let mut h = cluster(spec("web"));
+    let config = DeploymentConfiguration {
+        circuit_breaker: true,
+        rollback: true,
+        ..Default::default()
+    };
+    h.one(create(2, config)).unwrap();
+    tasks_of(h.one(launch(&h, &["o1", "o2"])));
+    running(&mut h, &["o1", "o2"]);
+    let good = primary(&h);
+    assert_eq!(good.rollout_state, RolloutState::Completed);
+    h.one(update_to(2)).unwrap();
+    let bad = primary(&h);
+    tasks_of(h.one(launch(&h, &["n1", "n2"])));
+    just_running(&mut h, &["n1", "n2"]);
+    let wait = u64::from(crate::limits::DEFAULT_MIN_HEALTHY_TIME_MS);
+    let n1 = h.state.task("n1").unwrap();
+    assert!(h.state.task_is_ready(n1));
+    assert!(!h.state.task_is_healthy(n1));
+    assert_eq!(h.state.task_healthy_at(n1), Some(h.now + wait));
+    assert_eq!(h.state.next_healthy_at(), Some(h.now + wait));
+    // RUNNING is not yet healthy: a stop of the old tasks is refused at apply.
+    assert!(stopped_ids(h.one(stop(&["o1", "o2"], false))).is_empty());
+    // A tick before the time changes nothing.
+    h.now += wait - 1;
+    h.one(Command::Tick).unwrap();
+    assert!(stopped_ids(h.one(stop(&["o1"], false))).is_empty());
+    for id in ["n1", "n2"] {
+        let mut exited = report(id, TaskState::Stopped, h.now);
+        exited.stop_code = Some(StopCode::EssentialContainerExited);
+        let agent = h.state.task(id).unwrap().agent_id.clone();
+        h.one(reports(&agent, 1, vec![exited])).unwrap();
+    }
+    tasks_of(h.one(launch(&h, &["n3"])));
+    just_running(&mut h, &["n3"]);
+    let mut exited = report("n3", TaskState::Stopped, h.now);
+    exited.stop_code = Some(StopCode::EssentialContainerExited);
+    h.one(reports("a1", 1, vec![exited])).unwrap();
+    let svc = h.state.service("api").unwrap();
+    let failed = svc.deployments.iter().find(|d| d.id == bad.id).unwrap();
+    assert_eq!(failed.rollout_state, RolloutState::Failed);
+    assert_eq!(failed.failed_tasks, 3);
+    assert_eq!(primary(&h).id, good.id);
+    assert_eq!(live_ids(&h), vec!["o1", "o2"]);
+    h.state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_task_counts_as_healthy_once_ready_for_the_minimum_healthy_time() {
+    let mut h = cluster(with_check("web"));
+    h.one(create(1, DeploymentConfiguration::default()))
+        .unwrap();
+    tasks_of(h.one(launch(&h, &["t1"])));
+    just_running(&mut h, &["t1"]);
+    // Checked: RUNNING alone is not ready.
+    assert_eq!(h.state.task("t1").unwrap().ready_since, None);
+    let ready_at = h.now;
+    health(&mut h, "t1", HealthStatus::Healthy);
+    let t1 = h.state.task("t1").unwrap();
+    assert_eq!(t1.ready_since, Some(ready_at));
+    assert!(h.state.task_is_healthy(t1));
+    // The tick settled the rollout: nothing else was written after the time passed.
+    assert_eq!(primary(&h).rollout_state, RolloutState::Completed);
+    assert_eq!(h.state.next_healthy_at(), None);
+    // Unhealthy clears readiness; healthy again starts the wait afresh.
+    let agent = t1.agent_id.clone();
+    let mut r = report("t1", TaskState::Running, h.now);
+    r.containers = vec![ContainerState {
+        name: "app".into(),
+        last_status: TaskState::Running,
+        exit_code: None,
+        reason: None,
+        health_status: Some(HealthStatus::Unhealthy),
+        network_bindings: vec![],
+    }];
+    h.one(reports(&agent, 1, vec![r])).unwrap();
+    assert_eq!(h.state.task("t1").unwrap().ready_since, None);
+}
+
+#[test]
+fn a_minimum_healthy_time_of_zero_counts_a_running_task_at_once() {
+    let mut h = cluster(spec("web"));
+    let config = DeploymentConfiguration {
+        min_healthy_time_ms: 0,
+        ..Default::default()
+    };
+    h.one(create(1, config)).unwrap();
+    tasks_of(h.one(launch(&h, &["t1"])));
+    just_running(&mut h, &["t1"]);
+    assert!(h.state.task_is_healthy(h.state.task("t1").unwrap()));
+    assert_eq!(primary(&h).rollout_state, RolloutState::Completed);
+}
+
+#[test]
+fn tasks_not_yet_proven_healthy_still_keep_the_running_count_at_the_minimum() {
+    let mut h = cluster(spec("web"));
+    h.one(create(2, DeploymentConfiguration::default()))
+        .unwrap();
+    tasks_of(h.one(launch(&h, &["o1", "o2"])));
+    just_running(&mut h, &["o1", "o2"]);
+    // An update before the first tasks have stayed up: neither may stop while nothing else
+    // runs, though neither counts as healthy yet.
+    h.one(update_to(2)).unwrap();
+    assert!(stopped_ids(h.one(stop(&["o1"], false))).is_empty());
+    tasks_of(h.one(launch(&h, &["n1", "n2"])));
+    just_running(&mut h, &["n1"]);
+    // One more RUNNING: one young old task may go, the second may not.
+    assert_eq!(stopped_ids(h.one(stop(&["o1", "o2"], false))), vec!["o1"]);
+    assert_eq!(live_ids(&h), vec!["n1", "n2", "o2"]);
     h.state.check_invariants().unwrap();
 }
