@@ -71,7 +71,7 @@ enum Command {
     /// Tasks.
     Task {
         #[command(subcommand)]
-        cmd: cmd::TaskCmd,
+        cmd: cmd::task::TaskCmd,
     },
     /// What happens in the cluster: tasks, agents, task definitions and services, in order.
     Events(cmd::events::EventsArgs),
@@ -90,7 +90,7 @@ enum Command {
         #[command(flatten)]
         run: Box<berth_agent::cli::AgentArgs>,
         #[command(subcommand)]
-        cmd: Option<cmd::AgentCmd>,
+        cmd: Option<cmd::agent::AgentCmd>,
     },
 }
 
@@ -132,11 +132,11 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::bench(a).await,
             Command::Cluster { cmd } => cmd::cluster(&opts, cmd).await,
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
-            Command::Task { cmd } => cmd::task(&opts, cmd).await,
+            Command::Task { cmd } => cmd::task::task(&opts, cmd).await,
             Command::Service { cmd } => cmd::service::service(&opts, cmd).await,
             Command::Usage(a) => cmd::usage::usage(&opts, a).await,
             Command::Events(a) => cmd::events::events(&opts, a).await,
-            Command::Agent { cmd: Some(cmd), .. } => cmd::agent(&opts, cmd).await,
+            Command::Agent { cmd: Some(cmd), .. } => cmd::agent::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
         }
     });

@@ -8,7 +8,8 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use clap::Subcommand;
 
-use super::{failures_table, parse_constraint, parse_strategy, PARTIAL};
+use super::task::{failures_table, parse_constraint, parse_strategy};
+use super::PARTIAL;
 use crate::client::{all_pages, Client, Retry};
 use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};

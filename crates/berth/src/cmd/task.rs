@@ -1,0 +1,371 @@
+//! `berth task`: run, list, describe, stop and follow tasks, and read their logs.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use clap::Subcommand;
+use tokio_stream::StreamExt;
+
+use super::{status_err, wait, PARTIAL};
+use crate::client::{all_pages, Client, Retry};
+use crate::output::{line, show, time, Table};
+use crate::{ClientOpts, Format};
+
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Start tasks from FAMILY (latest ACTIVE revision) or FAMILY:REVISION.
+    Run {
+        task_definition: String,
+        /// 1..10 tasks.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Makes the call idempotent for 24 h (generated when absent, so the CLI's own
+        /// retries never start a task twice).
+        #[arg(long)]
+        client_token: Option<String>,
+        #[arg(long, default_value = "")]
+        started_by: String,
+        /// Default family:FAMILY.
+        #[arg(long, default_value = "")]
+        group: String,
+        /// binpack[:cpu|memory], spread:instanceId, spread:attribute:NAME, random; repeat to chain.
+        #[arg(long = "strategy")]
+        strategies: Vec<String>,
+        /// distinctInstance, or memberOf:EXPRESSION; repeat to combine.
+        #[arg(long = "constraint")]
+        constraints: Vec<String>,
+        /// Follow the tasks until they stop, showing each state on stderr; the exit status
+        /// is then the tasks' exit code (the first non-zero; 1 if one never ran).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List tasks.
+    Ls {
+        #[arg(long)]
+        family: Option<String>,
+        /// RUNNING or STOPPED.
+        #[arg(long)]
+        desired_status: Option<String>,
+        #[arg(long)]
+        started_by: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Show tasks by id (up to 100).
+    Describe {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop a task.
+    Stop {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// A task container's output, streamed from the agent that runs it.
+    Logs {
+        id: String,
+        /// Container name (default: the task's first container).
+        #[arg(long, default_value = "")]
+        container: String,
+        /// Keep streaming new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, default_value_t = 0)]
+        tail: u32,
+    },
+    /// Follow tasks' changes as they happen.
+    Watch {
+        #[arg(long)]
+        family: Option<String>,
+        ids: Vec<String>,
+    },
+}
+
+fn tasks_table(tasks: &[Task]) -> Table {
+    let mut t = Table::new(&[
+        "TASK",
+        "DEFINITION",
+        "AGENT",
+        "LAST",
+        "DESIRED",
+        "CPU",
+        "MEM",
+        "CREATED",
+        "STOPPED",
+    ]);
+    for x in tasks {
+        let stopped = if x.stop_code.is_empty() {
+            String::new()
+        } else {
+            format!("{}: {}", x.stop_code, x.stopped_reason)
+        };
+        t.row(vec![
+            x.task_id.clone(),
+            x.task_definition.clone(),
+            x.agent_id.clone(),
+            x.last_status.clone(),
+            x.desired_status.clone(),
+            x.cpu.to_string(),
+            x.memory.to_string(),
+            time(Some(x.created_at_ms)),
+            stopped,
+        ]);
+    }
+    t
+}
+
+/// Every container of the tasks: state, exit, health (task health beside the task id) and
+/// published ports.
+fn containers_table(tasks: &[Task]) -> Table {
+    let mut t = Table::new(&[
+        "TASK",
+        "HEALTH",
+        "CONTAINER",
+        "LAST",
+        "EXIT",
+        "HEALTH",
+        "PORTS",
+        "REASON",
+    ]);
+    for x in tasks {
+        for c in &x.containers {
+            let ports: Vec<String> = c
+                .network_bindings
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}:{}->{}/{}",
+                        b.bind_ip, b.host_port, b.container_port, b.protocol
+                    )
+                })
+                .collect();
+            t.row(vec![
+                x.task_id.clone(),
+                x.health_status.clone(),
+                c.name.clone(),
+                c.last_status.clone(),
+                c.exit_code.map(|e| e.to_string()).unwrap_or_default(),
+                c.health_status.clone(),
+                ports.join(" "),
+                c.reason.clone(),
+            ]);
+        }
+    }
+    t
+}
+
+pub(crate) fn failures_table(failures: &[Failure]) -> Table {
+    let mut t = Table::new(&["FAILURE", "ARN", "DETAIL"]);
+    for f in failures {
+        t.row(vec![f.reason.clone(), f.arn.clone(), f.detail.clone()]);
+    }
+    t
+}
+
+pub(crate) fn parse_strategy(s: &str) -> PlacementStrategy {
+    match s.split_once(':') {
+        Some((k, f)) => PlacementStrategy {
+            r#type: k.to_string(),
+            field: f.to_string(),
+        },
+        None => PlacementStrategy {
+            r#type: s.to_string(),
+            field: String::new(),
+        },
+    }
+}
+
+pub(crate) fn parse_constraint(s: &str) -> PlacementConstraint {
+    match s.split_once(':') {
+        Some((k, e)) => PlacementConstraint {
+            r#type: k.to_string(),
+            expression: e.to_string(),
+        },
+        None => PlacementConstraint {
+            r#type: s.to_string(),
+            expression: String::new(),
+        },
+    }
+}
+
+pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
+    let client = Client::new(&opts.endpoint)?;
+    let stale = opts.stale;
+    match cmd {
+        TaskCmd::Run {
+            task_definition,
+            count,
+            client_token,
+            started_by,
+            group,
+            strategies,
+            constraints,
+            wait,
+        } => {
+            let token =
+                client_token.unwrap_or_else(|| format!("cli-{:032x}", rand::random::<u128>()));
+            let req = RunTaskRequest {
+                task_definition,
+                count,
+                client_token: token,
+                started_by,
+                group,
+                overrides: vec![],
+                placement_strategy: strategies.iter().map(|s| parse_strategy(s)).collect(),
+                placement_constraints: constraints.iter().map(|s| parse_constraint(s)).collect(),
+            };
+            let r = client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).run(req).await
+                })
+                .await?;
+            if wait && !r.tasks.is_empty() {
+                if !r.failures.is_empty() {
+                    failures_table(&r.failures).print()?;
+                }
+                let ids = r.tasks.iter().map(|t| t.task_id.clone()).collect();
+                let ended = wait::tasks(&client, ids, stale).await?;
+                show(opts.output, &ended, || Ok(tasks_table(&ended)))?;
+                return Ok(wait::exit_code(&ended));
+            }
+            show(opts.output, &r, || {
+                if !r.failures.is_empty() {
+                    failures_table(&r.failures).print()?;
+                }
+                Ok(tasks_table(&r.tasks))
+            })?;
+            if !r.failures.is_empty() {
+                return Ok(ExitCode::from(PARTIAL));
+            }
+        }
+        TaskCmd::Ls {
+            family,
+            desired_status,
+            started_by,
+            agent,
+        } => {
+            let client = &client;
+            let all = all_pages(|next_token| {
+                let req = ListTasksRequest {
+                    family: family.clone().unwrap_or_default(),
+                    desired_status: desired_status.clone().unwrap_or_default(),
+                    started_by: started_by.clone().unwrap_or_default(),
+                    agent_id: agent.clone().unwrap_or_default(),
+                    group: String::new(),
+                    max_results: 1000,
+                    next_token,
+                    stale,
+                };
+                async move {
+                    let r = client
+                        .unary(Retry::Safe, &req, |ch, req| async move {
+                            TasksClient::new(ch).list(req).await
+                        })
+                        .await?;
+                    Ok((r.tasks, r.next_token))
+                }
+            })
+            .await?;
+            show(opts.output, &all, || Ok(tasks_table(&all)))?;
+        }
+        TaskCmd::Describe { ids } => {
+            let req = DescribeTasksRequest {
+                task_ids: ids,
+                stale,
+            };
+            let r = client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).describe(req).await
+                })
+                .await?;
+            show(opts.output, &r, || {
+                if !r.failures.is_empty() {
+                    failures_table(&r.failures).print()?;
+                }
+                tasks_table(&r.tasks).print()?;
+                crate::output::line(format_args!(""))?;
+                Ok(containers_table(&r.tasks))
+            })?;
+            if !r.failures.is_empty() {
+                return Ok(ExitCode::from(PARTIAL));
+            }
+        }
+        TaskCmd::Stop { id, reason } => {
+            let req = StopTaskRequest {
+                task_id: id,
+                reason,
+            };
+            let r = client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).stop(req).await
+                })
+                .await?;
+            let tasks: Vec<Task> = r.task.clone().into_iter().collect();
+            show(opts.output, &r, || Ok(tasks_table(&tasks)))?;
+        }
+        TaskCmd::Logs {
+            id,
+            container,
+            follow,
+            tail,
+        } => {
+            use std::io::Write;
+            let req = TaskLogsRequest {
+                task_id: id,
+                container,
+                follow,
+                tail,
+            };
+            let mut stream = client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).logs(req).await
+                })
+                .await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(status_err)?;
+                if chunk.stream == "stderr" {
+                    std::io::stderr().write_all(&chunk.data)?;
+                } else {
+                    std::io::stdout().write_all(&chunk.data)?;
+                }
+            }
+        }
+        TaskCmd::Watch { family, ids } => {
+            let req = WatchTasksRequest {
+                family: family.unwrap_or_default(),
+                task_ids: ids,
+                stale,
+            };
+            let mut stream = client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    TasksClient::new(ch).watch(req).await
+                })
+                .await?;
+            while let Some(ev) = stream.next().await {
+                let ev = ev.map_err(status_err)?;
+                match opts.output {
+                    Format::Json => line(format_args!("{}", serde_json::to_string(&ev)?))?,
+                    Format::Table | Format::Csv => {
+                        if let Some(t) = &ev.task {
+                            line(format_args!(
+                                "rev {:>8}  {}  {}  {} → {}{}",
+                                ev.revision,
+                                t.task_id,
+                                t.task_definition,
+                                t.last_status,
+                                t.desired_status,
+                                if ev.initial { "  (current)" } else { "" }
+                            ))?;
+                        }
+                    }
+                }
+            }
+            bail!("the watch stream ended (the node may have stopped); run it again to resume");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
