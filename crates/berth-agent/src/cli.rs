@@ -46,6 +46,12 @@ pub struct AgentArgs {
     /// makes the agent report the engine as not answering; probes run every 5 s.
     #[arg(long, env = "BERTH_AGENT_ENGINE_TIMEOUT_MS", default_value_t = config::DEFAULT_ENGINE_PROBE_TIMEOUT.as_millis() as u64)]
     pub engine_timeout_ms: u64,
+    /// How often each running task's CPU and memory are measured (ms); 0 turns measuring off.
+    #[arg(long, env = "BERTH_AGENT_STATS_INTERVAL_MS", default_value_t = config::DEFAULT_STATS_EVERY.as_millis() as u64)]
+    pub stats_interval_ms: u64,
+    /// How much measuring each utilization report to the control plane summarizes (ms).
+    #[arg(long, env = "BERTH_AGENT_UTILIZATION_WINDOW_MS", default_value_t = config::DEFAULT_UTILIZATION_WINDOW.as_millis() as u64)]
+    pub utilization_window_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +111,17 @@ impl AgentArgs {
         // Probe at least as often as a probe may take, so a hang is told within about
         // twice the timeout.
         cfg.engine_probe_every = cfg.engine_probe_every.min(cfg.engine_probe_timeout);
+        cfg.stats_every = Duration::from_millis(self.stats_interval_ms);
+        let window = berth_core::utilization::MAX_WINDOW_MS;
+        if self.utilization_window_ms < self.stats_interval_ms
+            || self.utilization_window_ms > window
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--utilization-window-ms must be at least --stats-interval-ms ({}) and at most {window}",
+                self.stats_interval_ms
+            )));
+        }
+        cfg.utilization_window = Duration::from_millis(self.utilization_window_ms);
         // The same checks the control plane applies at registration, said before starting.
         berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

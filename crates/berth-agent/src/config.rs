@@ -60,6 +60,10 @@ pub struct AgentConfig {
     /// reports the engine as not answering.
     pub engine_probe_every: Duration,
     pub engine_probe_timeout: Duration,
+    /// How often each running task's containers are measured (engine stats); zero: never.
+    pub stats_every: Duration,
+    /// How much measuring one utilization report summarizes.
+    pub utilization_window: Duration,
 }
 
 impl AgentConfig {
@@ -88,6 +92,8 @@ impl AgentConfig {
             sweep_every: Duration::from_secs(10),
             engine_probe_every: DEFAULT_ENGINE_PROBE_EVERY,
             engine_probe_timeout: DEFAULT_ENGINE_PROBE_TIMEOUT,
+            stats_every: DEFAULT_STATS_EVERY,
+            utilization_window: DEFAULT_UTILIZATION_WINDOW,
         }
     }
 }
@@ -96,6 +102,11 @@ impl AgentConfig {
 /// within every + timeout (15 s).
 pub const DEFAULT_ENGINE_PROBE_EVERY: Duration = Duration::from_secs(5);
 pub const DEFAULT_ENGINE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tasks are measured every 5 s and summarized per minute (CloudWatch's period for ECS
+/// service metrics).
+pub const DEFAULT_STATS_EVERY: Duration = Duration::from_secs(5);
+pub const DEFAULT_UTILIZATION_WINDOW: Duration = Duration::from_secs(60);
 
 /// The host name, made a valid agent id (other characters become `-`).
 pub fn default_id() -> String {

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 mod engine_watch;
 pub mod logs;
+pub mod meter;
 pub mod reconcile;
 pub mod reports;
 pub mod resources;
@@ -155,6 +156,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         sd.clone(),
     )));
 
+    let utilization = Arc::new(meter::Outbox::default());
+    if !cfg.stats_every.is_zero() {
+        tasks.push(tokio::spawn(meter::run(
+            runtime.clone(),
+            utilization.clone(),
+            cfg.stats_every,
+            cfg.utilization_window,
+            sd.clone(),
+        )));
+    }
+
     let server = tonic::transport::Server::builder().add_service(AgentServiceServer::new(
         logs::LogsService {
             runtime: runtime.clone(),
@@ -177,6 +189,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             book: book.clone(),
             contact: contact.clone(),
             engine,
+            utilization,
             shutdown: sd.clone(),
             registration: std::sync::Mutex::new(None),
         }

@@ -7,6 +7,9 @@
 //!   from the last revision applied;
 //! - `ReportTasks`, draining the report outbox in batches; a batch leaves the outbox only
 //!   once acknowledged.
+//! - `ReportUtilization`, sending the meter's windows as they close; a failure other than a
+//!   stale registration keeps them for the next try without ending the session (they are
+//!   figures, not state).
 //!
 //! `FAILED_PRECONDITION` or `NOT_FOUND` from any of them means the registration is stale
 //! (the control plane restarted, marked the agent DOWN, or a report named a task it no
@@ -21,6 +24,7 @@ use berth_core::{AssignedTask, TaskReport};
 use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
 use berth_proto::internal::{
     AgentRegisterRequest, AssignmentsRequest, HeartbeatRequest, ReportTasksRequest,
+    ReportUtilizationRequest,
 };
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -33,6 +37,8 @@ use crate::shutdown::Shutdown;
 
 /// Reports per ReportTasks call.
 const REPORT_BATCH: usize = 512;
+/// Windows per ReportUtilization call.
+const UTILIZATION_BATCH: usize = 1000;
 /// Largest assignment batch accepted (a full set of many tasks with their definitions).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Consecutive failed heartbeats before moving to another control node.
@@ -101,6 +107,7 @@ pub(crate) struct Session {
     pub book: Arc<ReportBook>,
     pub contact: Arc<Contact>,
     pub engine: Arc<crate::engine_watch::EngineHealth>,
+    pub utilization: Arc<crate::meter::Outbox>,
     pub shutdown: Shutdown,
     /// The current registration (epoch, heartbeat interval), kept across connections.
     pub registration: Mutex<Option<(u64, Duration)>>,
@@ -220,7 +227,8 @@ impl Session {
         let ended = tokio::select! {
             e = self.heartbeats(client.clone(), epoch, interval) => e,
             e = self.assignments(client.clone(), epoch, from_revision) => e,
-            e = self.reports(client, epoch) => e,
+            e = self.reports(client.clone(), epoch) => e,
+            e = self.utilization(client, epoch) => e,
         };
         if matches!(ended, Ended::Reregister(_)) {
             *self.registration.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -384,6 +392,47 @@ impl Session {
                 }
                 Ok(Err(s)) => return classify("report", s),
                 Err(_) => return Ended::Failed("report: no answer".into()),
+            }
+        }
+    }
+}
+
+impl Session {
+    async fn utilization(&self, mut client: AgentProtocolClient<Channel>, epoch: u64) -> Ended {
+        loop {
+            let windows = self.utilization.peek(UTILIZATION_BATCH);
+            if windows.is_empty() {
+                self.utilization.ready.notified().await;
+                continue;
+            }
+            let bytes = match serde_json::to_vec(&windows) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not encode utilization; dropping it");
+                    self.utilization.ack(windows.len());
+                    continue;
+                }
+            };
+            let req = ReportUtilizationRequest {
+                agent_id: self.cfg.id.clone(),
+                epoch,
+                windows: bytes,
+            };
+            match tokio::time::timeout(self.cfg.rpc_timeout, client.report_utilization(req)).await {
+                Ok(Ok(_)) => self.utilization.ack(windows.len()),
+                Ok(Err(s)) if stale(s.code()) => return classify("utilization", s),
+                Ok(Err(s)) if s.code() == Code::InvalidArgument => {
+                    tracing::error!(error = %s.message(), "control plane refused utilization as invalid; dropping it");
+                    self.utilization.ack(windows.len());
+                }
+                other => {
+                    let why = match other {
+                        Ok(Err(s)) => s.message().to_string(),
+                        _ => "no answer".to_string(),
+                    };
+                    tracing::debug!(error = %why, "utilization not sent; kept for the next try");
+                    tokio::time::sleep(self.cfg.backoff_max).await;
+                }
             }
         }
     }

@@ -27,6 +27,7 @@ struct FakeState {
     partitioned: bool,
     tasks: Vec<AssignedTask>,
     reports: Vec<TaskReport>,
+    windows: Vec<berth_core::utilization::Window>,
     streams: Vec<mpsc::Sender<Result<AssignmentBatch, Status>>>,
 }
 
@@ -130,6 +131,18 @@ impl AgentProtocol for Fake {
         self.0.lock().unwrap().reports.extend(reports);
         Ok(Response::new(ReportTasksResponse { revision: 1 }))
     }
+
+    async fn report_utilization(
+        &self,
+        req: Request<ReportUtilizationRequest>,
+    ) -> Result<Response<ReportUtilizationResponse>, Status> {
+        self.check(req.get_ref().epoch)?;
+        let windows: Vec<berth_core::utilization::Window> =
+            serde_json::from_slice(&req.get_ref().windows)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.0.lock().unwrap().windows.extend(windows);
+        Ok(Response::new(ReportUtilizationResponse { revision: 1 }))
+    }
 }
 
 fn free_addr() -> SocketAddr {
@@ -182,6 +195,8 @@ async fn agent_registers_runs_reports_reregisters_and_fences_itself() {
     cfg.fence_grace = Duration::from_millis(300);
     cfg.backoff_min = Duration::from_millis(50);
     cfg.backoff_max = Duration::from_millis(300);
+    cfg.stats_every = Duration::from_millis(200);
+    cfg.utilization_window = Duration::from_millis(600);
     let listen = cfg.listen;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(berth_agent::run(cfg, async {
@@ -263,8 +278,18 @@ async fn agent_registers_runs_reports_reregisters_and_fences_itself() {
         "re-registering stops nothing"
     );
 
+    // Measured use arrives in windows.
+    fake.wait("a utilization window", Duration::from_secs(10), |s| {
+        s.windows.iter().any(|w| w.task_id == id)
+    })
+    .await;
+
     // Cut off from every control node: the agent stops its task by itself.
     let cut = Instant::now();
+    let cut_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     {
         let mut s = fake.0.lock().unwrap();
         s.partitioned = true;
@@ -310,6 +335,26 @@ async fn agent_registers_runs_reports_reregisters_and_fences_itself() {
         .find(|r| r.last_status == TaskState::Stopped)
         .unwrap();
     assert_eq!(stopped.stop_code, Some(StopCode::InfrastructureHealth));
+    // What was measured while cut off was kept and sent once heard again: the windows
+    // follow one another without a gap.
+    fake.wait(
+        "windows measured while cut off",
+        Duration::from_secs(10),
+        |s| s.windows.iter().any(|w| w.task_id == id && w.end > cut_ms),
+    )
+    .await;
+    let windows: Vec<_> = fake
+        .0
+        .lock()
+        .unwrap()
+        .windows
+        .iter()
+        .filter(|w| w.task_id == id)
+        .cloned()
+        .collect();
+    for pair in windows.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "{windows:?}");
+    }
     assert!(
         stopped
             .stopped_reason

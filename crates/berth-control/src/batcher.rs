@@ -332,6 +332,15 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             Prepared::Command(Command::DeleteService { name, force })
         }
         WriteRequest::Tick => Prepared::Command(Command::Tick),
+        WriteRequest::RecordUtilization {
+            agent_id,
+            epoch,
+            windows,
+        } => Prepared::Command(Command::RecordUtilization {
+            agent_id,
+            epoch,
+            windows,
+        }),
         WriteRequest::NoteServiceEvent { name, message } => {
             Prepared::Command(Command::NoteServiceEvent { name, message })
         }

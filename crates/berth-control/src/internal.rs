@@ -205,6 +205,26 @@ impl AgentProtocol for AgentProtocolService {
             .await?;
         Ok(Response::new(ReportTasksResponse { revision }))
     }
+
+    async fn report_utilization(
+        &self,
+        req: Request<ReportUtilizationRequest>,
+    ) -> Result<Response<ReportUtilizationResponse>, Status> {
+        let r = req.into_inner();
+        let windows: Vec<berth_core::utilization::Window> = serde_json::from_slice(&r.windows)
+            .map_err(|e| {
+                ApiError::invalid(format!("windows: not a list of utilization windows: {e}"))
+            })?;
+        let (revision, _) = self
+            .node
+            .write(WriteRequest::RecordUtilization {
+                agent_id: r.agent_id,
+                epoch: r.epoch,
+                windows,
+            })
+            .await?;
+        Ok(Response::new(ReportUtilizationResponse { revision }))
+    }
 }
 
 /// A follower asking for the read index gives up after this (it asks again, or answers

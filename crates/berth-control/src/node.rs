@@ -72,6 +72,11 @@ pub enum WriteRequest {
     },
     /// From the leader's service scheduler: its clock reached the time a task turns healthy.
     Tick,
+    RecordUtilization {
+        agent_id: String,
+        epoch: u64,
+        windows: Vec<berth_core::utilization::Window>,
+    },
 }
 
 /// UpdateSettings: fields not given keep the cluster's (merged by the leader).

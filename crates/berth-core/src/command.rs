@@ -78,6 +78,12 @@ pub enum Command {
     /// ([`ClusterState::next_healthy_at`](crate::ClusterState::next_healthy_at)); the batch
     /// carries that time, and rollouts it completes are settled.
     Tick,
+    /// Measured use of an agent's tasks, one window per task (from its heartbeats).
+    RecordUtilization {
+        agent_id: String,
+        epoch: u64,
+        windows: Vec<crate::utilization::Window>,
+    },
 }
 
 impl Command {

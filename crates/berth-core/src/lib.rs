@@ -14,6 +14,7 @@ pub mod service;
 pub mod size;
 pub mod state;
 pub mod usage;
+pub mod utilization;
 pub mod validate;
 
 pub use command::{Batch, Command, CommandResult, Outcome};

@@ -93,6 +93,9 @@ pub struct ClusterState {
     /// Deployments ever started; the next one's id is `berth-svc/<this + 1>`.
     #[serde(default)]
     deployment_seq: u64,
+    /// Task id → measured use, until the task is collected.
+    #[serde(default)]
+    utilization: BTreeMap<String, crate::utilization::TaskUtilization>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -247,6 +250,11 @@ impl ClusterState {
                 epoch,
                 error,
             } => self.set_agent_engine(agent_id, *epoch, error.as_deref()),
+            Command::RecordUtilization {
+                agent_id,
+                epoch,
+                windows,
+            } => self.record_utilization(agent_id, *epoch, windows),
             Command::Tick => {
                 self.tick();
                 Ok(Outcome::Reported)
@@ -991,6 +999,7 @@ impl ClusterState {
             }
             self.stopped_expiry.pop_first();
             self.tasks.remove(&id);
+            self.utilization.remove(&id);
         }
         self.collect_services();
         self.fold_usage();
@@ -1076,6 +1085,7 @@ impl ClusterState {
 mod deployments;
 mod services;
 mod usage;
+mod utilization;
 pub use deployments::{DeploymentCount, Tally, UNHEALTHY_REASON};
 pub use usage::{UsageDay, UsageLine, FOLDED};
 #[cfg(test)]

@@ -222,8 +222,35 @@ impl From<&core::Task> for v1::Task {
                 })
                 .collect(),
             health_status: t.health_status.as_str().into(),
+            utilization: None,
         }
     }
+}
+
+/// A task as the API shows it, with what it used where its agent has measured it.
+pub fn task_to_wire(state: &core::ClusterState, t: &core::Task) -> v1::Task {
+    let mut wire = v1::Task::from(t);
+    wire.utilization = state.task_utilization(&t.id).map(|u| {
+        use core::utilization::percent;
+        v1::TaskUtilization {
+            cpu_average_percent: percent(u.cpu_avg(), t.cpu),
+            cpu_peak_percent: percent(u.cpu_peak, t.cpu),
+            memory_average_mib: u.memory_avg(),
+            memory_peak_mib: u.memory_peak,
+            last_cpu_percent: percent(u.last.cpu_avg, t.cpu),
+            last_memory_mib: u.last.memory_avg,
+            last_window_end_ms: u.last.end,
+            measured_ms: u.measured_ms,
+        }
+    });
+    wire
+}
+
+/// An agent as the API shows it, with what its tasks use now by the clock `now`.
+pub fn agent_to_wire(state: &core::ClusterState, a: &core::Agent, now: u64) -> v1::Agent {
+    let mut wire = v1::Agent::from(a);
+    (wire.measured_cpu, wire.measured_memory) = state.agent_used(&a.id, now);
+    wire
 }
 
 impl From<&core::Agent> for v1::Agent {
@@ -244,6 +271,8 @@ impl From<&core::Agent> for v1::Agent {
             back_at_ms: a.back_at,
             engine_error: a.engine_error.clone().unwrap_or_default(),
             engine_error_since_ms: a.engine_error_since,
+            measured_cpu: 0,
+            measured_memory: 0,
         }
     }
 }

@@ -113,10 +113,21 @@ pub fn show<T: Serialize + ?Sized>(
 pub fn time(ms: Option<u64>) -> String {
     match ms {
         Some(ms) if ms > 0 => {
-            let s = ms / 1000;
-            let (h, m, sec) = ((s / 3600) % 24, (s / 60) % 60, s % 60);
-            format!("{h:02}:{m:02}:{sec:02}Z")
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            humantime::format_rfc3339_seconds(at).to_string()
         }
         _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn times_carry_their_date() {
+        assert_eq!(time(Some(1_796_029_351_004)), "2026-11-30T09:02:31Z");
+        assert_eq!(time(None), "-");
+        assert_eq!(time(Some(0)), "-");
     }
 }

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use berth_proto::convert::agent_to_wire;
 use berth_proto::v1::agents_server::Agents;
 use berth_proto::v1::*;
 use tonic::{Request, Response, Status};
@@ -34,12 +35,13 @@ impl Agents for AgentsApi {
         }
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
+        let now = crate::node::now_ms();
         let after = req.next_token.as_str();
         let agents = s
             .state
             .agents()
             .skip_while(|a| !after.is_empty() && a.id.as_str() <= after)
-            .map(Agent::from);
+            .map(|a| agent_to_wire(&s.state, a, now));
         let listed = page(agents, count);
         let next_token = match (listed.more, listed.items.last()) {
             (true, Some(last)) => last.agent_id.clone(),
@@ -66,7 +68,7 @@ impl Agents for AgentsApi {
             ApiError::NotFound(format!("agent {} is not registered", quote(&req.agent_id)))
         })?;
         Ok(Response::new(DescribeAgentResponse {
-            agent: Some(agent.into()),
+            agent: Some(agent_to_wire(&s.state, agent, crate::node::now_ms())),
             revision: s.state.revision(),
         }))
     }

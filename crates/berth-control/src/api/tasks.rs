@@ -5,6 +5,7 @@ use std::sync::Arc;
 use berth_core::limits::{MAX_ANSWER_BYTES, MAX_DESCRIBE};
 use berth_core::state::{Change, TaskFilter};
 use berth_core::{quote, DesiredStatus, Outcome};
+use berth_proto::convert::task_to_wire;
 use berth_proto::v1::tasks_server::Tasks;
 use berth_proto::v1::*;
 use berth_raft::store::StateEvent;
@@ -117,7 +118,7 @@ impl Tasks for TasksApi {
                 });
                 continue;
             };
-            let t: Task = t.into();
+            let t: Task = task_to_wire(&s.state, t);
             let len = berth_proto::element_len(&t);
             if !tasks.is_empty() && bytes + len > MAX_ANSWER_BYTES {
                 failures.push(Failure {
@@ -170,7 +171,9 @@ impl Tasks for TasksApi {
         let s = self.node.state.read();
         let after = opt(req.next_token);
         let listed = page(
-            s.state.tasks(&filter, after.as_deref()).map(Task::from),
+            s.state
+                .tasks(&filter, after.as_deref())
+                .map(|t| task_to_wire(&s.state, t)),
             count,
         );
         let next_token = match (listed.more, listed.items.last()) {

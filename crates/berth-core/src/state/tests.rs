@@ -4,6 +4,7 @@ use proptest::prelude::*;
 mod deployments;
 mod services;
 mod usage;
+mod utilization;
 
 fn spec(family: &str) -> TaskDefinitionSpec {
     TaskDefinitionSpec {

@@ -53,6 +53,8 @@ fn agents_table(agents: &[Agent]) -> Table {
         "CPU FREE",
         "MEM ALLOC/TOTAL",
         "MEM FREE",
+        "CPU USED",
+        "MEM USED",
         "TASKS",
         "LAST DOWN",
         "ENGINE",
@@ -72,6 +74,8 @@ fn agents_table(agents: &[Agent]) -> Table {
             a.cpu.saturating_sub(a.used_cpu).to_string(),
             format!("{}/{}", a.used_memory, a.memory),
             a.memory.saturating_sub(a.used_memory).to_string(),
+            a.measured_cpu.to_string(),
+            a.measured_memory.to_string(),
             a.task_count.to_string(),
             last_down(a),
             if a.engine_error.is_empty() {
@@ -89,8 +93,8 @@ fn agents_table(agents: &[Agent]) -> Table {
     t
 }
 
-/// When the agent was last DOWN and for how long: `since 12:00:03Z` while it is,
-/// `12:00:03Z for 9.2s` once it is back, `-` if never.
+/// When the agent was last DOWN and for how long: `since 2026-11-30T12:00:03Z` while it is,
+/// `2026-11-30T12:00:03Z for 9.2s` once it is back, `-` if never.
 fn last_down(a: &Agent) -> String {
     match (a.down_at_ms, a.back_at_ms) {
         (Some(down), None) => format!("since {}", time(Some(down))),

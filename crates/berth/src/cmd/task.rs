@@ -158,6 +158,35 @@ fn containers_table(tasks: &[Task]) -> Table {
     t
 }
 
+/// Measured use beside the reservation: CPU in percent of the task's CPU, memory in MiB of
+/// its limit.
+fn utilization_table(tasks: &[Task]) -> Table {
+    let mut t = Table::new(&[
+        "TASK", "CPU AVG", "CPU PEAK", "CPU LAST", "MEM AVG", "MEM PEAK", "MEM LAST", "MEASURED",
+    ]);
+    for x in tasks {
+        let Some(u) = &x.utilization else {
+            continue;
+        };
+        let mib = |m: u32| format!("{m}/{} MiB", x.memory);
+        t.row(vec![
+            x.task_id.clone(),
+            format!("{:.1}%", u.cpu_average_percent),
+            format!("{:.1}%", u.cpu_peak_percent),
+            format!("{:.1}%", u.last_cpu_percent),
+            mib(u.memory_average_mib),
+            mib(u.memory_peak_mib),
+            mib(u.last_memory_mib),
+            format!(
+                "{}s to {}",
+                u.measured_ms / 1000,
+                time(Some(u.last_window_end_ms))
+            ),
+        ]);
+    }
+    t
+}
+
 pub(crate) fn failures_table(failures: &[Failure]) -> Table {
     let mut t = Table::new(&["FAILURE", "ARN", "DETAIL"]);
     for f in failures {
@@ -288,6 +317,11 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 }
                 tasks_table(&r.tasks).print()?;
                 crate::output::line(format_args!(""))?;
+                if r.tasks.iter().any(|t| t.utilization.is_some()) {
+                    containers_table(&r.tasks).print()?;
+                    crate::output::line(format_args!(""))?;
+                    return Ok(utilization_table(&r.tasks));
+                }
                 Ok(containers_table(&r.tasks))
             })?;
             if !r.failures.is_empty() {

@@ -1,7 +1,7 @@
 //! `berth usage`: what tasks used and what it costs, as Fargate bills.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use berth_proto::v1::usage_client::UsageClient;
@@ -9,7 +9,7 @@ use berth_proto::v1::*;
 use clap::Args;
 
 use crate::client::{Client, Retry};
-use crate::output::{show, Table};
+use crate::output::{show, time, Table};
 use crate::{ClientOpts, Format};
 
 #[derive(Args)]
@@ -44,10 +44,6 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<u64> {
         .duration_since(UNIX_EPOCH)
         .map_err(|_| anyhow!("{s:?} is before the epoch (1970-01-01T00:00:00Z)"))?;
     Ok(since_epoch.as_millis() as u64)
-}
-
-fn when(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 pub async fn usage(opts: &ClientOpts, a: UsageArgs) -> Result<ExitCode> {
@@ -89,8 +85,8 @@ pub async fn usage(opts: &ClientOpts, a: UsageArgs) -> Result<ExitCode> {
         if opts.output == Format::Table {
             crate::output::line(format_args!(
                 "usage from {} to {} at {} per vCPU-hour and {} per GiB-hour",
-                when(r.since_ms),
-                when(r.until_ms),
+                time(Some(r.since_ms)),
+                time(Some(r.until_ms)),
                 r.vcpu_hour_price,
                 r.gib_hour_price
             ))?;
@@ -109,6 +105,7 @@ pub async fn usage(opts: &ClientOpts, a: UsageArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn times_are_rfc3339_or_a_duration_ago() {
