@@ -52,6 +52,9 @@ pub struct AgentArgs {
     /// How much measuring each utilization report to the control plane summarizes (ms).
     #[arg(long, env = "BERTH_AGENT_UTILIZATION_WINDOW_MS", default_value_t = config::DEFAULT_UTILIZATION_WINDOW.as_millis() as u64)]
     pub utilization_window_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9600); off by default.
+    #[arg(long, env = "BERTH_AGENT_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +125,7 @@ impl AgentArgs {
             )));
         }
         cfg.utilization_window = Duration::from_millis(self.utilization_window_ms);
+        cfg.metrics_listen = self.metrics;
         // The same checks the control plane applies at registration, said before starting.
         berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

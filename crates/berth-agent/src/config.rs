@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub stats_every: Duration,
     /// How much measuring one utilization report summarizes.
     pub utilization_window: Duration,
+    /// Where `/metrics` is served (Prometheus text); none: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -94,6 +96,7 @@ impl AgentConfig {
             engine_probe_timeout: DEFAULT_ENGINE_PROBE_TIMEOUT,
             stats_every: DEFAULT_STATS_EVERY,
             utilization_window: DEFAULT_UTILIZATION_WINDOW,
+            metrics_listen: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 mod engine_watch;
 pub mod logs;
 pub mod meter;
+pub mod metrics;
 pub mod reconcile;
 pub mod reports;
 pub mod resources;
@@ -106,6 +107,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
         .map_err(|e| AgentError::Config(e.to_string()))?;
     let runtime = Runtime::connect(&cfg.id, cfg.runtime.clone()).await?;
+    let metrics = Arc::new(metrics::AgentMetrics::default());
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| AgentError::Listen {
@@ -141,6 +154,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 agent_id: cfg.id.clone(),
                 data_dir: Some(cfg.data_dir.clone()),
                 sweep_every: cfg.sweep_every,
+                metrics: metrics.clone(),
             },
             reports_tx,
         )
@@ -156,6 +170,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         sd.clone(),
     )));
 
+    if let Some(listener) = metrics_listener {
+        let (m, e) = (metrics.clone(), engine.clone());
+        let render: berth_metrics::Render = Arc::new(move || m.render(e.error().is_none()));
+        let msd = sd.clone();
+        tasks.push(tokio::spawn(async move {
+            berth_metrics::serve(listener, render, msd.wait()).await
+        }));
+    }
     let utilization = Arc::new(meter::Outbox::default());
     if !cfg.stats_every.is_zero() {
         tasks.push(tokio::spawn(meter::run(

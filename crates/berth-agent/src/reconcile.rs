@@ -53,6 +53,7 @@ pub struct ReconcilerSettings {
     pub data_dir: Option<PathBuf>,
     /// How often the engine is listed to catch exits whose events were lost.
     pub sweep_every: Duration,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 /// What the loop is doing, for tests and diagnostics.
@@ -235,6 +236,7 @@ impl Loop {
                 Some(done) = self.supervisors.join_next_with_id() => self.on_supervisor_done(done).await,
                 _ = sweep.tick() => self.sweep().await,
             }
+            self.settings.metrics.set_tasks(self.live.len());
         }
         // Supervisors are aborted where they stand; containers stay as they are.
         self.supervisors.abort_all();
@@ -324,6 +326,7 @@ impl Loop {
             stop: stop_rx,
             events: events_rx,
             store: self.store.clone(),
+            metrics: self.settings.metrics.clone(),
         };
         let handle = self.supervisors.spawn(task::supervise(ctx, mode));
         self.join_ids.insert(handle.id(), id.clone());

@@ -59,6 +59,7 @@ pub(crate) struct TaskCtx {
     pub stop: watch::Receiver<Option<StopRequest>>,
     pub events: mpsc::Receiver<ContainerEvent>,
     pub store: Option<Arc<Store>>,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 /// What the supervisor knows about one container.
@@ -122,7 +123,16 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
         t.health = p.body.healthcheck.as_ref().map(|_| HealthStatus::Unknown);
     }
     let started = match mode {
-        Mode::Fresh => s.launch().await,
+        Mode::Fresh => {
+            let t0 = Instant::now();
+            let r = s.launch().await;
+            match &r {
+                Ok(()) => s.ctx.metrics.started(t0.elapsed()),
+                Err(End::FailedToStart(_)) => s.ctx.metrics.failed_to_start(),
+                Err(_) => {}
+            }
+            r
+        }
         Mode::Adopt(found) => s.adopt(found).await,
     };
     let end = match started {

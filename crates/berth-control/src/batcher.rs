@@ -49,6 +49,7 @@ pub(crate) struct Batcher {
     pub state: StateHandle,
     pub rx: mpsc::Receiver<Pending>,
     pub shutdown: Shutdown,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What a request became before proposing.
@@ -153,7 +154,10 @@ impl Batcher {
                         waiting.push(reply);
                     }
                     (Prepared::Run(mut run, demand), Some(planner)) => {
-                        match planner.place(&demand, &mut run) {
+                        let placing = std::time::Instant::now();
+                        let placed = planner.place(&demand, &mut run);
+                        self.metrics.observe_placement(placing.elapsed());
+                        match placed {
                             Ok(()) => {
                                 commands.push(Command::RunTasks(run));
                                 waiting.push(reply);
@@ -178,6 +182,7 @@ impl Batcher {
         // Bounded: openraft may leave a proposal unanswered (seen when this node's log was
         // replaced by a snapshot while it was cut off). Without a bound the batcher — and
         // every write through this node — would wait forever.
+        let proposed = std::time::Instant::now();
         let proposal = tokio::time::timeout(
             COMMIT_TIMEOUT,
             self.raft.client_write(Batch { now, commands }),
@@ -199,6 +204,7 @@ impl Batcher {
         };
         match proposal {
             Ok(resp) => {
+                self.metrics.observe_proposal(proposed.elapsed(), n);
                 let revision = resp.log_id.index;
                 debug_assert_eq!(resp.data.len(), n, "one result per command");
                 let mut results = resp.data.into_iter();
@@ -332,6 +338,20 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             Prepared::Command(Command::DeleteService { name, force })
         }
         WriteRequest::Tick => Prepared::Command(Command::Tick),
+        WriteRequest::PutScalingPolicy { name, policy } => {
+            Prepared::Command(Command::PutScalingPolicy { name, policy })
+        }
+        WriteRequest::AutoscaleService {
+            name,
+            from,
+            to,
+            reason,
+        } => Prepared::Command(Command::AutoscaleService {
+            name,
+            from,
+            to,
+            reason,
+        }),
         WriteRequest::RecordUtilization {
             agent_id,
             epoch,

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     /// has passed: the new leader has not heard anyone's heartbeats yet, and agents may
     /// still be finding it.
     pub agent_grace: Duration,
+    /// Where `/metrics` is served (Prometheus text); none: not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -49,6 +51,7 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_secs(1),
             agent_ttl: Duration::from_secs(5),
             agent_grace: Duration::from_secs(10),
+            metrics_listen: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod api;
+mod autoscaler;
 mod batcher;
 mod bootstrap;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod error;
 mod events;
 mod health;
 pub mod internal;
+mod metrics;
 mod monitor;
 pub mod node;
 mod scheduler;
@@ -78,6 +80,8 @@ pub enum StartError {
 pub struct ControlNode {
     node: Arc<Node>,
     tasks: Vec<JoinHandle<()>>,
+    /// The election watch, stopped before Raft is.
+    election: JoinHandle<()>,
 }
 
 impl ControlNode {
@@ -122,6 +126,20 @@ impl ControlNode {
                     what: "api",
                     source,
                 })?;
+        let metrics_listener = match cfg.metrics_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: addr.to_string(),
+                            what: "metrics",
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
 
         let shutdown = shutdown::Shutdown::default();
         let (tx, rx) = tokio::sync::mpsc::channel(batcher::QUEUE);
@@ -225,19 +243,30 @@ impl ControlNode {
                 state,
                 rx,
                 shutdown: shutdown.clone(),
+                metrics: node.metrics.clone(),
             }
             .run(),
         ));
+        if let Some(listener) = metrics_listener {
+            let n = node.clone();
+            let render: berth_metrics::Render = Arc::new(move || n.metrics.render(&n));
+            let sd = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                berth_metrics::serve(listener, render, sd.wait()).await
+            }));
+        }
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
         tasks.push(tokio::spawn(events::run(node.clone())));
         tasks.push(tokio::spawn(scheduler::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
-        tasks.push(tokio::spawn(berth_raft::election::watch(
+        let sd = shutdown.clone();
+        let election = tokio::spawn(berth_raft::election::watch(
             raft.clone(),
             node.id,
             node.cfg.tuning.clone(),
-        )));
+            async move { sd.wait().await },
+        ));
 
         tracing::info!(
             id = node.id,
@@ -246,7 +275,11 @@ impl ControlNode {
             data = %node.cfg.data_dir.display(),
             "control node started"
         );
-        Ok(ControlNode { node, tasks })
+        Ok(ControlNode {
+            node,
+            tasks,
+            election,
+        })
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -257,6 +290,8 @@ impl ControlNode {
     /// task of the node to end.
     pub async fn shutdown(self) {
         self.node.shutdown.trigger();
+        // It asks the Raft loop every few ms: it must be gone before the loop is.
+        let _ = self.election.await;
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }

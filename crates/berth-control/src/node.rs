@@ -3,7 +3,7 @@
 //! linearizable read.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_core::command::AgentRegistration;
@@ -72,6 +72,17 @@ pub enum WriteRequest {
     },
     /// From the leader's service scheduler: its clock reached the time a task turns healthy.
     Tick,
+    PutScalingPolicy {
+        name: String,
+        policy: Option<berth_core::scaling::ScalingPolicy>,
+    },
+    /// From the leader's autoscaler.
+    AutoscaleService {
+        name: String,
+        from: u32,
+        to: u32,
+        reason: String,
+    },
     RecordUtilization {
         agent_id: String,
         epoch: u64,
@@ -188,6 +199,7 @@ pub struct Node {
     pub(crate) engine_reports: Mutex<HashMap<String, (u64, Option<String>)>>,
     /// The recent applied changes as events, for the Events stream.
     pub(crate) events: crate::events::EventLog,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
@@ -236,6 +248,7 @@ impl Node {
             heartbeats: Mutex::new(HashMap::new()),
             engine_reports: Mutex::new(HashMap::new()),
             events: crate::events::EventLog::default(),
+            metrics: Arc::default(),
         }
     }
 

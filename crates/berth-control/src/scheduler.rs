@@ -273,9 +273,11 @@ pub(crate) async fn run(node: Arc<Node>) {
             continue;
         }
         let now = Instant::now();
-        let (actions, clock) = {
+        let (actions, clock, scales) = {
             let s = node.state.read();
-            let clock = clock_due(&s.state, crate::node::now_ms());
+            let now_ms = crate::node::now_ms();
+            let clock = clock_due(&s.state, now_ms);
+            let scales = crate::autoscaler::autoscale(&s.state, now_ms);
             memory.retain(|name, _| s.state.service(name).is_some());
             for (name, m) in memory.iter_mut() {
                 let primary = s.state.service(name).and_then(|svc| svc.primary());
@@ -285,8 +287,21 @@ pub(crate) async fn run(node: Arc<Node>) {
                 }
                 m.review(&s.state, now);
             }
-            (reconcile(&s.state), clock)
+            (reconcile(&s.state), clock, scales)
         };
+        for x in scales {
+            let req = WriteRequest::AutoscaleService {
+                name: x.service.clone(),
+                from: x.from,
+                to: x.to,
+                reason: x.reason,
+            };
+            match node.write(req).await {
+                // The new count is acted on by the next pass.
+                Ok(_) => wait = Duration::ZERO,
+                Err(e) => tracing::debug!(service = %x.service, error = %e, "autoscaling refused"),
+            }
+        }
         match clock {
             Clock::Idle => {}
             // The tick makes tasks healthy; the pass right after it acts on them.
@@ -391,19 +406,19 @@ async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcom
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use berth_core::command::*;
     use berth_core::service::{ServiceCreate, ServiceUpdate};
     use berth_core::{Batch, Command, ContainerDefinition, TaskDefinitionSpec};
 
     /// Applies `c` one millisecond after the state's clock.
-    fn apply(s: &mut ClusterState, c: Command) {
+    pub(crate) fn apply(s: &mut ClusterState, c: Command) {
         let now = s.clock().max(1_000) + 1;
         apply_at(s, now, c);
     }
 
-    fn apply_at(s: &mut ClusterState, now: u64, c: Command) {
+    pub(crate) fn apply_at(s: &mut ClusterState, now: u64, c: Command) {
         let rev = s.revision() + 1;
         let r = s.apply(
             rev,
@@ -426,7 +441,7 @@ mod tests {
         apply_at(s, at, Command::Tick);
     }
 
-    fn report(s: &mut ClusterState, id: &str, health: Option<HealthStatus>) {
+    pub(crate) fn report(s: &mut ClusterState, id: &str, health: Option<HealthStatus>) {
         let containers = match health {
             Some(h) => vec![berth_core::ContainerState {
                 name: "app".into(),
@@ -469,7 +484,7 @@ mod tests {
         }
     }
 
-    fn state_with(desired: u32, live: usize) -> ClusterState {
+    pub(crate) fn state_with(desired: u32, live: usize) -> ClusterState {
         let mut s = ClusterState::new();
         apply(&mut s, Command::RegisterTaskDefinition { spec: web() });
         apply(

@@ -78,7 +78,20 @@ pub enum Command {
     /// ([`ClusterState::next_healthy_at`](crate::ClusterState::next_healthy_at)); the batch
     /// carries that time, and rollouts it completes are settled.
     Tick,
-    /// Measured use of an agent's tasks, one window per task (from its heartbeats).
+    /// Sets (or, with none, removes) a service's autoscaling policy.
+    PutScalingPolicy {
+        name: String,
+        policy: Option<crate::scaling::ScalingPolicy>,
+    },
+    /// The leader's autoscaler: the desired count from `from` to `to`, for the reason given
+    /// (the figures behind it). Re-checked at apply against the policy and its cooldowns.
+    AutoscaleService {
+        name: String,
+        from: u32,
+        to: u32,
+        reason: String,
+    },
+    /// Measured use of an agent's tasks, one window per task.
     RecordUtilization {
         agent_id: String,
         epoch: u64,

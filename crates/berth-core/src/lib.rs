@@ -10,6 +10,7 @@ pub mod error;
 pub mod limits;
 pub mod model;
 pub mod quote;
+pub mod scaling;
 pub mod service;
 pub mod size;
 pub mod state;

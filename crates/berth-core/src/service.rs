@@ -289,6 +289,9 @@ pub struct Service {
     pub events: Vec<ServiceEvent>,
     /// Revision of the last change to the service.
     pub version: Revision,
+    /// Target-tracking autoscaling, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::scaling::Scaling>,
 }
 
 impl Service {

@@ -250,6 +250,15 @@ impl ClusterState {
                 epoch,
                 error,
             } => self.set_agent_engine(agent_id, *epoch, error.as_deref()),
+            Command::PutScalingPolicy { name, policy } => {
+                self.put_scaling_policy(name, policy.as_ref())
+            }
+            Command::AutoscaleService {
+                name,
+                from,
+                to,
+                reason,
+            } => self.autoscale_service(name, *from, *to, reason),
             Command::RecordUtilization {
                 agent_id,
                 epoch,
@@ -824,6 +833,17 @@ impl ClusterState {
             .filter(move |t| filter.matches(t))
     }
 
+    /// Tasks per last status (STOPPED ones until they are collected).
+    pub fn task_counts(&self) -> Vec<(TaskState, usize)> {
+        let mut n = [0usize; TaskState::ALL.len()];
+        for t in self.tasks.values() {
+            if let Some(i) = TaskState::ALL.iter().position(|s| *s == t.last_status) {
+                n[i] += 1;
+            }
+        }
+        TaskState::ALL.into_iter().zip(n).collect()
+    }
+
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }
@@ -1083,10 +1103,12 @@ impl ClusterState {
 }
 
 mod deployments;
+mod scaling;
 mod services;
 mod usage;
 mod utilization;
 pub use deployments::{DeploymentCount, Tally, UNHEALTHY_REASON};
+pub use scaling::ServiceMetric;
 pub use usage::{UsageDay, UsageLine, FOLDED};
 #[cfg(test)]
 mod tests;

@@ -375,8 +375,49 @@ pub struct ServiceView<'a> {
     pub tasks: Vec<v1::ServiceTask>,
 }
 
+/// A scaling policy from the wire; absent cooldowns take the defaults. Checked by the state
+/// machine.
+pub fn scaling_policy_from_wire(
+    p: v1::ScalingPolicy,
+) -> Result<core::scaling::ScalingPolicy, core::Error> {
+    use core::scaling::*;
+    let metric = ScalingMetric::parse(&p.metric).ok_or_else(|| {
+        core::Error::invalid(format!(
+            "metric {} is not CPU or MEMORY",
+            core::quote(&p.metric)
+        ))
+    })?;
+    Ok(ScalingPolicy {
+        metric,
+        target_percent: p.target_percent,
+        min_count: p.min_count,
+        max_count: p.max_count,
+        scale_out_cooldown_ms: p.scale_out_cooldown_ms.unwrap_or(DEFAULT_COOLDOWN_MS),
+        scale_in_cooldown_ms: p.scale_in_cooldown_ms.unwrap_or(DEFAULT_COOLDOWN_MS),
+        disable_scale_in: p.disable_scale_in,
+    })
+}
+
+fn scaling_policy_to_wire(p: &core::scaling::ScalingPolicy) -> v1::ScalingPolicy {
+    v1::ScalingPolicy {
+        metric: p.metric.as_str().to_string(),
+        target_percent: p.target_percent,
+        min_count: p.min_count,
+        max_count: p.max_count,
+        scale_out_cooldown_ms: Some(p.scale_out_cooldown_ms),
+        scale_in_cooldown_ms: Some(p.scale_in_cooldown_ms),
+        disable_scale_in: p.disable_scale_in,
+    }
+}
+
 pub fn service_to_wire(s: &core::Service, view: ServiceView<'_>) -> v1::Service {
     v1::Service {
+        scaling_policy: s
+            .scaling
+            .as_ref()
+            .map(|x| scaling_policy_to_wire(&x.policy)),
+        last_scale_out_at_ms: s.scaling.as_ref().and_then(|x| x.last_scale_out_at),
+        last_scale_in_at_ms: s.scaling.as_ref().and_then(|x| x.last_scale_in_at),
         service_name: s.name.clone(),
         task_definition: s.task_definition(),
         status: s.status.as_str().to_string(),

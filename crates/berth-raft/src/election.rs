@@ -79,15 +79,25 @@ impl Jitter {
 
 /// Checks every half heartbeat how long this node has gone without hearing a leader (or
 /// granting a vote, which restarts openraft's wait too), and stands when openraft's timer
-/// is late; warns when the Raft loop itself answered late. Returns when the Raft loop has
-/// stopped.
-pub async fn watch(raft: Raft, id: NodeId, tuning: RaftTuning) {
+/// is late; warns when the Raft loop itself answered late. Returns when `stop` completes
+/// (before Raft is shut down: asking a stopped Raft loop is logged by openraft as an error) or
+/// when the Raft loop has stopped.
+pub async fn watch(
+    raft: Raft,
+    id: NodeId,
+    tuning: RaftTuning,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
     let tick = (tuning.heartbeat / 2).max(Duration::from_millis(10));
     let spread = tuning.election_max.saturating_sub(tuning.election_min);
     let mut jitter = Jitter::new(id);
     let mut margin = jitter.next(spread);
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = &mut stop => return,
+        }
         let asked = Instant::now();
         let seen = raft
             .with_raft_state(|s| {

@@ -108,6 +108,7 @@ impl Cluster {
                 raft.clone(),
                 id,
                 self.tuning.clone(),
+                std::future::pending(),
             ))
         });
         self.nodes.insert(

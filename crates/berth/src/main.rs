@@ -10,7 +10,7 @@ mod server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(flatten)]
     opts: ClientOpts,
+    /// How log lines are written (on stderr): for people, or one JSON object per line.
+    #[arg(long, global = true, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,8 +55,17 @@ pub enum Format {
     Csv,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
+    /// `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions { shell: clap_complete::Shell },
     /// Run a control node.
     Control(server::ControlArgs),
     /// Run a three-node control cluster in this process, on loopback.
@@ -94,26 +106,40 @@ enum Command {
     },
 }
 
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => fmt.try_init(),
+        LogFormat::Json => fmt.json().try_init(),
+    };
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let server_role = matches!(
         cli.command,
         Command::Control(_) | Command::Dev(_) | Command::Agent { cmd: None, .. }
     );
-    init_tracing(if server_role {
-        "info,openraft=warn,sled=warn"
-    } else {
-        "warn,openraft=error"
-    });
+    init_tracing(
+        if server_role {
+            // openraft logs routine events as WARN and ERROR (a vote answered after it changed,
+            // a peer not yet listening or gone, a call after it stopped); what an operator must
+            // act on reaches Berth's own logs, `berth cluster status` and /metrics.
+            // RUST_LOG=info,openraft=warn shows openraft's own lines.
+            "info,openraft=off,sled=warn"
+        } else {
+            "warn,openraft=error"
+        },
+        cli.log_format,
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +164,7 @@ fn main() -> ExitCode {
             Command::Events(a) => cmd::events::events(&opts, a).await,
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
+            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

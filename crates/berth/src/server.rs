@@ -34,6 +34,9 @@ pub struct ControlArgs {
     /// Raft address others should use to reach this node (default: --raft).
     #[arg(long, env = "BERTH_ADVERTISE_RAFT")]
     pub advertise_raft: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9400); off by default.
+    #[arg(long, env = "BERTH_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub tuning: TuningArgs,
 }
@@ -132,6 +135,7 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
     }
     let mut cfg = NodeConfig::new(a.id, a.api, a.raft, a.data.clone());
     cfg.peers = peers;
+    cfg.metrics_listen = a.metrics;
     if let Some(x) = a.advertise_api {
         cfg.api_advertise = x;
     }
@@ -242,9 +246,13 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     if let Some(h) = agent {
         let _ = h.await;
     }
+    // All at once: a node that stopped before the others would have them fail to reach it
+    // (and say so) for as long as the rest took.
+    let mut stopping = tokio::task::JoinSet::new();
     for n in nodes {
-        n.shutdown().await;
+        stopping.spawn(n.shutdown());
     }
+    while stopping.join_next().await.is_some() {}
     Ok(ExitCode::SUCCESS)
 }
 

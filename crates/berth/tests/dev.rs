@@ -1,4 +1,5 @@
-//! `berth dev`: one command, three nodes, resumes its state after a restart.
+//! `berth dev`: one command, three nodes, resumes its state after a restart; a healthy start
+//! and a Ctrl-C log no WARN or ERROR line.
 
 mod common;
 
@@ -7,7 +8,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn start_dev(dir: &std::path::Path, api: u16, raft: u16) -> std::process::Child {
+fn start_dev(
+    dir: &std::path::Path,
+    api: u16,
+    raft: u16,
+    log: &std::path::Path,
+) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("log file");
     Command::new(BIN)
         .args([
             "dev",
@@ -18,8 +25,9 @@ fn start_dev(dir: &std::path::Path, api: u16, raft: u16) -> std::process::Child 
             "--raft-port",
             &raft.to_string(),
         ])
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn berth dev")
 }
@@ -66,21 +74,39 @@ async fn wait_status(endpoint: &str) -> berth_proto::v1::ClusterStatusResponse {
     }
 }
 
+/// Regression: openraft's routine vote messages at start and its errors when asked after it
+/// stopped appeared as WARN and ERROR lines to anyone trying `berth dev`.
+fn assert_quiet(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).expect("read the log");
+    let loud: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a healthy start and stop logged: {loud:#?}"
+    );
+    assert!(text.contains("control node stopped"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_runs_three_nodes_and_resumes_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (logs.path().join("1.log"), logs.path().join("2.log"));
     let (api, raft) = (port_run(), port_run());
     let endpoint = format!("127.0.0.1:{api}");
 
-    let mut dev = start_dev(dir.path(), api, raft);
+    let mut dev = start_dev(dir.path(), api, raft, &first);
     let st = wait_status(&endpoint).await;
     assert_eq!(st.members.len(), 3);
     let def = register(channel(&format!("127.0.0.1:{}", api + 2)), web_spec("kept"))
         .await
         .expect("register");
     interrupt(&mut dev);
+    assert_quiet(&first);
 
-    let mut dev = start_dev(dir.path(), api, raft);
+    let mut dev = start_dev(dir.path(), api, raft, &second);
     wait_status(&endpoint).await;
     let d =
         berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(channel(&endpoint))
@@ -93,4 +119,5 @@ async fn dev_runs_three_nodes_and_resumes_after_restart() {
             .into_inner();
     assert_eq!(d.task_definition.map(|x| x.revision), Some(def.revision));
     interrupt(&mut dev);
+    assert_quiet(&second);
 }

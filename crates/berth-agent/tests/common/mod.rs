@@ -225,6 +225,7 @@ pub async fn start_reconciler(
             agent_id: agent_id.to_string(),
             data_dir: Some(data.to_path_buf()),
             sweep_every: Duration::from_secs(2),
+            metrics: Default::default(),
         },
         tx,
     )

@@ -232,6 +232,31 @@ impl Services for ServicesApi {
         }))
     }
 
+    async fn put_scaling_policy(
+        &self,
+        req: Request<PutScalingPolicyRequest>,
+    ) -> Result<Response<PutScalingPolicyResponse>, Status> {
+        let r = req.into_inner();
+        service_name("serviceName", &r.service_name)?;
+        let policy = r
+            .policy
+            .map(berth_proto::convert::scaling_policy_from_wire)
+            .transpose()
+            .map_err(ApiError::from)?;
+        let (_, outcome) = self
+            .node
+            .write(WriteRequest::PutScalingPolicy {
+                name: r.service_name,
+                policy,
+            })
+            .await?;
+        let (service, revision) = self.answer(&outcome, "put scaling policy")?;
+        Ok(Response::new(PutScalingPolicyResponse {
+            service: Some(service),
+            revision,
+        }))
+    }
+
     async fn describe(
         &self,
         req: Request<DescribeServicesRequest>,

@@ -91,6 +91,7 @@ impl ClusterState {
             inactive_at: None,
             events: Vec::new(),
             version: self.revision,
+            scaling: None,
         };
         self.services.insert(svc.name.clone(), svc);
         self.service_event(
@@ -104,7 +105,7 @@ impl ClusterState {
         Ok(Outcome::Service(self.services[&c.name].clone()))
     }
 
-    fn active_service_mut(&mut self, name: &str) -> Result<&mut Service, Error> {
+    pub(super) fn active_service_mut(&mut self, name: &str) -> Result<&mut Service, Error> {
         let svc = self
             .services
             .get_mut(name)

@@ -2,6 +2,7 @@ use super::*;
 use proptest::prelude::*;
 
 mod deployments;
+mod scaling;
 mod services;
 mod usage;
 mod utilization;

@@ -73,6 +73,57 @@ pub enum ServiceCmd {
     },
     /// A service, its tasks and its recent events.
     Describe { name: String },
+    /// Target-tracking autoscaling: the desired count follows the tasks' measured average
+    /// CPU or memory utilization toward a target, within --min and --max.
+    Autoscale(AutoscaleArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target").args(["cpu_target", "memory_target", "off"]).required(true)))]
+pub struct AutoscaleArgs {
+    name: String,
+    /// Average CPU utilization to keep, percent of what the tasks reserve (1..100).
+    #[arg(long, value_name = "PERCENT", requires_all = ["min", "max"])]
+    cpu_target: Option<u32>,
+    /// Average memory utilization to keep, percent of the tasks' memory (1..100).
+    #[arg(long, value_name = "PERCENT", requires_all = ["min", "max"])]
+    memory_target: Option<u32>,
+    #[arg(long)]
+    min: Option<u32>,
+    #[arg(long)]
+    max: Option<u32>,
+    /// After a scale-out, no more scaling for this long (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    scale_out_cooldown: Option<std::time::Duration>,
+    /// After a scale-in, no more scale-in for this long (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    scale_in_cooldown: Option<std::time::Duration>,
+    /// Scale out only.
+    #[arg(long)]
+    disable_scale_in: bool,
+    /// Remove the service's autoscaling.
+    #[arg(long)]
+    off: bool,
+}
+
+impl AutoscaleArgs {
+    fn policy(&self) -> Option<ScalingPolicy> {
+        let (metric, target) = match (self.cpu_target, self.memory_target) {
+            (Some(t), _) => ("CPU", t),
+            (None, Some(t)) => ("MEMORY", t),
+            (None, None) => return None,
+        };
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+        Some(ScalingPolicy {
+            metric: metric.into(),
+            target_percent: target,
+            min_count: self.min.unwrap_or(0),
+            max_count: self.max.unwrap_or(0),
+            scale_out_cooldown_ms: ms(self.scale_out_cooldown),
+            scale_in_cooldown_ms: ms(self.scale_in_cooldown),
+            disable_scale_in: self.disable_scale_in,
+        })
+    }
 }
 
 /// ECS's deploymentConfiguration; on update, flags not given keep the service's.
@@ -270,6 +321,19 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                 }
             }
         }
+        ServiceCmd::Autoscale(a) => {
+            let req = PutScalingPolicyRequest {
+                service_name: a.name.clone(),
+                policy: a.policy(),
+            };
+            let r = client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    ServicesClient::new(ch).put_scaling_policy(req).await
+                })
+                .await?;
+            let services: Vec<Service> = r.service.into_iter().collect();
+            show(opts.output, &services, || Ok(services_table(&services)))?;
+        }
         ServiceCmd::Delete { name, force } => {
             let req = DeleteServiceRequest {
                 service: name,
@@ -384,6 +448,26 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                             " with rollback"
                         } else {
                             ""
+                        },
+                    ))?;
+                }
+                if let Some(p) = &s.scaling_policy {
+                    line(format_args!(
+                        "autoscaling: average {} toward {}%, {}..{} tasks, cooldowns out {} / in {}{}{}",
+                        p.metric,
+                        p.target_percent,
+                        p.min_count,
+                        p.max_count,
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            p.scale_out_cooldown_ms.unwrap_or(0)
+                        )),
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            p.scale_in_cooldown_ms.unwrap_or(0)
+                        )),
+                        if p.disable_scale_in { ", scale-in off" } else { "" },
+                        match s.last_scale_out_at_ms.max(s.last_scale_in_at_ms) {
+                            Some(at) => format!(", last scaled {}", time(Some(at))),
+                            None => String::new(),
                         },
                     ))?;
                 }

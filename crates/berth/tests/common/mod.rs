@@ -47,6 +47,8 @@ pub struct NodeProc {
     pub id: u64,
     pub api: SocketAddr,
     pub raft: SocketAddr,
+    /// Every node serves `/metrics` here.
+    pub metrics: SocketAddr,
     pub data: PathBuf,
     child: Option<Child>,
 }
@@ -99,6 +101,7 @@ impl Cluster {
             id,
             api: SocketAddr::from(([127, 0, 0, 1], free_port())),
             raft: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
             data: dir.join(format!("node-{id}")),
             child: None,
         }
@@ -135,6 +138,7 @@ impl Cluster {
             .args(["--raft", &p.raft.to_string()])
             .args(["--data", &p.data.display().to_string()])
             .args(["--peers", &peers])
+            .args(["--metrics", &p.metrics.to_string()])
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,openraft=warn")
