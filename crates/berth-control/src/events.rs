@@ -147,6 +147,25 @@ fn describe(revision: u64, c: &Change) -> Event {
             ),
         ),
         Change::ServiceEvent { service, message } => ("service", service.clone(), message.clone()),
+        Change::Membership { voters, learners } => {
+            let ids = |v: &[u64]| {
+                let v: Vec<String> = v.iter().map(u64::to_string).collect();
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            (
+                "cluster",
+                "membership".to_string(),
+                format!(
+                    "cluster membership: voters {}; learners {}",
+                    ids(voters),
+                    ids(learners)
+                ),
+            )
+        }
     };
     Event {
         revision,

@@ -197,7 +197,23 @@ impl ControlNode {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let node_id = node.id;
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let api_server = tonic::transport::Server::builder()
+            // Every call's log lines carry which call it was and which node served it: the
+            // client's x-request-id when it sent one, else this node's own count.
+            .trace_fn(move |req| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        let n = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        format!("{node_id}-{n}")
+                    });
+                tracing::info_span!("request", id = %id, node = node_id, rpc = %req.uri().path())
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -32,6 +32,11 @@ pub enum Change {
         service: String,
         message: String,
     },
+    /// The cluster's Raft membership changed (a node joined, left, or was promoted).
+    Membership {
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+    },
 }
 
 /// A service launch past the service's desired count (a scheduler acting on a state that
@@ -168,6 +173,12 @@ impl ClusterState {
     pub fn advance(&mut self, revision: Revision) {
         debug_assert!(revision >= self.revision, "revision went backwards");
         self.revision = revision.max(self.revision);
+    }
+
+    /// Records a membership entry: nothing in the state changes, but watchers are told.
+    pub fn note_membership(&mut self, revision: Revision, voters: Vec<u64>, learners: Vec<u64>) {
+        self.advance(revision);
+        self.changes.push(Change::Membership { voters, learners });
     }
 
     /// Applies one Raft entry's batch. One result per command, in order. A command that

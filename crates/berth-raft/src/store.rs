@@ -700,8 +700,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         results.push(applied.state.apply(index, &batch));
                     }
                     EntryPayload::Membership(m) => {
+                        let voters = m.voter_ids().collect();
+                        let learners = m.learner_ids().collect();
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                        applied.state.advance(index);
+                        applied.state.note_membership(index, voters, learners);
                         results.push(Vec::new());
                     }
                 }

@@ -42,23 +42,9 @@ async fn wait_desired(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_service_scales_out_within_its_cooldown_and_back_in_when_the_load_stops() {
-    require_docker();
-    let c = Cluster::start(3, &[]);
-    c.wait_leader(Duration::from_secs(30)).await;
+    // Held to the end: dropping it stops the agent.
+    let (c, _agent) = cluster_with_fast_meter("scale").await;
     let api = c.api(1);
-    let a = AgentProc::start_with(
-        &c,
-        "scale",
-        "a",
-        &[],
-        &[
-            "--stats-interval-ms",
-            "500",
-            "--utilization-window-ms",
-            "2000",
-        ],
-    );
-    wait_agent(api.clone(), &a.id, "READY", Duration::from_secs(20)).await;
     register(api.clone(), quiet_spec("burst", &["sh", "-c", BURST]))
         .await
         .expect("register");

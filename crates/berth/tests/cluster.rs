@@ -483,6 +483,18 @@ async fn nodes_join_as_learners_then_voters_and_leave() {
         .into_inner();
     let m4 = r.members.iter().find(|m| m.id == 4).expect("node 4 listed");
     assert!(m4.voter, "{m4:?}");
+    // The membership changes are events: learner first, then voter.
+    let endpoint = c.nodes[&leader].api.to_string();
+    let o = berth(&endpoint, &["events", "--since-revision", "1"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let learner = text
+        .find("cluster membership: voters 1, 2, 3; learners 4")
+        .unwrap_or_else(|| panic!("no learner event: {text}"));
+    let voter = text
+        .find("cluster membership: voters 1, 2, 3, 4; learners none")
+        .unwrap_or_else(|| panic!("no voter event: {text}"));
+    assert!(learner < voter, "{text}");
     // Node 4 has the data and serves linearizable reads.
     let d = TaskDefinitionsClient::new(c.api(4))
         .describe(DescribeTaskDefinitionRequest {

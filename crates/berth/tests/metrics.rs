@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use berth_proto::v1::services_client::ServicesClient;
+use berth_proto::v1::CreateServiceRequest;
 use common::agent::*;
 use common::*;
 
@@ -127,19 +129,46 @@ async fn every_node_and_agent_serves_the_named_series_in_prometheus_text() {
     assert_eq!(status, 404);
     assert!(body.contains("/metrics"), "{body}");
 
+    // A call's log lines carry its span: the request id (the client's x-request-id here)
+    // and the node that served it.
+    let mut req = tonic::Request::new(CreateServiceRequest {
+        service_name: "logged".into(),
+        task_definition: "web".into(),
+        desired_count: 0,
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-request-id", "req-42".parse().unwrap());
+    ServicesClient::new(api.clone())
+        .create(req)
+        .await
+        .expect("create");
+
     // `--log-format json`: every line a node logged is one JSON object.
-    let log = std::fs::read_to_string(c.dir.path().join("node-1.log")).expect("node log");
     let mut lines = 0;
-    for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("fields").is_some(),
-            "{line}"
-        );
-        lines += 1;
+    let mut spanned = None;
+    for node in c.nodes.keys() {
+        let log = std::fs::read_to_string(c.dir.path().join(format!("node-{node}.log")))
+            .expect("node log");
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(
+                v.get("level").is_some() && v.get("fields").is_some(),
+                "{line}"
+            );
+            lines += 1;
+            if v["fields"]["message"] == "service created" {
+                spanned = Some(v);
+            }
+        }
     }
-    assert!(lines > 0, "node 1 logged nothing");
+    assert!(lines > 0, "nothing logged");
+    let v = spanned.expect("the create was logged");
+    assert_eq!(v["span"]["name"], "request", "{v}");
+    assert_eq!(v["span"]["id"], "req-42", "{v}");
+    assert_eq!(v["span"]["rpc"], "/berth.v1.Services/Create", "{v}");
+    assert!(v["span"]["node"].is_number(), "{v}");
 }
 
 #[test]

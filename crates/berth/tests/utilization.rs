@@ -13,23 +13,8 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_task_is_measured_near_its_cpu_limit_and_an_idle_one_near_zero() {
-    require_docker();
-    let c = Cluster::start(3, &[]);
-    c.wait_leader(Duration::from_secs(30)).await;
+    let (c, a) = cluster_with_fast_meter("meter").await;
     let api = c.api(1);
-    let a = AgentProc::start_with(
-        &c,
-        "meter",
-        "a",
-        &[],
-        &[
-            "--stats-interval-ms",
-            "500",
-            "--utilization-window-ms",
-            "2000",
-        ],
-    );
-    wait_agent(api.clone(), &a.id, "READY", Duration::from_secs(20)).await;
     // 256 CPU units: the engine holds the container to a quarter of a CPU.
     register(
         api.clone(),

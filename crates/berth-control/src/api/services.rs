@@ -155,6 +155,7 @@ impl Services for ServicesApi {
         };
         let (_, outcome) = self.node.write(WriteRequest::CreateService(create)).await?;
         let (service, revision) = self.answer(&outcome, "create service")?;
+        tracing::info!(service = %service.service_name, revision, "service created");
         Ok(Response::new(CreateServiceResponse {
             service: Some(service),
             revision,
@@ -206,6 +207,7 @@ impl Services for ServicesApi {
             }))
             .await?;
         let (service, revision) = self.answer(&outcome, "update service")?;
+        tracing::info!(service = %service.service_name, revision, "service updated");
         Ok(Response::new(UpdateServiceResponse {
             service: Some(service),
             revision,
@@ -226,6 +228,7 @@ impl Services for ServicesApi {
             })
             .await?;
         let (service, revision) = self.answer(&outcome, "delete service")?;
+        tracing::info!(service = %service.service_name, revision, "service deleted");
         Ok(Response::new(DeleteServiceResponse {
             service: Some(service),
             revision,
@@ -251,6 +254,7 @@ impl Services for ServicesApi {
             })
             .await?;
         let (service, revision) = self.answer(&outcome, "put scaling policy")?;
+        tracing::info!(service = %service.service_name, revision, "service autoscaling set");
         Ok(Response::new(PutScalingPolicyResponse {
             service: Some(service),
             revision,

@@ -544,3 +544,22 @@ fn reports_move_tasks_forward_only_and_stop_frees_capacity() {
     .unwrap();
     assert_eq!(h.state.task("t1").unwrap().last_status, TaskState::Stopped);
 }
+
+#[test]
+fn a_membership_entry_changes_nothing_but_is_told_to_watchers() {
+    let mut h = Harness::new();
+    h.one(agent("a1", 1024, 2048)).unwrap();
+    let before = h.state.clone();
+    h.state.take_changes();
+    h.state.note_membership(9, vec![1, 2, 3], vec![4]);
+    assert_eq!(h.state.revision(), 9);
+    assert_eq!(h.state.agents().count(), before.agents().count());
+    assert_eq!(h.state.task_count(), before.task_count());
+    assert_eq!(
+        h.state.take_changes(),
+        vec![Change::Membership {
+            voters: vec![1, 2, 3],
+            learners: vec![4]
+        }]
+    );
+}

@@ -234,3 +234,25 @@ pub async fn wait_agent(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A three-node cluster and one READY agent that measures its tasks every 500 ms and
+/// reports 2 s windows (instead of 5 s and a minute), so utilization shows within seconds.
+pub async fn cluster_with_fast_meter(id: &str) -> (Cluster, AgentProc) {
+    require_docker();
+    let c = Cluster::start(3, &[]);
+    c.wait_leader(Duration::from_secs(30)).await;
+    let a = AgentProc::start_with(
+        &c,
+        id,
+        "a",
+        &[],
+        &[
+            "--stats-interval-ms",
+            "500",
+            "--utilization-window-ms",
+            "2000",
+        ],
+    );
+    wait_agent(c.api(1), &a.id, "READY", Duration::from_secs(20)).await;
+    (c, a)
+}

@@ -198,8 +198,9 @@ fn minimum_healthy_below_100_lets_old_tasks_stop_first() {
     assert_eq!(tasks_of(h.one(launch(&h, &["n1", "n2", "n3"]))).0.len(), 2);
 }
 
-#[test]
-fn the_circuit_breaker_fails_a_deployment_and_rolls_back_to_the_last_completed() {
+/// Two tasks of web:1 COMPLETED with the breaker and rollback on, then an update to web:2:
+/// the harness, the good deployment and the new one.
+fn two_tasks_updating_with_the_breaker() -> (Harness, Deployment, Deployment) {
     let mut h = cluster(spec("web"));
     let config = DeploymentConfiguration {
         circuit_breaker: true,
@@ -213,6 +214,12 @@ fn the_circuit_breaker_fails_a_deployment_and_rolls_back_to_the_last_completed()
     assert_eq!(good.rollout_state, RolloutState::Completed);
     h.one(update_to(2)).unwrap();
     let bad = primary(&h);
+    (h, good, bad)
+}
+
+#[test]
+fn the_circuit_breaker_fails_a_deployment_and_rolls_back_to_the_last_completed() {
+    let (mut h, good, bad) = two_tasks_updating_with_the_breaker();
     // Threshold for 2 tasks: clamp(1, 3, 200) = 3 failures.
     for (i, id) in ["n1", "n2", "n3"].iter().enumerate() {
         tasks_of(h.one(launch(&h, &[id])));
@@ -441,19 +448,7 @@ fn tasks_on_an_agent_that_takes_no_tasks_are_replaced_first() {
 /// before the exits arrived; the breaker then never tripped and nothing rolled back.
 #[test]
 fn a_revision_that_runs_briefly_then_exits_replaces_no_old_task_and_trips_the_breaker() {
-    let mut h = cluster(spec("web"));
-    let config = DeploymentConfiguration {
-        circuit_breaker: true,
-        rollback: true,
-        ..Default::default()
-    };
-    h.one(create(2, config)).unwrap();
-    tasks_of(h.one(launch(&h, &["o1", "o2"])));
-    running(&mut h, &["o1", "o2"]);
-    let good = primary(&h);
-    assert_eq!(good.rollout_state, RolloutState::Completed);
-    h.one(update_to(2)).unwrap();
-    let bad = primary(&h);
+    let (mut h, good, bad) = two_tasks_updating_with_the_breaker();
     tasks_of(h.one(launch(&h, &["n1", "n2"])));
     just_running(&mut h, &["n1", "n2"]);
     let wait = u64::from(crate::limits::DEFAULT_MIN_HEALTHY_TIME_MS);
