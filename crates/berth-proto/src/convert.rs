@@ -223,13 +223,25 @@ impl From<&core::Task> for v1::Task {
                 .collect(),
             health_status: t.health_status.as_str().into(),
             utilization: None,
+            usage: None,
         }
     }
 }
 
-/// A task as the API shows it, with what it used where its agent has measured it.
-pub fn task_to_wire(state: &core::ClusterState, t: &core::Task) -> v1::Task {
+/// A task as the API shows it, with what it used where its agent has measured it, and
+/// what it is billed up to `now` (the one-minute minimum included, as the ledger bills).
+pub fn task_to_wire(state: &core::ClusterState, t: &core::Task, now: u64) -> v1::Task {
     let mut wire = v1::Task::from(t);
+    wire.usage = t.pull_started_at.or(t.started_at).map(|start| {
+        use core::usage::{Amount, MIN_BILLED_MS};
+        let end = t.stopped_at.unwrap_or(now).max(start + MIN_BILLED_MS);
+        let amount = Amount::of(t.cpu, t.memory, end - start);
+        v1::TaskUsage {
+            vcpu_hours: amount.vcpu_hours(),
+            gib_hours: amount.gib_hours(),
+            cost: amount.cost_nanos(&state.settings().prices) as f64 / 1e9,
+        }
+    });
     wire.utilization = state.task_utilization(&t.id).map(|u| {
         use core::utilization::percent;
         v1::TaskUtilization {
@@ -567,5 +579,21 @@ mod tests {
             .map(|t| (t.status.as_str(), t.at_ms))
             .collect();
         assert_eq!(seen, vec![("PROVISIONING", 1_000), ("RUNNING", 2_500)]);
+
+        // Billed so far: nothing before its pull; a 10 s run costs the one-minute minimum,
+        // a running task counts to now.
+        let state = core::ClusterState::new();
+        assert!(task_to_wire(&state, &task, 5_000).usage.is_none());
+        let mut ran = task.clone();
+        ran.pull_started_at = Some(1_000);
+        ran.stopped_at = Some(11_000);
+        let u = task_to_wire(&state, &ran, 999_000_000).usage.unwrap();
+        assert!((u.vcpu_hours - 0.25 / 60.0).abs() < 1e-12, "{u:?}");
+        assert!((u.gib_hours - 0.5 / 60.0).abs() < 1e-12, "{u:?}");
+        let expected = (0.25 * 0.04048 + 0.5 * 0.004445) / 60.0;
+        assert!((u.cost - expected).abs() < 1e-9, "{u:?}");
+        ran.stopped_at = None;
+        let u = task_to_wire(&state, &ran, 1_000 + 7_200_000).usage.unwrap();
+        assert!((u.vcpu_hours - 0.5).abs() < 1e-12, "{u:?}");
     }
 }

@@ -63,6 +63,9 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The cluster on one screen (agents with reserved and used CPU and memory, tasks by
+    /// state, services and deployments), refreshed in place.
+    Top(cmd::top::TopArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
     /// `berth completions bash > /etc/bash_completion.d/berth`.
     Completions { shell: clap_complete::Shell },
@@ -164,6 +167,7 @@ fn main() -> ExitCode {
             Command::Events(a) => cmd::events::events(&opts, a).await,
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
+            Command::Top(a) => cmd::top::top(&opts, a).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });

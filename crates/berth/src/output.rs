@@ -66,6 +66,11 @@ impl Table {
     }
 
     pub fn print(&self) -> io::Result<()> {
+        self::line(format_args!("{}", self.render().trim_end_matches('\n')))
+    }
+
+    /// The table as text, columns aligned, one line per row.
+    pub fn render(&self) -> String {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..cols)
             .map(|c| {
@@ -77,6 +82,7 @@ impl Table {
                     .unwrap_or(0)
             })
             .collect();
+        let mut out = String::new();
         for r in &self.rows {
             let line: Vec<String> = r
                 .iter()
@@ -89,9 +95,10 @@ impl Table {
                     }
                 })
                 .collect();
-            self::line(format_args!("{}", line.join("  ").trim_end()))?;
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
         }
-        Ok(())
+        out
     }
 }
 

@@ -169,6 +169,22 @@ async fn a_busy_service_scales_out_within_its_cooldown_and_back_in_when_the_load
     }
     wait_running(api.clone(), "burst", 1, 1, Duration::from_secs(30)).await;
 
+    // `berth top` shows it all on one screen (printed once: stdout is not a terminal).
+    let o = berth(&endpoint, &["top"]);
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("{screen}");
+    assert!(screen.contains("leader node "), "{screen}");
+    assert!(screen.contains("RUNNING 1"), "{screen}");
+    assert!(
+        screen.contains("[#"),
+        "the agent's reserved CPU bar: {screen}"
+    );
+    assert!(
+        screen.contains("burst") && screen.contains("CPU 50% 1..4"),
+        "{screen}"
+    );
+
     // Described, and removable.
     let o = berth(&endpoint, &["service", "describe", "burst"]);
     let text = String::from_utf8_lossy(&o.stdout);

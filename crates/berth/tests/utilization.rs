@@ -106,6 +106,9 @@ async fn a_busy_task_is_measured_near_its_cpu_limit_and_an_idle_one_near_zero() 
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("CPU AVG") && out.contains("/512 MiB"), "{out}");
+    // In words: every state with its time, and what it is billed so far.
+    assert!(out.contains("  RUNNING ") && out.contains("+"), "{out}");
+    assert!(out.contains("billed so far: 0.0041"), "{out}");
     let o = berth(&endpoint, &["agent", "ls"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("CPU USED"), "{out}");

@@ -118,7 +118,7 @@ impl Tasks for TasksApi {
                 });
                 continue;
             };
-            let t: Task = task_to_wire(&s.state, t);
+            let t: Task = task_to_wire(&s.state, t, crate::node::now_ms());
             let len = berth_proto::element_len(&t);
             if !tasks.is_empty() && bytes + len > MAX_ANSWER_BYTES {
                 failures.push(Failure {
@@ -169,11 +169,12 @@ impl Tasks for TasksApi {
         };
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
+        let now = crate::node::now_ms();
         let after = opt(req.next_token);
         let listed = page(
             s.state
                 .tasks(&filter, after.as_deref())
-                .map(|t| task_to_wire(&s.state, t)),
+                .map(|t| task_to_wire(&s.state, t, now)),
             count,
         );
         let next_token = match (listed.more, listed.items.last()) {

@@ -158,6 +158,36 @@ fn containers_table(tasks: &[Task]) -> Table {
     t
 }
 
+/// One task in words: every state it reached with its time and the time since it was
+/// created, why it stopped, and what it is billed so far.
+fn details(t: &Task) -> std::io::Result<()> {
+    line(format_args!(
+        "task {} ({}) on {}: {} (desired {})",
+        t.task_id, t.task_definition, t.agent_id, t.last_status, t.desired_status
+    ))?;
+    for x in &t.transitions {
+        let since = x.at_ms.saturating_sub(t.created_at_ms) as f64 / 1000.0;
+        line(format_args!(
+            "  {:<14} {}  +{since:.1}s",
+            x.status,
+            time(Some(x.at_ms))
+        ))?;
+    }
+    if !t.stop_code.is_empty() {
+        line(format_args!(
+            "  stopped: {}: {}",
+            t.stop_code, t.stopped_reason
+        ))?;
+    }
+    if let Some(u) = &t.usage {
+        line(format_args!(
+            "  billed so far: {:.6} vCPU-hours, {:.6} GiB-hours, cost {:.6}",
+            u.vcpu_hours, u.gib_hours, u.cost
+        ))?;
+    }
+    line(format_args!(""))
+}
+
 /// Measured use beside the reservation: CPU in percent of the task's CPU, memory in MiB of
 /// its limit.
 fn utilization_table(tasks: &[Task]) -> Table {
@@ -317,6 +347,9 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 }
                 tasks_table(&r.tasks).print()?;
                 crate::output::line(format_args!(""))?;
+                for t in &r.tasks {
+                    details(t)?;
+                }
                 if r.tasks.iter().any(|t| t.utilization.is_some()) {
                     containers_table(&r.tasks).print()?;
                     crate::output::line(format_args!(""))?;
