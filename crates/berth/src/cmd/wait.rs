@@ -2,7 +2,7 @@
 //! stderr as it happens (stdout keeps the final answer, for scripts).
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,80 @@ use crate::client::{Client, Retry};
 
 const POLL: Duration = Duration::from_millis(250);
 
-fn progress(started: Instant, what: std::fmt::Arguments<'_>) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{:>7.1}s  {what}", started.elapsed().as_secs_f64());
+/// What `--wait` shows on stderr: a line per change, and on a terminal a status line under
+/// them, redrawn in place every poll with the time so far.
+struct Live {
+    started: Instant,
+    tty: bool,
+    /// A status line is on screen (to be cleared before the next line).
+    shown: bool,
+}
+
+impl Live {
+    fn new() -> Self {
+        Live {
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    fn change(&mut self, what: std::fmt::Arguments<'_>) {
+        let mut err = std::io::stderr().lock();
+        if self.shown {
+            let _ = write!(err, "\r\x1b[2K");
+            self.shown = false;
+        }
+        let _ = writeln!(err, "{:>7.1}s  {what}", self.elapsed());
+    }
+
+    fn status(&mut self, what: &str) {
+        if !self.tty {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{:>7.1}s  {what}", self.elapsed());
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+/// `2 RUNNING, 1 PENDING`: the tasks by state, in the order states come.
+fn summary(tasks: &[Task]) -> String {
+    const ORDER: [&str; 8] = [
+        "PROVISIONING",
+        "PENDING",
+        "ACTIVATING",
+        "RUNNING",
+        "DEACTIVATING",
+        "STOPPING",
+        "DEPROVISIONING",
+        "STOPPED",
+    ];
+    let parts: Vec<String> = ORDER
+        .iter()
+        .filter_map(|s| {
+            let n = tasks.iter().filter(|t| t.last_status == *s).count();
+            (n > 0).then(|| format!("{n} {s}"))
+        })
+        .collect();
+    format!("waiting: {}", parts.join(", "))
 }
 
 /// Until every task is STOPPED; returns them as they ended.
 pub async fn tasks(client: &Client, ids: Vec<String>, stale: bool) -> Result<Vec<Task>> {
-    let started = Instant::now();
+    let mut live = Live::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     loop {
         let req = DescribeTasksRequest {
@@ -54,13 +120,15 @@ pub async fn tasks(client: &Client, ids: Vec<String>, stale: bool) -> Result<Vec
                 } else {
                     String::new()
                 };
-                progress(started, format_args!("task {short}  {now}{extra}"));
+                live.change(format_args!("task {short}  {now}{extra}"));
                 seen.insert(t.task_id.clone(), now);
             }
         }
         if !r.tasks.is_empty() && r.tasks.iter().all(|t| t.last_status == "STOPPED") {
+            live.done();
             return Ok(r.tasks);
         }
+        live.status(&summary(&r.tasks));
         tokio::time::sleep(POLL).await;
     }
 }
@@ -99,7 +167,7 @@ pub fn exit_code(tasks: &[Task]) -> ExitCode {
 /// Until the deployment that is PRIMARY when called is COMPLETED (exit 0), or FAILED —
 /// rolled back or not — or gone (exit 1).
 pub async fn deployment(client: &Client, service: &str, stale: bool) -> Result<ExitCode> {
-    let started = Instant::now();
+    let mut live = Live::new();
     let mut last = String::new();
     let mut target: Option<String> = None;
     loop {
@@ -124,7 +192,7 @@ pub async fn deployment(client: &Client, service: &str, stale: bool) -> Result<E
             })
             .clone();
         let Some(d) = s.deployments.iter().find(|d| d.id == id) else {
-            progress(started, format_args!("deployment {id} is no longer listed"));
+            live.change(format_args!("deployment {id} is no longer listed"));
             return Ok(ExitCode::from(1));
         };
         let old: u32 = s
@@ -146,17 +214,43 @@ pub async fn deployment(client: &Client, service: &str, stale: bool) -> Result<E
             if old == 1 { "" } else { "s" }
         );
         if now != last {
-            progress(started, format_args!("{now}"));
+            live.change(format_args!("{now}"));
             last = now;
         }
         match d.rollout_state.as_str() {
-            "COMPLETED" => return Ok(ExitCode::SUCCESS),
+            "COMPLETED" => {
+                live.done();
+                return Ok(ExitCode::SUCCESS);
+            }
             "FAILED" => {
-                progress(started, format_args!("{}", d.rollout_state_reason));
+                live.change(format_args!("{}", d.rollout_state_reason));
                 return Ok(ExitCode::from(1));
             }
             _ => {}
         }
+        live.status(&format!(
+            "waiting for deployment {id}: {} of {} running",
+            d.running_count, d.desired_count
+        ));
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(status: &str) -> Task {
+        Task {
+            last_status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_status_line_counts_tasks_by_state_in_the_order_states_come() {
+        let tasks = [task("RUNNING"), task("PENDING"), task("RUNNING")];
+        assert_eq!(summary(&tasks), "waiting: 1 PENDING, 2 RUNNING");
+        assert_eq!(summary(&[]), "waiting: ");
     }
 }
