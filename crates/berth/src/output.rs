@@ -117,6 +117,18 @@ pub fn show<T: Serialize + ?Sized>(
 }
 
 /// Milliseconds since the epoch as a UTC time of day, or `-`.
+/// Task states in the order a task goes through them (the API's words).
+pub const TASK_STATES: [&str; 8] = [
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+];
+
 pub fn time(ms: Option<u64>) -> String {
     match ms {
         Some(ms) if ms > 0 => {

@@ -14,7 +14,7 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 
 use crate::client::{Client, Retry};
-use crate::output::{time, Table};
+use crate::output::{time, Table, TASK_STATES};
 use crate::ClientOpts;
 
 #[derive(clap::Args)]
@@ -172,17 +172,7 @@ pub fn render(
     out.push_str(&t.render());
     out.push('\n');
 
-    let states = [
-        "PROVISIONING",
-        "PENDING",
-        "ACTIVATING",
-        "RUNNING",
-        "DEACTIVATING",
-        "STOPPING",
-        "DEPROVISIONING",
-        "STOPPED",
-    ];
-    let counts: Vec<String> = states
+    let counts: Vec<String> = TASK_STATES
         .iter()
         .map(|s| {
             let n = tasks.iter().filter(|t| t.last_status == *s).count();

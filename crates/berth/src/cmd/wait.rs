@@ -66,17 +66,7 @@ impl Live {
 
 /// `2 RUNNING, 1 PENDING`: the tasks by state, in the order states come.
 fn summary(tasks: &[Task]) -> String {
-    const ORDER: [&str; 8] = [
-        "PROVISIONING",
-        "PENDING",
-        "ACTIVATING",
-        "RUNNING",
-        "DEACTIVATING",
-        "STOPPING",
-        "DEPROVISIONING",
-        "STOPPED",
-    ];
-    let parts: Vec<String> = ORDER
+    let parts: Vec<String> = crate::output::TASK_STATES
         .iter()
         .filter_map(|s| {
             let n = tasks.iter().filter(|t| t.last_status == *s).count();
