@@ -685,21 +685,32 @@ impl ClusterState {
     /// Whether an agent's reports would be accepted: the agent is registered under this
     /// epoch and holds every task it reports on. The leader asks before proposing, so a
     /// refused report costs no Raft round; apply asks again.
-    pub fn check_reports(
+    /// Refuses what an agent sends under a registration that is not its current one.
+    pub(crate) fn check_registration(
         &self,
         agent_id: &str,
         epoch: u64,
-        reports: &[TaskReport],
+        what: &str,
     ) -> Result<(), Error> {
         let agent = self.agents.get(agent_id).ok_or_else(|| {
             Error::not_found(format!("agent {} is not registered", quote(agent_id)))
         })?;
         if agent.epoch != epoch {
             return Err(Error::precondition(format!(
-                "agent {agent_id}: report carries registration {epoch}, the current one is {}; re-register",
+                "agent {agent_id}: {what} carries registration {epoch}, the current one is {}; re-register",
                 agent.epoch
             )));
         }
+        Ok(())
+    }
+
+    pub fn check_reports(
+        &self,
+        agent_id: &str,
+        epoch: u64,
+        reports: &[TaskReport],
+    ) -> Result<(), Error> {
+        self.check_registration(agent_id, epoch, "report")?;
         for r in reports {
             validate::report(r)?;
             match self.tasks.get(&r.task_id) {

@@ -6,7 +6,6 @@ use super::ClusterState;
 use crate::command::{CommandResult, Outcome};
 use crate::error::Error;
 use crate::model::{Millis, TaskState};
-use crate::quote::quote;
 use crate::utilization::{TaskUtilization, Window};
 
 /// Windows per RecordUtilization command (an agent holds at most this many tasks' worth).
@@ -19,16 +18,7 @@ impl ClusterState {
         epoch: u64,
         windows: &[Window],
     ) -> CommandResult {
-        let agent = self.agents.get(agent_id).ok_or_else(|| {
-            Error::not_found(format!("agent {} is not registered", quote(agent_id)))
-        })?;
-        if agent.epoch != epoch {
-            return Err(Error::precondition(format!(
-                "agent {agent_id}: utilization carries registration {epoch}, the current one is \
-                 {}; re-register",
-                agent.epoch
-            )));
-        }
+        self.check_registration(agent_id, epoch, "utilization")?;
         if windows.len() > MAX_WINDOWS {
             return Err(Error::invalid(format!(
                 "{} utilization windows in one report; at most {MAX_WINDOWS}",
