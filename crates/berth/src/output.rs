@@ -69,33 +69,24 @@ impl Table {
         self::line(format_args!("{}", self.render().trim_end_matches('\n')))
     }
 
-    /// The table as text, columns aligned, one line per row.
+    /// The table as text, columns aligned, one line per row: comfy-table without borders,
+    /// two spaces between columns, no trailing blanks (so `grep`, `awk` and tests see what a
+    /// person sees).
     pub fn render(&self) -> String {
-        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let widths: Vec<usize> = (0..cols)
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .filter_map(|r| r.get(c))
-                    .map(|s| s.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let mut rows = self.rows.iter();
+        let mut t = comfy_table::Table::new();
+        t.load_style(comfy_table::presets::NOTHING)
+            .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+        if let Some(header) = rows.next() {
+            t.set_header(header.clone());
+        }
+        t.add_rows(rows.cloned());
+        for c in t.column_iter_mut() {
+            c.set_padding((0, 2));
+        }
         let mut out = String::new();
-        for r in &self.rows {
-            let line: Vec<String> = r
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    if i + 1 == r.len() {
-                        s.clone()
-                    } else {
-                        format!("{s:<w$}", w = widths[i])
-                    }
-                })
-                .collect();
-            out.push_str(line.join("  ").trim_end());
+        for l in t.lines() {
+            out.push_str(l.trim_end());
             out.push('\n');
         }
         out
@@ -141,7 +132,20 @@ pub fn time(ms: Option<u64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::time;
+    use super::{time, Table};
+
+    #[test]
+    fn tables_align_by_characters_and_end_without_blanks() {
+        let mut t = Table::new(&["AGENT", "STATUS", "NOTE"]);
+        t.row(vec!["a-1".into(), "READY".into(), "".into()]);
+        t.row(vec!["zone-é".into(), "DOWN".into(), "since 10:00".into()]);
+        assert_eq!(
+            t.render(),
+            "AGENT   STATUS  NOTE\n\
+             a-1     READY\n\
+             zone-é  DOWN    since 10:00\n"
+        );
+    }
 
     #[test]
     fn times_carry_their_date() {
