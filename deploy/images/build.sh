@@ -7,6 +7,10 @@
 #                            berth-memhog   grows its memory until the kernel kills it
 #                                           (`tail /dev/zero` keeps every byte: no newline)
 #                            berth-ignore-term  ignores SIGTERM and sleeps forever
+#                            berth-cpu-server [PORT]  HTTP on PORT (default 8080): each GET
+#                                           of /cgi-bin/burn?N spends N shell-loop rounds of
+#                                           CPU (default 100000, about 0.08 s) and answers
+#                                           "burned N"; the autoscaling demo's workload
 #                          Default command: /bin/sh.
 #
 # Usage: deploy/images/build.sh [--force]
@@ -95,7 +99,21 @@ trap '' TERM
 echo ready
 while :; do sleep 1; done
 IGN
-chmod 755 "$ROOT"/usr/local/bin/*
+cat >"$ROOT/usr/local/bin/berth-cpu-server" <<'SRV'
+#!/bin/sh
+# A web server whose every request costs CPU: load on it is load on the task's CPU.
+exec httpd -f -p "${1:-8080}" -h /srv/cpu
+SRV
+mkdir -p "$ROOT/srv/cpu/cgi-bin"
+cat >"$ROOT/srv/cpu/cgi-bin/burn" <<'BURN'
+#!/bin/sh
+n=${QUERY_STRING:-100000}
+case "$n" in ''|*[!0-9]*) n=100000 ;; esac
+i=0
+while [ "$i" -lt "$n" ]; do i=$((i + 1)); done
+printf 'Content-Type: text/plain\r\n\r\nburned %s\n' "$n"
+BURN
+chmod 755 "$ROOT"/usr/local/bin/* "$ROOT/srv/cpu/cgi-bin/burn"
 
 # Reproducible tar: fixed owner and mtime, sorted names.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2024-01-01 00:00:00' \

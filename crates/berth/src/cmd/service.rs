@@ -38,6 +38,10 @@ pub enum ServiceCmd {
         client_token: Option<String>,
         #[command(flatten)]
         deployment: DeploymentFlags,
+        /// Follow the first deployment until its tasks run (exit 0) or it fails (exit 1),
+        /// showing its progress on stderr.
+        #[arg(long)]
+        wait: bool,
     },
     /// Change a service: its desired count, its task definition (a rolling deployment),
     /// or how deployments replace tasks.
@@ -267,6 +271,7 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
             constraints,
             client_token,
             deployment,
+            wait,
         } => {
             let token =
                 client_token.unwrap_or_else(|| format!("cli-{:032x}", rand::random::<u128>()));
@@ -286,6 +291,11 @@ pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
                 .await?;
             let services: Vec<Service> = r.service.into_iter().collect();
             show(opts.output, &services, || Ok(services_table(&services)))?;
+            if wait {
+                if let Some(s) = services.first() {
+                    return super::wait::deployment(&client, &s.service_name, stale).await;
+                }
+            }
         }
         ServiceCmd::Update {
             name,
