@@ -17,6 +17,8 @@
 //!   spoofing on the shared bridge), `MKNOD` (device nodes), `AUDIT_WRITE` and `SETFCAP`
 //!   (granting file capabilities). An allow-list, not a drop-list, so a future engine whose
 //!   default grows cannot widen what tasks get.
+//! - **User and root filesystem**: ECS's `user` and `readonlyRootFilesystem` as the engine's
+//!   `User` and `ReadonlyRootfs`; unset, the image's user and a writable root.
 //! - **Logs**: `json-file` with rotation (3 × 10 MiB), so a chatty task cannot fill the disk;
 //!   `docker logs` (and so `berth task logs`) keeps working.
 
@@ -210,6 +212,7 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                 security_opt: Some(vec![NO_NEW_PRIVILEGES.to_string()]),
                 cap_drop: Some(vec!["ALL".to_string()]),
                 cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+                readonly_rootfs: c.readonly_root_filesystem,
                 network_mode: Some(if is_owner {
                     def.network_mode.as_str().to_string()
                 } else {
@@ -261,6 +264,7 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                     None
                 },
                 healthcheck,
+                user: c.user.clone(),
                 stop_timeout: Some(i64::from(c.stop_timeout_s())),
                 host_config: Some(host_config),
                 ..Default::default()
@@ -415,6 +419,30 @@ pub(crate) mod tests {
         assert_eq!(labels[LABEL_CONTAINER], "app");
         assert_eq!(c.docker_name, "berth-t1-app");
         assert_eq!(c.stop_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn user_and_read_only_root_reach_the_engine_only_when_asked_for() {
+        let plain = plan(
+            "a1",
+            &assigned("t1", vec![container("app")]),
+            4096,
+            u64::MAX,
+        );
+        let body = &plain.containers[0].body;
+        assert_eq!(body.user, None, "the image's own user");
+        assert_eq!(body.host_config.as_ref().unwrap().readonly_rootfs, None);
+
+        let mut c = container("app");
+        c.user = Some("65534:65534".into());
+        c.readonly_root_filesystem = Some(true);
+        let p = plan("a1", &assigned("t1", vec![c]), 4096, u64::MAX);
+        let body = &p.containers[0].body;
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(
+            body.host_config.as_ref().unwrap().readonly_rootfs,
+            Some(true)
+        );
     }
 
     #[test]

@@ -607,3 +607,39 @@ async fn a_task_larger_than_the_host_is_limited_to_the_hosts_cpus() {
     h.stop(&t).await;
     h.reports.wait_state(&id, TaskState::Stopped, START).await;
 }
+
+/// ECS's `user` and `readonlyRootFilesystem`: the container runs as the user asked for and
+/// cannot write its root filesystem (a plain one can, as the image's root).
+#[tokio::test]
+async fn a_read_only_root_and_a_user_are_what_the_container_gets() {
+    let h = Harness::new("rouser").await;
+    let id = task_id("rouser");
+    let probe = "echo uid=$(id -u) gid=$(id -g); \
+                 if touch /written 2>/dev/null; then echo root=writable; else echo root=read-only; fi; \
+                 sleep 3600";
+    let mut locked = container("locked", probe);
+    locked.user = Some("65534:65534".into());
+    locked.readonly_root_filesystem = Some(true);
+    let mut plain = container("plain", probe);
+    // A shell as PID 1 ignores SIGTERM: no need to wait the default 30 s for the kill.
+    for c in [&mut locked, &mut plain] {
+        c.stop_timeout = Some(1);
+    }
+    let t = h.task(&id, 256, 512, vec![locked, plain]);
+    h.run(&t).await;
+    h.reports.wait_state(&id, TaskState::Running, START).await;
+    wait_logs(&h, &id, "locked", "root=").await;
+    wait_logs(&h, &id, "plain", "root=").await;
+    let locked = logs_of(&h, &id, "locked").await;
+    assert!(locked.contains("uid=65534 gid=65534"), "{locked}");
+    assert!(locked.contains("root=read-only"), "{locked}");
+    let plain = logs_of(&h, &id, "plain").await;
+    assert!(plain.contains("uid=0 gid=0"), "{plain}");
+    assert!(plain.contains("root=writable"), "{plain}");
+    let inspect = h.inspect(&id, "locked");
+    assert_eq!(inspect["Config"]["User"], "65534:65534");
+    assert_eq!(inspect["HostConfig"]["ReadonlyRootfs"], true);
+
+    h.stop(&t).await;
+    h.reports.wait_state(&id, TaskState::Stopped, START).await;
+}

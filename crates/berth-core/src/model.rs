@@ -61,6 +61,14 @@ pub struct ContainerDefinition {
     /// Hard memory limit (MiB) for this container within the task's memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u32>,
+    /// The container's root filesystem is mounted read-only (ECS's
+    /// `readonlyRootFilesystem`); default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly_root_filesystem: Option<bool>,
+    /// Who the container's processes run as, ECS's `user`: `user`, `uid`, `user:group`,
+    /// `uid:gid`, `user:gid` or `uid:group` (names resolved in the image); default the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl ContainerDefinition {

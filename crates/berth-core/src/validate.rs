@@ -102,6 +102,54 @@ fn words(field: &str, words: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
+/// ECS's `user`: a user, and optionally `:` and a group, each a name or a number.
+fn user(field: &str, value: &str) -> Result<(), Error> {
+    const MAX_PART: usize = 32;
+    let help = "use `user`, `uid`, `user:group` or `uid:gid`";
+    let mut parts = value.split(':');
+    let (who, group) = (parts.next().unwrap_or_default(), parts.next());
+    if parts.next().is_some() {
+        return Err(invalid(format!(
+            "{field} {} has more than one `:`; {help}",
+            quote(value)
+        )));
+    }
+    for (what, part) in [("user", Some(who)), ("group", group)] {
+        let Some(part) = part else { continue };
+        if part.is_empty() {
+            return Err(invalid(format!(
+                "{field} {} has an empty {what}; {help}",
+                quote(value)
+            )));
+        }
+        if part.len() > MAX_PART {
+            return Err(invalid(format!(
+                "{field}'s {what} is {} characters long; the limit is {MAX_PART}",
+                part.len()
+            )));
+        }
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            if part.parse::<u32>().is_err() {
+                return Err(invalid(format!(
+                    "{field}'s {what} id {part} is larger than {}",
+                    u32::MAX
+                )));
+            }
+        } else if part.starts_with('-')
+            || part
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(invalid(format!(
+                "{field} {} is not a {what} name (letters, digits, `_`, `-` and `.`, not \
+                 starting with `-`) or a number",
+                quote(part)
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
     let p = format!("containerDefinitions[{i}]");
     name(&format!("{p}.name"), &c.name)?;
@@ -151,6 +199,9 @@ fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
                 "{p}.stopTimeout {t} s is outside 1..={MAX_STOP_TIMEOUT_S}"
             )));
         }
+    }
+    if let Some(u) = &c.user {
+        user(&format!("{p}.user"), u)?;
     }
     if let Some(hc) = &c.health_check {
         let f = format!("{p}.healthCheck");
@@ -548,6 +599,39 @@ mod tests {
         );
         s.network_mode = Some("bridge".into());
         assert!(task_definition(&s, false).is_ok());
+    }
+
+    #[test]
+    fn users_as_ecs_takes_them() {
+        for ok in [
+            "nobody",
+            "65534",
+            "65534:65534",
+            "app:staff",
+            "1000:staff",
+            "www-data.x",
+        ] {
+            let mut s = spec();
+            s.container_definitions[0].user = Some(ok.into());
+            assert!(task_definition(&s, false).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "empty user"),
+            (":100", "empty user"),
+            ("app:", "empty group"),
+            ("a:b:c", "more than one `:`"),
+            ("root user", "not a user name"),
+            ("-rf", "not a user name"),
+            ("app:st/aff", "not a group name"),
+            ("4294967296", "larger than 4294967295"),
+            ("abcdefghijklmnopqrstuvwxyz0123456", "33 characters long"),
+        ] {
+            let mut s = spec();
+            s.container_definitions[0].user = Some(bad.into());
+            let e = err(&s);
+            assert!(e.contains("containerDefinitions[0].user"), "{e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

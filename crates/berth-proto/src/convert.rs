@@ -51,6 +51,8 @@ impl From<&core::ContainerDefinition> for v1::ContainerDefinition {
             stop_timeout: c.stop_timeout,
             cpu: c.cpu,
             memory: c.memory,
+            readonly_root_filesystem: c.readonly_root_filesystem,
+            user: c.user.clone(),
         }
     }
 }
@@ -87,6 +89,8 @@ impl From<v1::ContainerDefinition> for core::ContainerDefinition {
             stop_timeout: c.stop_timeout,
             cpu: c.cpu,
             memory: c.memory,
+            readonly_root_filesystem: c.readonly_root_filesystem,
+            user: c.user,
         }
     }
 }
@@ -528,6 +532,8 @@ mod tests {
                     interval: Some(5),
                     ..Default::default()
                 }),
+                readonly_root_filesystem: Some(true),
+                user: Some("65534:65534".into()),
                 ..Default::default()
             }],
         };

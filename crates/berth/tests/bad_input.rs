@@ -78,6 +78,14 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
         reg(s).await,
     )
     .await;
+    let mut s = web_spec("web");
+    s.container_definitions[0].user = Some("app:staff:extra".into());
+    expect(
+        Code::InvalidArgument,
+        "containerDefinitions[0].user `app:staff:extra` has more than one `:`",
+        reg(s).await,
+    )
+    .await;
     let mut s = web_spec("");
     s.family = "has space".into();
     expect(Code::InvalidArgument, "family", reg(s).await).await;
