@@ -18,6 +18,7 @@ pub mod agent;
 pub mod events;
 pub mod service;
 pub mod task;
+pub mod tls;
 pub mod top;
 pub mod usage;
 pub mod wait;

@@ -69,6 +69,11 @@ enum Command {
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
     /// `berth completions bash > /etc/bash_completion.d/berth`.
     Completions { shell: clap_complete::Shell },
+    /// The cluster's certificates: a CA, and one per control node and agent.
+    Tls {
+        #[command(subcommand)]
+        cmd: cmd::tls::TlsCmd,
+    },
     /// Run a control node.
     Control(server::ControlArgs),
     /// Run a three-node control cluster in this process, on loopback.
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
             Command::Top(a) => cmd::top::top(&opts, a).await,
+            Command::Tls { cmd } => cmd::tls::tls(cmd),
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });
