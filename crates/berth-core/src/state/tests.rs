@@ -21,6 +21,22 @@ fn spec(family: &str) -> TaskDefinitionSpec {
     }
 }
 
+/// A service `name` of web:1 at `desired` tasks, everything else at its default: the tests of
+/// services, deployments and scaling change only what they are about.
+fn service_create(name: &str, desired: u32) -> crate::service::ServiceCreate {
+    crate::service::ServiceCreate {
+        name: name.into(),
+        family: "web".into(),
+        revision: 1,
+        desired_count: desired,
+        placement_strategy: vec![],
+        placement_constraints: vec![],
+        deployment_configuration: Default::default(),
+        client_token: None,
+        fingerprint: 1,
+    }
+}
+
 fn agent(id: &str, cpu: u32, memory: u32) -> Command {
     Command::RegisterAgent(AgentRegistration {
         id: id.into(),

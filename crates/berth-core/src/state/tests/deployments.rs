@@ -16,15 +16,8 @@ fn with_check(family: &str) -> TaskDefinitionSpec {
 
 fn create(desired: u32, config: DeploymentConfiguration) -> Command {
     Command::CreateService(ServiceCreate {
-        name: "api".into(),
-        family: "web".into(),
-        revision: 1,
-        desired_count: desired,
-        placement_strategy: vec![],
-        placement_constraints: vec![],
         deployment_configuration: config,
-        client_token: None,
-        fingerprint: 1,
+        ..service_create("api", desired)
     })
 }
 

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::scaling::*;
-use crate::service::*;
 use crate::utilization::Window;
 
 fn policy(min: u32, max: u32) -> ScalingPolicy {
@@ -24,18 +23,8 @@ fn cluster(desired: u32) -> Harness {
     h.one(Command::RegisterTaskDefinition { spec: spec("web") })
         .unwrap();
     h.one(agent("a1", 16384, 65536)).unwrap();
-    h.one(Command::CreateService(ServiceCreate {
-        name: "api".into(),
-        family: "web".into(),
-        revision: 1,
-        desired_count: desired,
-        placement_strategy: vec![],
-        placement_constraints: vec![],
-        deployment_configuration: Default::default(),
-        client_token: None,
-        fingerprint: 1,
-    }))
-    .unwrap();
+    h.one(Command::CreateService(service_create("api", desired)))
+        .unwrap();
     h
 }
 

@@ -6,15 +6,9 @@ use crate::service::{ServiceCreate, ServiceStatus, ServiceUpdate};
 
 fn create(name: &str, desired: u32, token: Option<&str>, fingerprint: u64) -> Command {
     Command::CreateService(ServiceCreate {
-        name: name.into(),
-        family: "web".into(),
-        revision: 1,
-        desired_count: desired,
-        placement_strategy: vec![],
-        placement_constraints: vec![],
-        deployment_configuration: Default::default(),
         client_token: token.map(String::from),
         fingerprint,
+        ..service_create(name, desired)
     })
 }
 
