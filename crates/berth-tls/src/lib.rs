@@ -10,6 +10,7 @@
 //! reads them back, and writes them to disk ([`files`]).
 
 pub mod files;
+pub mod grpc;
 
 use std::fmt;
 use std::net::IpAddr;

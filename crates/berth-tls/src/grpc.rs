@@ -1,0 +1,127 @@
+//! The cluster identity on gRPC (tonic over rustls with ring): a holder's TLS settings for
+//! serving and calling, and who a caller is from the certificate it presented.
+//!
+//! - The raft port (node-to-node calls and the agent protocol) serves with
+//!   [`Credentials::server_mutual`]: a caller must present a certificate from the cluster CA.
+//! - The API port serves with [`Credentials::server`]: TLS without client certificates
+//!   (people and programs identify themselves with tokens there).
+//! - Calls out use [`Credentials::client`]: they trust only the cluster CA and present the
+//!   holder's own certificate.
+//!
+//! Authorization reads the verified peer certificate: [`caller`], [`require_control`],
+//! [`require_agent`]. Refusals say who was expected and who called, so an operator who
+//! mixed up certificates can tell which.
+
+use std::path::Path;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity as TonicIdentity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+use crate::files::{self, FilesError};
+use crate::{identity_of, inspect_pem, Identity, Role};
+
+/// A holder's certificate, key and the cluster CA, as read from a `berth tls` directory.
+#[derive(Clone)]
+pub struct Credentials {
+    pub identity: Identity,
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// `who`'s credentials from `dir`: `ca.pem`, `<role>-<id>.pem` and `.key`. The
+    /// certificate must name `who`: a node started with another node's files is refused
+    /// here, not at its first call.
+    pub fn load(dir: &Path, who: &Identity) -> Result<Credentials, FilesError> {
+        let (ca, _) = files::paths(dir, "ca");
+        let (cert, key) = files::paths(dir, &files::stem(who));
+        let creds = Credentials {
+            identity: who.clone(),
+            ca_pem: files::read(&ca)?,
+            cert_pem: files::read(&cert)?,
+            key_pem: files::read(&key)?,
+        };
+        let named = inspect_pem(&creds.cert_pem)
+            .map_err(|source| FilesError::Tls {
+                path: cert.clone(),
+                source,
+            })?
+            .identity;
+        if named.as_ref() != Some(who) {
+            return Err(FilesError::Tls {
+                path: cert,
+                source: crate::Error::BadId(format!(
+                    "this certificate is {}, not {who}'s",
+                    named.map_or("nobody's".to_string(), |n| n.to_string())
+                )),
+            });
+        }
+        Ok(creds)
+    }
+
+    /// Serve TLS and require a client certificate from the cluster CA.
+    pub fn server_mutual(&self) -> ServerTlsConfig {
+        self.server()
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// Serve TLS; callers need no certificate.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new().identity(TonicIdentity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+
+    /// Call a server of this cluster reached as `host` (its certificate must name it),
+    /// presenting this holder's certificate.
+    pub fn client(&self, host: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(TonicIdentity::from_pem(&self.cert_pem, &self.key_pem))
+            .domain_name(host)
+    }
+}
+
+/// Who called: the identity in the certificate the caller presented (already verified
+/// against the cluster CA by the TLS handshake).
+pub fn caller<T>(req: &Request<T>) -> Result<Identity, Status> {
+    let certs = req.peer_certs().ok_or_else(|| {
+        Status::unauthenticated(
+            "this port takes only callers with a certificate from the cluster CA; none was presented",
+        )
+    })?;
+    let first = certs.first().ok_or_else(|| {
+        Status::unauthenticated("the caller's TLS session carries no certificate")
+    })?;
+    identity_of(first)
+        .map_err(|e| Status::unauthenticated(format!("the caller's certificate: {e}")))
+}
+
+/// The caller must be a control node (node-to-node calls: Raft, forwarding, membership).
+pub fn require_control<T>(req: &Request<T>) -> Result<Identity, Status> {
+    let who = caller(req)?;
+    match who.role {
+        Role::Control => Ok(who),
+        Role::Agent => Err(Status::permission_denied(format!(
+            "only control nodes may make this call; the caller is {who}"
+        ))),
+    }
+}
+
+/// The caller must be the agent `agent_id` itself: an agent speaks only for itself.
+pub fn require_agent<T>(req: &Request<T>, agent_id: &str) -> Result<Identity, Status> {
+    let who = caller(req)?;
+    if who.role == Role::Agent && who.id == agent_id {
+        return Ok(who);
+    }
+    Err(Status::permission_denied(format!(
+        "only agent {agent_id} may speak for agent {agent_id}; the caller is {who}"
+    )))
+}
