@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9600); off by default.
     #[arg(long, env = "BERTH_AGENT_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// A `berth tls` directory holding ca.pem and agent-ID.pem/.key: speak mutual TLS to
+    /// control nodes started with --tls-dir (and take log requests only from them).
+    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,18 @@ pub enum ConfigError {
     NoControl,
     #[error("{0}")]
     Invalid(String),
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 impl AgentArgs {
@@ -129,6 +145,13 @@ impl AgentArgs {
         // The same checks the control plane applies at registration, said before starting.
         berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(dir) = &self.tls_dir {
+            let who = berth_tls::Identity::agent(&cfg.id)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let creds = berth_tls::grpc::Credentials::load(dir, &who)
+                .map_err(|e| ConfigError::Invalid(format!("--tls-dir: {}", chain(&e))))?;
+            cfg.tls = Some(std::sync::Arc::new(creds));
+        }
         Ok(cfg)
     }
 }

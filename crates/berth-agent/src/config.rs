@@ -66,6 +66,9 @@ pub struct AgentConfig {
     pub utilization_window: Duration,
     /// Where `/metrics` is served (Prometheus text); none: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// This agent's certificate, key and the cluster CA: calls to control nodes are mutual
+    /// TLS as this agent, and the logs port takes only control nodes. None: plaintext.
+    pub tls: Option<std::sync::Arc<berth_tls::grpc::Credentials>>,
 }
 
 impl AgentConfig {
@@ -97,6 +100,7 @@ impl AgentConfig {
             stats_every: DEFAULT_STATS_EVERY,
             utilization_window: DEFAULT_UTILIZATION_WINDOW,
             metrics_listen: None,
+            tls: None,
         }
     }
 }

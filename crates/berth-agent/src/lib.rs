@@ -73,6 +73,8 @@ pub enum AgentError {
     Config(String),
     #[error("the reconciler has stopped")]
     Stopped,
+    #[error("cannot set up TLS for the logs port: {0}")]
+    Tls(String),
 }
 
 /// Milliseconds since the Unix epoch, the agent's clock for reported states.
@@ -189,9 +191,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         )));
     }
 
-    let server = tonic::transport::Server::builder().add_service(AgentServiceServer::new(
-        logs::LogsService {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(creds) = &cfg.tls {
+        builder = builder
+            .tls_config(creds.server_mutual())
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+    }
+    let tls_on = cfg.tls.is_some();
+    // Logs are asked for by control nodes only.
+    let server = builder.add_service(tonic::service::interceptor::InterceptedService::new(
+        AgentServiceServer::new(logs::LogsService {
             runtime: runtime.clone(),
+        }),
+        move |req: tonic::Request<()>| {
+            if tls_on {
+                berth_tls::grpc::require_control(&req)?;
+            }
+            Ok(req)
         },
     ));
     let server_sd = sd.clone();

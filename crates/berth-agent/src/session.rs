@@ -146,12 +146,16 @@ impl Session {
     }
 
     async fn connect_and_serve(&self, addr: &str, from_revision: &AtomicU64) -> String {
-        let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.to_string()
+        let bare = addr
+            .strip_prefix("http://")
+            .or_else(|| addr.strip_prefix("https://"))
+            .unwrap_or(addr);
+        let scheme = if self.cfg.tls.is_some() {
+            "https"
         } else {
-            format!("http://{addr}")
+            "http"
         };
-        let endpoint = match Endpoint::from_shared(uri) {
+        let endpoint = match Endpoint::from_shared(format!("{scheme}://{bare}")) {
             Ok(e) => e
                 .connect_timeout(self.cfg.rpc_timeout)
                 .tcp_nodelay(true)
@@ -160,6 +164,23 @@ impl Session {
                 .keep_alive_timeout(Duration::from_secs(2))
                 .keep_alive_while_idle(true),
             Err(e) => return format!("bad control address {addr}: {e}"),
+        };
+        let endpoint = match &self.cfg.tls {
+            None => endpoint,
+            Some(creds) => {
+                // The control node's certificate must name the host it is reached at.
+                let host = endpoint
+                    .uri()
+                    .host()
+                    .unwrap_or_default()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                match endpoint.tls_config(creds.client(&host)) {
+                    Ok(e) => e,
+                    Err(e) => return format!("TLS settings for {addr}: {e}"),
+                }
+            }
         };
         let channel = match endpoint.connect().await {
             Ok(c) => c,

@@ -33,6 +33,11 @@ pub struct NodeConfig {
     pub agent_grace: Duration,
     /// Where `/metrics` is served (Prometheus text); none: not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// This node's certificate, key and the cluster CA: the raft port then takes only
+    /// callers with a certificate of the cluster (node-to-node calls only from control
+    /// nodes; an agent only as itself), the API port serves TLS, and calls out to peers and
+    /// agents are mutual TLS. None: plaintext everywhere.
+    pub tls: Option<std::sync::Arc<berth_tls::grpc::Credentials>>,
 }
 
 impl NodeConfig {
@@ -52,6 +57,7 @@ impl NodeConfig {
             agent_ttl: Duration::from_secs(5),
             agent_grace: Duration::from_secs(10),
             metrics_listen: None,
+            tls: None,
         }
     }
 }

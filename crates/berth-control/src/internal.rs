@@ -112,6 +112,7 @@ impl AgentProtocol for AgentProtocolService {
         &self,
         req: Request<AgentRegisterRequest>,
     ) -> Result<Response<AgentRegisterResponse>, Status> {
+        self.speaks_for(&req, &req.get_ref().agent_id)?;
         let r = req.into_inner();
         let reg = AgentRegistration {
             id: r.agent_id,
@@ -139,6 +140,7 @@ impl AgentProtocol for AgentProtocolService {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.speaks_for(&req, &req.get_ref().agent_id)?;
         let r = req.into_inner();
         if r.agent_id.is_empty() {
             return Err(ApiError::invalid("agentId must not be empty").into());
@@ -165,6 +167,7 @@ impl AgentProtocol for AgentProtocolService {
         &self,
         req: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        self.speaks_for(&req, &req.get_ref().agent_id)?;
         let r = req.into_inner();
         // Subscribe before reading, so nothing applied in between is missed.
         let events = self.node.state.subscribe();
@@ -185,6 +188,7 @@ impl AgentProtocol for AgentProtocolService {
         &self,
         req: Request<ReportTasksRequest>,
     ) -> Result<Response<ReportTasksResponse>, Status> {
+        self.speaks_for(&req, &req.get_ref().agent_id)?;
         let r = req.into_inner();
         let reports: Vec<berth_core::TaskReport> = serde_json::from_slice(&r.reports)
             .map_err(|e| ApiError::invalid(format!("reports: not a list of task reports: {e}")))?;
@@ -210,6 +214,7 @@ impl AgentProtocol for AgentProtocolService {
         &self,
         req: Request<ReportUtilizationRequest>,
     ) -> Result<Response<ReportUtilizationResponse>, Status> {
+        self.speaks_for(&req, &req.get_ref().agent_id)?;
         let r = req.into_inner();
         let windows: Vec<berth_core::utilization::Window> = serde_json::from_slice(&r.windows)
             .map_err(|e| {
@@ -238,6 +243,24 @@ pub const MAX_REPORTS: usize = 1000;
 const ASSIGNMENT_BUFFER: usize = 64;
 
 impl AgentProtocolService {
+    /// With TLS, an agent speaks only for itself: the certificate it presented must name
+    /// the agent id the call is about. Refusals are logged with the caller's address.
+    fn speaks_for<T>(&self, req: &Request<T>, agent_id: &str) -> Result<(), Status> {
+        if self.node.cfg.tls.is_none() {
+            return Ok(());
+        }
+        berth_tls::grpc::require_agent(req, agent_id)
+            .map(|_| ())
+            .inspect_err(|e| {
+                tracing::warn!(
+                    peer = ?req.remote_addr(),
+                    agent = %berth_core::quote(agent_id),
+                    refused = %e.message(),
+                    "agent call refused"
+                );
+            })
+    }
+
     fn check_registration(&self, agent_id: &str, epoch: u64) -> ApiResult<()> {
         let s = self.node.state.read();
         let agent = s.state.agent(agent_id).ok_or_else(|| {

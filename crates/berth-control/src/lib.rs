@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 // Accepted connections get TCP_NODELAY: without it Nagle's algorithm meets delayed ACKs
 // and a lone request waits ~40 ms on every hop.
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::NodeConfig;
@@ -74,6 +75,8 @@ pub enum StartError {
     },
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("cannot set up TLS for the {what} port: {detail}")]
+    Tls { what: &'static str, detail: String },
 }
 
 /// A running control node.
@@ -101,7 +104,7 @@ impl ControlNode {
         let raft = berth_raft::Raft::new(
             cfg.id,
             raft_config,
-            berth_raft::network::Network::default(),
+            berth_raft::network::Network::new(berth_raft::network::Channels::new(cfg.tls.clone())),
             log,
             sm,
         )
@@ -152,18 +155,50 @@ impl ControlNode {
         ));
         let mut tasks = Vec::new();
 
-        let raft_server = tonic::transport::Server::builder()
+        let tls = node.cfg.tls.clone();
+        let mut raft_builder = tonic::transport::Server::builder();
+        let mut api_builder = tonic::transport::Server::builder();
+        if let Some(creds) = &tls {
+            raft_builder = raft_builder
+                .tls_config(creds.server_mutual())
+                .map_err(|e| StartError::Tls {
+                    what: "raft",
+                    detail: e.to_string(),
+                })?;
+            api_builder = api_builder
+                .tls_config(creds.server())
+                .map_err(|e| StartError::Tls {
+                    what: "api",
+                    detail: e.to_string(),
+                })?;
+        }
+        // Raft and node-to-node calls: control nodes only (the handshake has already
+        // checked the certificate is the cluster's).
+        let nodes_only = move |req: tonic::Request<()>| {
+            if tls.is_some() {
+                if let Err(e) = berth_tls::grpc::require_control(&req) {
+                    tracing::warn!(peer = ?req.remote_addr(), refused = %e.message(), "node-to-node call refused");
+                    return Err(e);
+                }
+            }
+            Ok(req)
+        };
+        let raft_server = raft_builder
             // openraft cancels every append or vote that misses its deadline; on a loaded
             // host that is many in a burst, and h2's default (20 reset streams not yet
             // accepted) then tears down the peer's connection, so the next call pays a new
             // connection on top of the load.
             .http2_max_pending_accept_reset_streams(Some(1024))
-            .add_service(RaftService::server(raft.clone()))
-            .add_service(
+            .add_service(InterceptedService::new(
+                RaftService::server(raft.clone()),
+                nodes_only.clone(),
+            ))
+            .add_service(InterceptedService::new(
                 NodeServer::new(internal::NodeService { node: node.clone() })
                     .max_decoding_message_size(MAX_RAFT_MESSAGE)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE),
-            )
+                nodes_only,
+            ))
             .add_service(AgentProtocolServer::new(internal::AgentProtocolService {
                 node: node.clone(),
             }));
@@ -199,7 +234,7 @@ impl ControlNode {
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         let node_id = node.id;
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let api_server = tonic::transport::Server::builder()
+        let api_server = api_builder
             // Every call's log lines carry which call it was and which node served it: the
             // client's x-request-id when it sent one, else this node's own count.
             .trace_fn(move |req| {

@@ -237,6 +237,7 @@ impl Node {
         shutdown: Shutdown,
         batcher: mpsc::Sender<Pending>,
     ) -> Self {
+        let channels = berth_raft::network::Channels::new(cfg.tls.clone());
         Node {
             id: cfg.id,
             cfg,
@@ -244,7 +245,7 @@ impl Node {
             state,
             shutdown,
             batcher,
-            channels: Default::default(),
+            channels,
             heartbeats: Mutex::new(HashMap::new()),
             engine_reports: Mutex::new(HashMap::new()),
             events: crate::events::EventLog::default(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use berth_proto::internal::raft_client::RaftClient;
 use berth_proto::internal::{RaftPayload, SnapshotChunk};
+use berth_tls::grpc::Credentials;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -26,18 +27,30 @@ use crate::{BerthNode, NodeId, TypeConfig, MAX_RAFT_MESSAGE};
 
 /// Lazy channels by address, one per peer for the life of the process: tonic channels
 /// multiplex and reconnect by themselves, so sharing one costs nothing, while a fresh one
-/// costs a name lookup, a TCP connect and an HTTP/2 handshake on first use.
+/// costs a name lookup, a TCP connect and an HTTP/2 handshake on first use. With
+/// credentials, every channel is mutual TLS as their holder.
 #[derive(Clone, Default)]
-pub struct Channels(Arc<Mutex<HashMap<String, Channel>>>);
+pub struct Channels {
+    map: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<Credentials>>,
+}
 
 impl Channels {
+    /// Channels that speak mutual TLS as `tls`'s holder (plaintext when `None`).
+    pub fn new(tls: Option<Arc<Credentials>>) -> Self {
+        Channels {
+            map: Default::default(),
+            tls,
+        }
+    }
+
     /// The channel to `addr`, made on first ask; `None` if the address does not parse.
     pub fn get(&self, addr: &str) -> Option<Channel> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(addr) {
             return Some(c.clone());
         }
-        let c = lazy_channel(addr)?;
+        let c = lazy_channel(addr, self.tls.as_deref())?;
         map.insert(addr.to_string(), c.clone());
         Some(c)
     }
@@ -51,6 +64,12 @@ pub struct Network {
     channels: Channels,
 }
 
+impl Network {
+    pub fn new(channels: Channels) -> Self {
+        Network { channels }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
@@ -62,21 +81,33 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// A channel to a peer's raft port that connects on first use. An address that does not
-/// parse yields `None`; calls through it fail as unreachable rather than panicking.
-pub fn lazy_channel(addr: &str) -> Option<Channel> {
-    let uri = if addr.starts_with("http://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Endpoint::from_shared(uri).ok().map(|e| {
+/// A channel to a peer's raft port (or an agent's port) that connects on first use, over
+/// mutual TLS as `tls`'s holder when given. An address that does not parse yields `None`;
+/// calls through it fail as unreachable rather than panicking.
+pub fn lazy_channel(addr: &str, tls: Option<&Credentials>) -> Option<Channel> {
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut e = Endpoint::from_shared(format!("{scheme}://{bare}")).ok()?;
+    if let Some(creds) = tls {
+        // The peer's certificate must name the host it is reached at.
+        let host = e
+            .uri()
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        e = e.tls_config(creds.client(&host)).ok()?;
+    }
+    Some(
         e.connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy()
-    })
+            .connect_lazy(),
+    )
 }
 
 pub struct PeerClient {

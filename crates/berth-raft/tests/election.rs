@@ -267,7 +267,7 @@ async fn the_follower_with_the_longer_log_stands_when_it_refuses_a_shorter_one()
     let (term_ahead, term_behind) = (c.term(ahead), c.term(behind));
     let req: VoteRequest<NodeId> = VoteRequest::new(Vote::new(term_behind + 1, leader), None);
     let mut client = RaftClient::new(
-        berth_raft::network::lazy_channel(&c.addrs[&behind].to_string()).expect("channel"),
+        berth_raft::network::lazy_channel(&c.addrs[&behind].to_string(), None).expect("channel"),
     );
     let answer = client
         .vote(RaftPayload {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 pub struct Client {
@@ -25,20 +25,54 @@ pub enum Retry {
 }
 
 impl Client {
+    /// A client of the API at the options' endpoints, over TLS when `--tls-ca` is given.
+    pub fn for_opts(opts: &crate::ClientOpts) -> Result<Self> {
+        let tls = match &opts.tls_ca {
+            None => None,
+            Some(path) => Some(Certificate::from_pem(std::fs::read(path).with_context(
+                || format!("--tls-ca {}: cannot read the cluster CA", path.display()),
+            )?)),
+        };
+        Self::with_tls(&opts.endpoint, tls)
+    }
+
     pub fn new(endpoints: &str) -> Result<Self> {
+        Self::with_tls(endpoints, None)
+    }
+
+    /// Channels to `endpoints`; with `ca`, TLS trusting only that CA (the servers'
+    /// certificates must name the host each is reached at).
+    pub fn with_tls(endpoints: &str, ca: Option<Certificate>) -> Result<Self> {
         let mut out = Vec::new();
         for e in endpoints
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty())
         {
-            let uri = if e.starts_with("http://") || e.starts_with("https://") {
-                e.to_string()
-            } else {
-                format!("http://{e}")
-            };
-            let ch = Endpoint::from_shared(uri.clone())
-                .with_context(|| format!("endpoint `{e}` is not HOST:PORT"))?
+            let bare = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
+                .unwrap_or(e);
+            let scheme = if ca.is_some() { "https" } else { "http" };
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{bare}"))
+                .with_context(|| format!("endpoint `{e}` is not HOST:PORT"))?;
+            if let Some(ca) = &ca {
+                let host = endpoint
+                    .uri()
+                    .host()
+                    .unwrap_or_default()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                endpoint = endpoint
+                    .tls_config(
+                        ClientTlsConfig::new()
+                            .ca_certificate(ca.clone())
+                            .domain_name(host),
+                    )
+                    .with_context(|| format!("TLS settings for `{e}`"))?;
+            }
+            let ch = endpoint
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(30))
                 .connect_lazy();

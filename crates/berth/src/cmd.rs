@@ -95,7 +95,7 @@ fn members_table(members: &[Member], leader: u64) -> Table {
 }
 
 pub async fn cluster(opts: &ClientOpts, cmd: ClusterCmd) -> Result<ExitCode> {
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     match cmd {
         ClusterCmd::Status => {
             let r = client
@@ -247,7 +247,7 @@ fn taskdefs_table(defs: &[TaskDefinition]) -> Table {
 }
 
 pub async fn taskdef(opts: &ClientOpts, cmd: TaskdefCmd) -> Result<ExitCode> {
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     let stale = opts.stale;
     match cmd {
         TaskdefCmd::Register { file } => {

@@ -45,6 +45,10 @@ pub struct ClientOpts {
     /// Read from the answering node's state without asking the leader (may lag).
     #[arg(long, global = true)]
     pub stale: bool,
+    /// The cluster CA (a `berth tls` directory's ca.pem): speak TLS to control nodes
+    /// started with --tls-dir, trusting only certificates it signed.
+    #[arg(long, global = true, env = "BERTH_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -37,6 +37,10 @@ pub struct ControlArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9400); off by default.
     #[arg(long, env = "BERTH_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// A `berth tls` directory holding ca.pem and control-ID.pem/.key: the raft port takes
+    /// only the cluster's nodes and agents (mutual TLS), the API port serves TLS.
+    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub tuning: TuningArgs,
 }
@@ -136,6 +140,11 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
     let mut cfg = NodeConfig::new(a.id, a.api, a.raft, a.data.clone());
     cfg.peers = peers;
     cfg.metrics_listen = a.metrics;
+    if let Some(dir) = &a.tls_dir {
+        let creds = berth_tls::grpc::Credentials::load(dir, &berth_tls::Identity::control(a.id))
+            .with_context(|| format!("--tls-dir {}", dir.display()))?;
+        cfg.tls = Some(std::sync::Arc::new(creds));
+    }
     if let Some(x) = a.advertise_api {
         cfg.api_advertise = x;
     }

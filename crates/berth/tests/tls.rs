@@ -1,12 +1,24 @@
 //! `berth tls`: a cluster CA and certificates made from the CLI, each naming its holder's
-//! role and id; nothing overwritten; bad input refused by name with nothing written.
+//! role and id; nothing overwritten; bad input refused by name with nothing written. And a
+//! cluster of real processes started with them (`--tls-dir`): the API over TLS, the raft
+//! port only for the cluster's own nodes and agents, each agent only as itself.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
+use berth_proto::internal::node_client::NodeClient;
+use berth_proto::internal::{AgentRegisterRequest, InfoRequest};
+use berth_raft::network::lazy_channel;
+use berth_tls::grpc::Credentials;
 use berth_tls::{files, inspect_pem, Identity};
-
-const BIN: &str = env!("CARGO_BIN_EXE_berth");
+use common::agent::{require_docker, AgentProc};
+use common::{Cluster, BIN};
+use tonic::Code;
 
 fn berth(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -140,4 +152,174 @@ fn init_issue_and_show_make_a_cluster_identity_and_never_overwrite_it() {
         .collect();
     // The CA, three nodes and three agents: a certificate and a key each.
     assert_eq!(names.len(), 14, "{names:?}");
+}
+
+/// The CLI against `endpoint` trusting the CA at `ca` (none: plaintext).
+fn cli(endpoint: &str, ca: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("BERTH_ENDPOINT", endpoint)
+        .env_remove("RUST_LOG")
+        .env_remove("BERTH_TLS_CA");
+    if let Some(ca) = ca {
+        cmd.env("BERTH_TLS_CA", ca);
+    }
+    cmd.output().expect("run berth")
+}
+
+fn until(what: &str, within: Duration, mut ok: impl FnMut() -> Option<String>) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = ok() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_on_tls_serves_its_own_and_refuses_strangers() {
+    require_docker();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, other) = (tmp.path().join("tls"), tmp.path().join("other"));
+    // AgentProc names its agent after the test process.
+    let agent_id = format!("tls-{}", std::process::id());
+    for d in [&dir, &other] {
+        let o = berth(&[
+            "tls",
+            "init",
+            "--out",
+            d.to_str().expect("path"),
+            "--agent",
+            &agent_id,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let ca = dir.join("ca.pem");
+    let c = Cluster::start(3, &["--tls-dir", dir.to_str().expect("path")]);
+    let endpoint = c.endpoint();
+
+    // The API over TLS, through every node (followers forward writes over mutual TLS).
+    until(
+        "the cluster answers over TLS",
+        Duration::from_secs(30),
+        || {
+            let o = cli(&endpoint, Some(&ca), &["cluster", "status"]);
+            (o.status.success() && text(&o).contains("leader")).then(|| text(&o))
+        },
+    );
+    let spec = tmp.path().join("hello.yaml");
+    std::fs::write(
+        &spec,
+        "family: hello\ncontainerDefinitions:\n  - name: app\n    image: berth/workload\n    \
+         command: [\"sh\", \"-c\", \"echo hello-over-tls; sleep 60\"]\n    stopTimeout: 1\n",
+    )
+    .expect("spec");
+    for n in c.nodes.values() {
+        let o = cli(
+            &n.api.to_string(),
+            Some(&ca),
+            &["taskdef", "register", spec.to_str().expect("p")],
+        );
+        assert!(o.status.success(), "through node {}: {}", n.id, text(&o));
+    }
+    // Without TLS, or trusting another CA: no answer.
+    let o = cli(&endpoint, None, &["cluster", "status"]);
+    assert!(!o.status.success(), "plaintext answered: {}", text(&o));
+    let o = cli(
+        &endpoint,
+        Some(&other.join("ca.pem")),
+        &["cluster", "status"],
+    );
+    assert!(!o.status.success(), "another CA answered: {}", text(&o));
+
+    // The raft port: nodes for node-to-node calls, agents only as themselves.
+    let creds = |d: &Path, who: Identity| Arc::new(Credentials::load(d, &who).expect("creds"));
+    let me = Identity::agent(&agent_id).expect("id");
+    let raft1 = c.nodes[&1].raft.to_string();
+    let as_ = |cr: &Credentials| lazy_channel(&raft1, Some(cr)).expect("channel");
+    let node2 = creds(&dir, Identity::control(2));
+    let info = NodeClient::new(as_(&node2))
+        .info(InfoRequest::default())
+        .await
+        .expect("a node asks a node");
+    assert_eq!(info.into_inner().id, 1);
+    let agent = creds(&dir, me.clone());
+    let e = NodeClient::new(as_(&agent))
+        .info(InfoRequest::default())
+        .await
+        .expect_err("an agent making a node-to-node call");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("only control nodes"), "{e:?}");
+    let e = AgentProtocolClient::new(as_(&agent))
+        .register(AgentRegisterRequest {
+            agent_id: "someone-else".into(),
+            cpu: 1024,
+            memory: 2048,
+            ..Default::default()
+        })
+        .await
+        .expect_err("an agent speaking for another");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message()
+            .contains(&format!("the caller is agent {agent_id}")),
+        "{e:?}"
+    );
+    let stranger = creds(&other, Identity::control(2));
+    let e = NodeClient::new(as_(&stranger))
+        .info(InfoRequest::default())
+        .await
+        .expect_err("another cluster's node");
+    assert_ne!(
+        e.code(),
+        Code::PermissionDenied,
+        "refused in the handshake: {e:?}"
+    );
+    let e = NodeClient::new(lazy_channel(&raft1, None).expect("channel"))
+        .info(InfoRequest::default())
+        .await
+        .expect_err("plaintext on the raft port");
+    assert_ne!(e.code(), Code::Ok);
+    let refusals: String = c.nodes.keys().map(|id| c.log(*id)).collect();
+    assert!(refusals.contains("node-to-node call refused"), "logged");
+    assert!(refusals.contains("agent call refused"), "logged");
+
+    // A real agent over mutual TLS runs a task, and its output comes back through a
+    // control node that fetches it from the agent over mutual TLS.
+    let a = AgentProc::start_with(
+        &c,
+        "tls",
+        "a",
+        &[],
+        &["--tls-dir", dir.to_str().expect("p")],
+    );
+    assert_eq!(a.id, agent_id);
+    until("the agent is READY", Duration::from_secs(30), || {
+        let o = cli(&endpoint, Some(&ca), &["agent", "ls"]);
+        let t = text(&o);
+        t.lines()
+            .any(|l| l.contains(&agent_id) && l.contains("READY"))
+            .then_some(t)
+    });
+    let o = cli(
+        &endpoint,
+        Some(&ca),
+        &["-o", "json", "task", "run", "hello"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let run: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let task = run["tasks"][0]["taskId"]
+        .as_str()
+        .expect("task id")
+        .to_string();
+    let logs = until("the task's output", Duration::from_secs(60), || {
+        let o = cli(&endpoint, Some(&ca), &["task", "logs", &task]);
+        text(&o).contains("hello-over-tls").then(|| text(&o))
+    });
+    eprintln!("task {task} on agent {agent_id}, logs over mutual TLS: {logs}");
+    let o = cli(&endpoint, Some(&ca), &["task", "stop", &task]);
+    assert!(o.status.success(), "{}", text(&o));
+    drop(a);
 }

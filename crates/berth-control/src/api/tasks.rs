@@ -223,11 +223,12 @@ impl Tasks for TasksApi {
             ))
             .into());
         }
-        let channel = berth_raft::network::lazy_channel(&address).ok_or_else(|| {
-            ApiError::FailedPrecondition(format!(
-                "agent {agent_id} has an invalid address `{address}`"
-            ))
-        })?;
+        let channel = berth_raft::network::lazy_channel(&address, self.node.cfg.tls.as_deref())
+            .ok_or_else(|| {
+                ApiError::FailedPrecondition(format!(
+                    "agent {agent_id} has an invalid address `{address}`"
+                ))
+            })?;
         let upstream =
             berth_proto::internal::agent_service_client::AgentServiceClient::new(channel)
                 .logs(berth_proto::internal::LogsRequest {

@@ -111,7 +111,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
     let stale = opts.stale;
     match cmd {
         AgentCmd::Ls => {
-            let client = Client::new(&opts.endpoint)?;
+            let client = Client::for_opts(opts)?;
             let client = &client;
             let all = all_pages(|next_token| {
                 let req = ListAgentsRequest {
@@ -132,7 +132,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
             show(opts.output, &all, || Ok(agents_table(&all)))?;
         }
         AgentCmd::Describe { id } => {
-            let client = Client::new(&opts.endpoint)?;
+            let client = Client::for_opts(opts)?;
             let r = client
                 .unary(
                     Retry::Safe,
@@ -147,7 +147,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
             show(opts.output, &r, || Ok(agents_table(&agents)))?;
         }
         AgentCmd::Drain { id, undo } => {
-            let client = Client::new(&opts.endpoint)?;
+            let client = Client::for_opts(opts)?;
             let r = client
                 .unary(
                     Retry::Safe,

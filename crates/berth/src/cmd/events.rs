@@ -24,7 +24,7 @@ pub struct EventsArgs {
 }
 
 pub async fn events(opts: &ClientOpts, a: EventsArgs) -> Result<ExitCode> {
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     let req = WatchEventsRequest {
         since_revision: a.since_revision,
     };

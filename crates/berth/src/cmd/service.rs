@@ -260,7 +260,7 @@ struct Described {
 }
 
 pub async fn service(opts: &ClientOpts, cmd: ServiceCmd) -> Result<ExitCode> {
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     let stale = opts.stale;
     match cmd {
         ServiceCmd::Create {

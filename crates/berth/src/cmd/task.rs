@@ -252,7 +252,7 @@ pub(crate) fn parse_constraint(s: &str) -> PlacementConstraint {
 }
 
 pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     let stale = opts.stale;
     match cmd {
         TaskCmd::Run {

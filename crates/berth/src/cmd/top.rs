@@ -32,7 +32,7 @@ const TASKS_COUNTED: u32 = 1000;
 const BAR: usize = 20;
 
 pub async fn top(opts: &ClientOpts, a: TopArgs) -> Result<ExitCode> {
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     let once = a.once || !std::io::stdout().is_terminal();
     loop {
         let text = screen(&client, opts.stale).await?;

@@ -54,7 +54,7 @@ pub async fn usage(opts: &ClientOpts, a: UsageArgs) -> Result<ExitCode> {
         by: a.by.clone(),
         stale: opts.stale,
     };
-    let client = Client::new(&opts.endpoint)?;
+    let client = Client::for_opts(opts)?;
     let r = client
         .unary(Retry::Safe, &req, |ch, req| async move {
             UsageClient::new(ch).get(req).await
