@@ -282,6 +282,48 @@ async fn a_cluster_on_tls_serves_its_own_and_refuses_strangers() {
         .await
         .expect_err("plaintext on the raft port");
     assert_ne!(e.code(), Code::Ok);
+    // Node 2's own certificate, but expired yesterday: refused in the handshake.
+    let expired_dir = tmp.path().join("expired");
+    let cluster_ca = berth_tls::files::load_ca(&dir).expect("ca");
+    let day = Duration::from_secs(24 * 3600);
+    let now = std::time::SystemTime::now();
+    let old = cluster_ca
+        .issue_between(
+            &Identity::control(2),
+            &["127.0.0.1".into()],
+            now - 2 * day,
+            now - day,
+        )
+        .expect("expired cert");
+    berth_tls::files::write_pair(&expired_dir, "control-2", &old).expect("write");
+    std::fs::copy(&ca, expired_dir.join("ca.pem")).expect("copy ca");
+    let e = NodeClient::new(as_(&creds(&expired_dir, Identity::control(2))))
+        .info(InfoRequest::default())
+        .await
+        .expect_err("an expired certificate");
+    assert_ne!(
+        e.code(),
+        Code::PermissionDenied,
+        "refused in the handshake: {e:?}"
+    );
+    assert_ne!(e.code(), Code::Ok);
+    // TLS that trusts the cluster but presents no certificate: refused too.
+    let anonymous = tonic::transport::Endpoint::from_shared(format!("https://{raft1}"))
+        .expect("uri")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(&ca).expect("ca"),
+                ))
+                .domain_name("127.0.0.1"),
+        )
+        .expect("tls")
+        .connect_lazy();
+    let e = NodeClient::new(anonymous)
+        .info(InfoRequest::default())
+        .await
+        .expect_err("no client certificate");
+    assert_ne!(e.code(), Code::Ok);
     let refusals: String = c.nodes.keys().map(|id| c.log(*id)).collect();
     assert!(refusals.contains("node-to-node call refused"), "logged");
     assert!(refusals.contains("agent call refused"), "logged");
