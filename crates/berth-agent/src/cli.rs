@@ -71,18 +71,6 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 impl AgentArgs {
     pub fn into_config(self) -> Result<AgentConfig, ConfigError> {
         let control: Vec<String> = self
@@ -148,8 +136,9 @@ impl AgentArgs {
         if let Some(dir) = &self.tls_dir {
             let who = berth_tls::Identity::agent(&cfg.id)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            let creds = berth_tls::grpc::Credentials::load(dir, &who)
-                .map_err(|e| ConfigError::Invalid(format!("--tls-dir: {}", chain(&e))))?;
+            let creds = berth_tls::grpc::Credentials::load(dir, &who).map_err(|e| {
+                ConfigError::Invalid(format!("--tls-dir: {}", berth_tls::error_chain(&e)))
+            })?;
             cfg.tls = Some(std::sync::Arc::new(creds));
         }
         Ok(cfg)

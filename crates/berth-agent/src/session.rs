@@ -146,16 +146,8 @@ impl Session {
     }
 
     async fn connect_and_serve(&self, addr: &str, from_revision: &AtomicU64) -> String {
-        let bare = addr
-            .strip_prefix("http://")
-            .or_else(|| addr.strip_prefix("https://"))
-            .unwrap_or(addr);
-        let scheme = if self.cfg.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let endpoint = match Endpoint::from_shared(format!("{scheme}://{bare}")) {
+        let uri = berth_tls::grpc::uri(addr, self.cfg.tls.is_some());
+        let endpoint = match Endpoint::from_shared(uri) {
             Ok(e) => e
                 .connect_timeout(self.cfg.rpc_timeout)
                 .tcp_nodelay(true)
@@ -167,20 +159,10 @@ impl Session {
         };
         let endpoint = match &self.cfg.tls {
             None => endpoint,
-            Some(creds) => {
-                // The control node's certificate must name the host it is reached at.
-                let host = endpoint
-                    .uri()
-                    .host()
-                    .unwrap_or_default()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
-                match endpoint.tls_config(creds.client(&host)) {
-                    Ok(e) => e,
-                    Err(e) => return format!("TLS settings for {addr}: {e}"),
-                }
-            }
+            Some(creds) => match creds.secure(endpoint) {
+                Ok(e) => e,
+                Err(e) => return format!("TLS settings for {addr}: {e}"),
+            },
         };
         let channel = match endpoint.connect().await {
             Ok(c) => c,

@@ -85,21 +85,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// mutual TLS as `tls`'s holder when given. An address that does not parse yields `None`;
 /// calls through it fail as unreachable rather than panicking.
 pub fn lazy_channel(addr: &str, tls: Option<&Credentials>) -> Option<Channel> {
-    let bare = addr
-        .strip_prefix("http://")
-        .or_else(|| addr.strip_prefix("https://"))
-        .unwrap_or(addr);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut e = Endpoint::from_shared(format!("{scheme}://{bare}")).ok()?;
+    let mut e = Endpoint::from_shared(berth_tls::grpc::uri(addr, tls.is_some())).ok()?;
     if let Some(creds) = tls {
-        // The peer's certificate must name the host it is reached at.
-        let host = e
-            .uri()
-            .host()?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        e = e.tls_config(creds.client(&host)).ok()?;
+        e = creds.secure(e).ok()?;
     }
     Some(
         e.connect_timeout(Duration::from_millis(500))

@@ -14,7 +14,9 @@
 
 use std::path::Path;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity as TonicIdentity, ServerTlsConfig};
+use tonic::transport::{
+    Certificate, ClientTlsConfig, Endpoint, Identity as TonicIdentity, ServerTlsConfig,
+};
 use tonic::{Request, Status};
 
 use crate::files::{self, FilesError};
@@ -87,6 +89,35 @@ impl Credentials {
             .identity(TonicIdentity::from_pem(&self.cert_pem, &self.key_pem))
             .domain_name(host)
     }
+
+    /// `endpoint` (an `https://` one, see [`uri`]) as mutual TLS with this holder.
+    pub fn secure(&self, endpoint: Endpoint) -> Result<Endpoint, tonic::transport::Error> {
+        let host = host_of(&endpoint);
+        endpoint.tls_config(self.client(&host))
+    }
+}
+
+/// `addr` (HOST:PORT, with or without a scheme) as a URI: `https://` when `tls`, else
+/// `http://`.
+pub fn uri(addr: &str, tls: bool) -> String {
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{bare}")
+}
+
+/// The host an endpoint reaches (an IPv6 address without its brackets): the name the
+/// server's certificate must carry.
+pub fn host_of(endpoint: &Endpoint) -> String {
+    endpoint
+        .uri()
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// Who called: the identity in the certificate the caller presented (already verified

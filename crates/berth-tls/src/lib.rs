@@ -292,6 +292,19 @@ fn at(t: SystemTime, asked: Duration) -> Result<OffsetDateTime, Error> {
         .ok_or(Error::BadValidity(asked))
 }
 
+/// An error and its causes on one line (`a: b: c`), for messages that end up in a log or
+/// a status line rather than in anyhow's `{:#}`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// What a certificate says, for people (`berth tls show`) and for authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {

@@ -146,7 +146,7 @@ fn credentials_must_be_the_holders_own() {
         .expect("issue");
     write_pair(tmp.path(), "control-1", &pair).expect("write");
     let e = Credentials::load(tmp.path(), &Identity::control(1)).expect_err("mixed up");
-    let text = anyhow_like(&e);
+    let text = berth_tls::error_chain(&e);
     assert!(text.contains("control-1.pem"), "{text}");
     assert!(
         text.contains("this certificate is control node 2, not control node 1's"),
@@ -154,16 +154,4 @@ fn credentials_must_be_the_holders_own() {
     );
     let missing = Credentials::load(tmp.path(), &Identity::control(3)).expect_err("missing");
     assert!(missing.to_string().contains("control-3.pem"), "{missing}");
-}
-
-/// The error and its sources, as `{:#}` of an anyhow error prints them.
-fn anyhow_like(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -49,21 +49,10 @@ impl Client {
             .map(str::trim)
             .filter(|e| !e.is_empty())
         {
-            let bare = e
-                .strip_prefix("http://")
-                .or_else(|| e.strip_prefix("https://"))
-                .unwrap_or(e);
-            let scheme = if ca.is_some() { "https" } else { "http" };
-            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{bare}"))
+            let mut endpoint = Endpoint::from_shared(berth_tls::grpc::uri(e, ca.is_some()))
                 .with_context(|| format!("endpoint `{e}` is not HOST:PORT"))?;
             if let Some(ca) = &ca {
-                let host = endpoint
-                    .uri()
-                    .host()
-                    .unwrap_or_default()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
+                let host = berth_tls::grpc::host_of(&endpoint);
                 endpoint = endpoint
                     .tls_config(
                         ClientTlsConfig::new()
