@@ -223,12 +223,13 @@ impl Tasks for TasksApi {
             ))
             .into());
         }
-        let channel = berth_raft::network::lazy_channel(&address, self.node.cfg.tls.as_deref())
-            .ok_or_else(|| {
-                ApiError::FailedPrecondition(format!(
-                    "agent {agent_id} has an invalid address `{address}`"
-                ))
-            })?;
+        // The node's shared channels: one connection (and, with TLS, one handshake) per
+        // agent, not one per logs request.
+        let channel = self.node.channel(&address).map_err(|_| {
+            ApiError::FailedPrecondition(format!(
+                "agent {agent_id} has an invalid address `{address}`"
+            ))
+        })?;
         let upstream =
             berth_proto::internal::agent_service_client::AgentServiceClient::new(channel)
                 .logs(berth_proto::internal::LogsRequest {
