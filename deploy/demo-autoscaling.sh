@@ -51,6 +51,7 @@ export BERTH_AGENT_STATS_INTERVAL_MS=2000 BERTH_AGENT_UTILIZATION_WINDOW_MS=$WIN
 deploy/up.sh "${BUILD[@]}" || { echo "demo-autoscaling.sh: the cluster did not come up" >&2; exit 2; }
 BERTH=${BERTH_BIN:-${CARGO_TARGET_DIR:-target}/release/berth}
 export BERTH_ENDPOINT=127.0.0.1:17400,127.0.0.1:17401,127.0.0.1:17402
+export BERTH_TLS_CA=${BERTH_TLS_HOST_DIR:-$PWD/deploy/.tls}/ca.pem
 WORK=$(mktemp -d)
 LOAD_PID=""
 cleanup() {

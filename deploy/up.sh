@@ -17,10 +17,13 @@
 #      mirror ($BERTH_DEBIAN_MIRROR, default debootstrap's own) and `docker import`.
 #   3. berth/berth:latest from deploy/Dockerfile (rebuilt when the binary or the base changed).
 #   4. berth/workload:latest, the task image (deploy/images/build.sh).
-#   5. docker-compose -p berth up -d, then wait until every control node is healthy.
+#   5. The cluster's certificates in deploy/.tls ($BERTH_TLS_HOST_DIR): a CA, control nodes
+#      1-5 and agents compose-a/b/c (`berth tls`), made once and kept.
+#   6. docker-compose -p berth up -d, then wait until every control node is healthy.
 #
 # Host ports (loopback only): API 17400-17402 (-17404), raft 17500-17502 (-17504).
 #   export BERTH_ENDPOINT=127.0.0.1:17400,127.0.0.1:17401,127.0.0.1:17402
+#   export BERTH_TLS_CA=$PWD/deploy/.tls/ca.pem
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -35,7 +38,7 @@ while (($#)); do
     --no-build) BUILD=0 ;;
     --no-agents) AGENTS=0 ;;
     --timeout) TIMEOUT=${2:?--timeout needs seconds}; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "up.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -115,7 +118,23 @@ fi
 step "task image (deploy/images/build.sh)"
 deploy/images/build.sh
 
-# ---------------------------------------------------------------- 5. compose up
+# ---------------------------------------------------------------- 5. certificates
+TLS_DIR=${BERTH_TLS_HOST_DIR:-$REPO/deploy/.tls}
+export BERTH_TLS_HOST_DIR=$TLS_DIR
+if [[ -f "$TLS_DIR/ca.pem" ]]; then
+  step "certificates in $TLS_DIR present"
+else
+  step "certificates in $TLS_DIR (berth tls init)"
+  "$BIN" tls init --out "$TLS_DIR" --control-ids 1,2,3,4,5 >/dev/null
+fi
+# Control nodes reach an agent (for task logs) at its host name, agent-a..c.
+for z in a b c; do
+  [[ -f "$TLS_DIR/agent-compose-$z.pem" ]] \
+    || "$BIN" tls issue --dir "$TLS_DIR" --agent "compose-$z" --host "agent-$z" >/dev/null
+done
+export BERTH_TLS_CA=$TLS_DIR/ca.pem
+
+# ---------------------------------------------------------------- 6. compose up
 FILES=(-f deploy/docker-compose.yml)
 ((FIVE)) && FILES+=(-f deploy/docker-compose.five.yml)
 if ((FIVE)); then
@@ -146,4 +165,4 @@ EP=127.0.0.1:17400,127.0.0.1:17401,127.0.0.1:17402
 step "up in $(( $(date +%s) - t0 ))s"
 "$BIN" cluster status --endpoint "$EP" || true
 echo
-echo "export BERTH_ENDPOINT=$EP"
+echo "export BERTH_ENDPOINT=$EP BERTH_TLS_CA=$BERTH_TLS_CA"

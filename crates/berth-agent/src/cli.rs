@@ -57,8 +57,12 @@ pub struct AgentArgs {
     pub metrics: Option<SocketAddr>,
     /// A `berth tls` directory holding ca.pem and agent-ID.pem/.key: speak mutual TLS to
     /// control nodes started with --tls-dir (and take log requests only from them).
-    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR")]
+    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR", conflicts_with = "insecure")]
     pub tls_dir: Option<std::path::PathBuf>,
+    /// Run without TLS: the control nodes must run with --insecure too, and anyone on the
+    /// network can pose as them. Only where no one else can reach the hosts.
+    #[arg(long, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +144,13 @@ impl AgentArgs {
                 ConfigError::Invalid(format!("--tls-dir: {}", berth_tls::error_chain(&e)))
             })?;
             cfg.tls = Some(std::sync::Arc::new(creds));
+        } else if !self.insecure {
+            return Err(ConfigError::Invalid(format!(
+                "no TLS credentials: give --tls-dir DIR holding ca.pem and agent-{id}.pem/.key \
+                 (`berth tls issue --dir DIR --agent {id}` makes them), or --insecure to run \
+                 without TLS against control nodes that run with --insecure",
+                id = cfg.id
+            )));
         }
         Ok(cfg)
     }
@@ -185,6 +196,7 @@ mod tests {
             "node1:7601",
             "--fence-after-ms",
             "2500",
+            "--insecure",
         ])
         .unwrap();
         assert_eq!(c.control, vec!["127.0.0.1:7500", "127.0.0.1:7501"]);
@@ -200,14 +212,17 @@ mod tests {
 
     #[test]
     fn defaults_and_errors() {
-        let c = parse(&["--id", "a1"]).unwrap();
+        let c = parse(&["--id", "a1", "--insecure"]).unwrap();
         assert_eq!(c.control, vec![config::DEFAULT_CONTROL]);
         assert_eq!(c.fence_after, config::DEFAULT_FENCE_AFTER);
         assert_eq!(c.advertise, config::DEFAULT_LISTEN);
-        assert!(parse(&["--id", "a1", "--attr", "novalue"])
+        let e = parse(&["--id", "a1"]).unwrap_err();
+        assert!(e.contains("--tls-dir DIR") && e.contains("--insecure"), "{e}");
+        assert!(parse(&["--id", "a1", "--insecure", "--tls-dir", "/x"]).is_err());
+        assert!(parse(&["--id", "a1", "--insecure", "--attr", "novalue"])
             .unwrap_err()
             .contains("KEY=VALUE"));
-        assert!(parse(&["--id", "bad id"]).is_err());
-        assert!(parse(&["--id", "a1", "--cpu", "0"]).is_err());
+        assert!(parse(&["--insecure", "--id", "bad id"]).is_err());
+        assert!(parse(&["--insecure", "--id", "a1", "--cpu", "0"]).is_err());
     }
 }

@@ -198,6 +198,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             .map_err(|e| AgentError::Tls(e.to_string()))?;
     }
     let tls_on = cfg.tls.is_some();
+    if !tls_on {
+        tracing::warn!(
+            "running without TLS (--insecure): control nodes are not authenticated, anyone who \
+             reaches {} can read task logs, and the agent protocol travels in the clear",
+            cfg.listen
+        );
+    }
     // Logs are asked for by control nodes only.
     let server = builder.add_service(tonic::service::interceptor::InterceptedService::new(
         AgentServiceServer::new(logs::LogsService {

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 #[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::{Ca, Identity, Pair};
 
@@ -93,6 +94,65 @@ pub fn load_ca(dir: &Path) -> Result<Ca, FilesError> {
     Ca::from_pem(&cert_pem, &key_pem).map_err(|source| FilesError::Tls { path: key, source })
 }
 
+/// The names every certificate carries: loopback, and the holder's own name when it can be
+/// a host name (control-1 in the compose cluster; an agent id such as agent-a), then `extra`.
+pub fn own_hosts(who: &Identity, extra: &[String]) -> Vec<String> {
+    let own = match who.role {
+        crate::Role::Control => format!("control-{}", who.id),
+        crate::Role::Agent => who.id.clone(),
+    };
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let looks_like_host = own
+        .split('.')
+        .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    for h in std::iter::once(own)
+        .filter(|_| looks_like_host)
+        .chain(extra.iter().cloned())
+    {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    hosts
+}
+
+/// Makes whatever of a cluster identity is missing in `dir`: the CA when there is none, then
+/// a certificate for each of `who` that has none, valid for `valid`. What is there is kept,
+/// so this is safe on every start (`berth dev`, test clusters). Returns the files written.
+pub fn ensure(dir: &Path, who: &[Identity], valid: Duration) -> Result<Vec<PathBuf>, FilesError> {
+    let mut written = Vec::new();
+    let ca = if paths(dir, "ca").0.exists() {
+        load_ca(dir)?
+    } else {
+        let ca = Ca::generate("berth", crate::CA_VALIDITY).map_err(|source| FilesError::Tls {
+            path: dir.join(CA_CERT),
+            source,
+        })?;
+        let (c, k) = write_pair(dir, "ca", &ca.pair())?;
+        written.extend([c, k]);
+        ca
+    };
+    for w in who {
+        let stem = stem(w);
+        let (cert, key) = paths(dir, &stem);
+        if cert.exists() && key.exists() {
+            continue;
+        }
+        let pair = ca
+            .issue(w, &own_hosts(w, &[]), valid)
+            .map_err(|source| FilesError::Tls {
+                path: cert.clone(),
+                source,
+            })?;
+        let (c, k) = write_pair(dir, &stem, &pair)?;
+        written.extend([c, k]);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +196,34 @@ mod tests {
         fs::write(dir.path().join(CA_KEY), "y").unwrap();
         let e = load_ca(dir.path()).err().unwrap().to_string();
         assert!(e.contains("ca.key"), "{e}");
+    }
+
+    #[test]
+    fn ensure_makes_only_what_is_missing_and_keeps_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Identity::agent("local").unwrap();
+        let first = ensure(dir.path(), &[Identity::control(1), a.clone()], CERT_VALIDITY).unwrap();
+        assert_eq!(first.len(), 6, "{first:?}");
+        let ca = read(&dir.path().join(CA_CERT)).unwrap();
+        let agent_cert = read(&dir.path().join("agent-local.pem")).unwrap();
+        let again = ensure(
+            dir.path(),
+            &[Identity::control(1), a, Identity::control(2)],
+            CERT_VALIDITY,
+        )
+        .unwrap();
+        assert_eq!(
+            again,
+            vec![
+                dir.path().join("control-2.pem"),
+                dir.path().join("control-2.key")
+            ]
+        );
+        assert_eq!(read(&dir.path().join(CA_CERT)).unwrap(), ca);
+        assert_eq!(read(&dir.path().join("agent-local.pem")).unwrap(), agent_cert);
+        let issuer = crate::inspect_pem(&read(&dir.path().join("control-2.pem")).unwrap())
+            .unwrap()
+            .issuer;
+        assert_eq!(issuer, crate::inspect_pem(&ca).unwrap().subject);
     }
 }

@@ -152,7 +152,21 @@ pub fn require_agent<T>(req: &Request<T>, agent_id: &str) -> Result<Identity, St
     if who.role == Role::Agent && who.id == agent_id {
         return Ok(who);
     }
+    let id = shown(agent_id);
     Err(Status::permission_denied(format!(
-        "only agent {agent_id} may speak for agent {agent_id}; the caller is {who}"
+        "only agent {id} may speak for agent {id}; the caller is {who}"
     )))
+}
+
+/// An id as a message may carry it: whole when it could be an id, else a prefix and its
+/// length (a caller's 100 KB id must not come back at it twice).
+fn shown(id: &str) -> String {
+    if id.len() <= crate::MAX_ID_LEN {
+        return id.to_string();
+    }
+    let mut end = crate::MAX_ID_LEN;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &id[..end], id.len())
 }

@@ -15,6 +15,16 @@ pub struct Client {
     preferred: AtomicUsize,
 }
 
+/// How the channels are secured.
+pub enum Trust {
+    /// Plaintext (`--insecure`).
+    Plain,
+    /// TLS trusting only this CA: the API port.
+    Ca(Certificate),
+    /// Mutual TLS as a holder of the cluster's certificates: the raft port.
+    Mutual(berth_tls::grpc::Credentials),
+}
+
 /// Whether a failed call may be sent again elsewhere.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -25,42 +35,40 @@ pub enum Retry {
 }
 
 impl Client {
-    /// A client of the API at the options' endpoints, over TLS when `--tls-ca` is given.
+    /// A client of the API at the options' endpoints: over TLS trusting the cluster CA, or
+    /// plaintext when `--insecure` says so; with neither, an error saying where a CA comes
+    /// from.
     pub fn for_opts(opts: &crate::ClientOpts) -> Result<Self> {
-        let tls = match &opts.tls_ca {
-            None => None,
-            Some(path) => Some(Certificate::from_pem(std::fs::read(path).with_context(
-                || format!("--tls-ca {}: cannot read the cluster CA", path.display()),
-            )?)),
+        let trust = match trusted_ca(opts)? {
+            Some(ca) => Trust::Ca(ca),
+            None => Trust::Plain,
         };
-        Self::with_tls(&opts.endpoint, tls)
+        Self::with_trust(&opts.endpoint, &trust)
     }
 
-    pub fn new(endpoints: &str) -> Result<Self> {
-        Self::with_tls(endpoints, None)
-    }
-
-    /// Channels to `endpoints`; with `ca`, TLS trusting only that CA (the servers'
-    /// certificates must name the host each is reached at).
-    pub fn with_tls(endpoints: &str, ca: Option<Certificate>) -> Result<Self> {
+    /// Channels to `endpoints`, secured as `trust` says (the servers' certificates must name
+    /// the host each is reached at).
+    pub fn with_trust(endpoints: &str, trust: &Trust) -> Result<Self> {
         let mut out = Vec::new();
         for e in endpoints
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty())
         {
-            let mut endpoint = Endpoint::from_shared(berth_tls::grpc::uri(e, ca.is_some()))
+            let tls = !matches!(trust, Trust::Plain);
+            let mut endpoint = Endpoint::from_shared(berth_tls::grpc::uri(e, tls))
                 .with_context(|| format!("endpoint `{e}` is not HOST:PORT"))?;
-            if let Some(ca) = &ca {
-                let host = berth_tls::grpc::host_of(&endpoint);
-                endpoint = endpoint
-                    .tls_config(
-                        ClientTlsConfig::new()
-                            .ca_certificate(ca.clone())
-                            .domain_name(host),
-                    )
-                    .with_context(|| format!("TLS settings for `{e}`"))?;
+            let host = berth_tls::grpc::host_of(&endpoint);
+            endpoint = match trust {
+                Trust::Plain => Ok(endpoint),
+                Trust::Ca(ca) => endpoint.tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(ca.clone())
+                        .domain_name(host),
+                ),
+                Trust::Mutual(creds) => creds.secure(endpoint),
             }
+            .with_context(|| format!("TLS settings for `{e}`"))?;
             let ch = endpoint
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(30))
@@ -151,6 +159,27 @@ where
         }
         token = next;
     }
+}
+
+/// The CA the options say to trust: None only with `--insecure`.
+pub fn trusted_ca(opts: &crate::ClientOpts) -> Result<Option<Certificate>> {
+    if opts.insecure {
+        return Ok(None);
+    }
+    let Some(path) = &opts.tls_ca else {
+        let file = crate::config::path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "$BERTH_CONFIG".into());
+        bail!(
+            "no cluster CA to trust: give --tls-ca FILE or BERTH_TLS_CA (a `berth tls` \
+             directory's ca.pem; deploy/up.sh prints its own), or put BERTH_TLS_CA=FILE in \
+             {file} (`berth dev` writes it); --insecure only for a cluster started with \
+             --insecure"
+        );
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("--tls-ca {}: cannot read the cluster CA", path.display()))?;
+    Ok(Some(Certificate::from_pem(pem)))
 }
 
 /// A connection that was never made: the request cannot have been processed.

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod cmd;
+mod config;
 mod output;
 mod server;
 
@@ -45,10 +46,13 @@ pub struct ClientOpts {
     /// Read from the answering node's state without asking the leader (may lag).
     #[arg(long, global = true)]
     pub stale: bool,
-    /// The cluster CA (a `berth tls` directory's ca.pem): speak TLS to control nodes
-    /// started with --tls-dir, trusting only certificates it signed.
+    /// The cluster CA (a `berth tls` directory's ca.pem): speak TLS to control nodes,
+    /// trusting only certificates it signed. `berth dev` puts its own in the config file.
     #[arg(long, global = true, env = "BERTH_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Speak plaintext, to a cluster started with --insecure.
+    #[arg(long, global = true, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +135,7 @@ fn init_tracing(default: &str, format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    config::load_into_env();
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());

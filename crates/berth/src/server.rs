@@ -39,8 +39,13 @@ pub struct ControlArgs {
     pub metrics: Option<SocketAddr>,
     /// A `berth tls` directory holding ca.pem and control-ID.pem/.key: the raft port takes
     /// only the cluster's nodes and agents (mutual TLS), the API port serves TLS.
-    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR")]
+    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR", conflicts_with = "insecure")]
     pub tls_dir: Option<std::path::PathBuf>,
+    /// Run without TLS: anyone who reaches the raft port can join, leave and pose as any
+    /// agent, and anyone who reaches the API can read and change everything. Only for a
+    /// network no one else can reach.
+    #[arg(long, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
     #[command(flatten)]
     pub tuning: TuningArgs,
 }
@@ -140,10 +145,20 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
     let mut cfg = NodeConfig::new(a.id, a.api, a.raft, a.data.clone());
     cfg.peers = peers;
     cfg.metrics_listen = a.metrics;
-    if let Some(dir) = &a.tls_dir {
-        let creds = berth_tls::grpc::Credentials::load(dir, &berth_tls::Identity::control(a.id))
-            .with_context(|| format!("--tls-dir {}", dir.display()))?;
-        cfg.tls = Some(std::sync::Arc::new(creds));
+    match &a.tls_dir {
+        Some(dir) => {
+            let creds =
+                berth_tls::grpc::Credentials::load(dir, &berth_tls::Identity::control(a.id))
+                    .with_context(|| format!("--tls-dir {}", dir.display()))?;
+            cfg.tls = Some(std::sync::Arc::new(creds));
+        }
+        None if a.insecure => warn_insecure(&format!("{} and {}", a.api, a.raft)),
+        None => bail!(
+            "no TLS credentials: give --tls-dir DIR holding ca.pem and control-{id}.pem/.key \
+             (`berth tls init --out DIR` makes a cluster's), or --insecure to run without TLS \
+             on a network no one else can reach",
+            id = a.id
+        ),
     }
     if let Some(x) = a.advertise_api {
         cfg.api_advertise = x;
@@ -157,6 +172,13 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn warn_insecure(ports: &str) {
+    tracing::warn!(
+        "running without TLS (--insecure): anyone who reaches {ports} can read and change the \
+         cluster, join or remove nodes, and pose as any agent"
+    );
 }
 
 #[derive(Args, Clone)]
@@ -179,6 +201,41 @@ pub struct DevArgs {
     /// Where the local agent serves logs.
     #[arg(long, default_value = "127.0.0.1:7600")]
     pub agent_listen: SocketAddr,
+    /// Run without TLS (and write no config file): every client needs --insecure too.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `berth dev`'s cluster identity, made on its first start in DIR/tls and kept after.
+fn dev_credentials(a: &DevArgs, ids: &[u64]) -> Result<Option<PathBuf>> {
+    if a.insecure {
+        warn_insecure(&format!(
+            "ports {}-{} and {}-{}",
+            a.api_port,
+            a.api_port + 2,
+            a.raft_port,
+            a.raft_port + 2
+        ));
+        return Ok(None);
+    }
+    let dir = a.dir.join("tls");
+    let mut who: Vec<berth_tls::Identity> =
+        ids.iter().map(|&i| berth_tls::Identity::control(i)).collect();
+    if !a.no_agent {
+        who.push(berth_tls::Identity::agent(&a.agent_id).context("--agent-id")?);
+    }
+    let made = berth_tls::files::ensure(&dir, &who, berth_tls::CERT_VALIDITY)
+        .map_err(|e| anyhow::anyhow!(berth_tls::error_chain(&e)))?;
+    if !made.is_empty() {
+        tracing::info!(dir = %dir.display(), files = made.len(), "made the dev cluster's certificates");
+    }
+    Ok(Some(dir))
+}
+
+fn load_credentials(dir: &std::path::Path, who: berth_tls::Identity) -> Result<std::sync::Arc<berth_tls::grpc::Credentials>> {
+    berth_tls::grpc::Credentials::load(dir, &who)
+        .map(std::sync::Arc::new)
+        .map_err(|e| anyhow::anyhow!(berth_tls::error_chain(&e)))
 }
 
 pub async fn dev(a: DevArgs) -> Result<ExitCode> {
@@ -187,6 +244,7 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     let api_addr = |i: u64| SocketAddr::from(([127, 0, 0, 1], a.api_port + (i as u16 - 1)));
     let peers: std::collections::BTreeMap<u64, String> =
         ids.iter().map(|&i| (i, raft_addr(i).to_string())).collect();
+    let tls = dev_credentials(&a, &ids)?;
     let mut nodes = Vec::new();
     for &i in &ids {
         let mut cfg = NodeConfig::new(
@@ -196,6 +254,9 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
             a.dir.join(format!("node-{i}")),
         );
         cfg.peers = peers.clone();
+        if let Some(dir) = &tls {
+            cfg.tls = Some(load_credentials(dir, berth_tls::Identity::control(i))?);
+        }
         let node = ControlNode::start(cfg)
             .await
             .with_context(|| format!("starting dev node {i}"))?;
@@ -227,6 +288,9 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
             a.dir.join("agent"),
         );
         cfg.id = a.agent_id.clone();
+        if let Some(dir) = &tls {
+            cfg.tls = Some(load_credentials(dir, berth_tls::Identity::agent(&a.agent_id)?)?);
+        }
         cfg.listen = a.agent_listen;
         cfg.advertise = a.agent_listen.to_string();
         let stop = stop_agent.clone();
@@ -238,8 +302,17 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
             }
         }))
     };
+    // The CLI finds this cluster with no flags: its endpoints and CA go in the config file.
+    let config_note = match &tls {
+        None => "none written (--insecure: give clients --insecure)".to_string(),
+        Some(dir) => write_dev_config(&endpoints, &dir.join(berth_tls::files::CA_CERT)),
+    };
     println!("berth dev: three control nodes running, leader is node {l}");
     println!("  endpoint:  {}", endpoints.join(","));
+    if let Some(dir) = &tls {
+        println!("  tls:       {} (mutual TLS between nodes and the agent; the API serves TLS)", dir.display());
+    }
+    println!("  config:    {config_note}");
     match &agent {
         Some(_) => println!(
             "  agent:     {} on the local Docker engine (logs at {})",
@@ -263,6 +336,31 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     }
     while stopping.join_next().await.is_some() {}
     Ok(ExitCode::SUCCESS)
+}
+
+/// Points the CLI's config file at the dev cluster; says where, or why not.
+fn write_dev_config(endpoints: &[String], ca: &std::path::Path) -> String {
+    let Some(path) = crate::config::path() else {
+        return format!(
+            "none written (no HOME): export BERTH_ENDPOINT={} BERTH_TLS_CA={}",
+            endpoints.join(","),
+            ca.display()
+        );
+    };
+    let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
+    let settings = [
+        ("BERTH_ENDPOINT", endpoints.join(",")),
+        ("BERTH_TLS_CA", ca.display().to_string()),
+    ];
+    match crate::config::write(&path, "written by `berth dev`; the CLI reads it", &settings) {
+        Ok(()) => format!("{} (the CLI's endpoint and CA)", path.display()),
+        Err(e) => format!(
+            "could not write {}: {e}; export BERTH_ENDPOINT={} BERTH_TLS_CA={}",
+            path.display(),
+            settings[0].1,
+            settings[1].1
+        ),
+    }
 }
 
 /// `berth agent` with no subcommand: run the agent until Ctrl-C or SIGTERM. Its task

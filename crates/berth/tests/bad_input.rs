@@ -41,7 +41,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     register(api.clone(), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "a1", 4096, 8192, &[("zone", "a")]).await;
+    register_agent(c.raft_agent(leader, "a1"), "a1", 4096, 8192, &[("zone", "a")]).await;
     let ok = run(api.clone(), "web", 1, "good").await.expect("run");
     let revision_before = status(c.api(leader)).await.revision;
 
@@ -280,7 +280,10 @@ async fn bad_agent_traffic_is_refused_and_changes_nothing() {
     use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
     use berth_proto::internal::{AgentRegisterRequest, HeartbeatRequest, ReportTasksRequest};
 
-    let c = Cluster::start(3, &[]);
+    // The agent protocol's own checks, with one caller speaking for many agent ids (some of
+    // which no certificate can name): on TLS the caller's identity is checked first, which
+    // tls.rs shows; an --insecure cluster has only these.
+    let c = Cluster::start(3, &["--insecure"]);
     let leader = c.wait_leader(Duration::from_secs(30)).await;
     let follower = c.follower_of(leader);
     register(c.api(leader), web_spec("web"))

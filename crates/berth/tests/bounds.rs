@@ -76,7 +76,7 @@ async fn no_stored_object_pushes_an_answer_past_4_mib() {
     register(api.clone(), three_containers("fat"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "big", 1 << 20, 1 << 24, &[]).await;
+    register_agent(c.raft_agent(leader, "big"), "big", 1 << 20, 1 << 24, &[]).await;
     let mut tasks = TasksClient::new(api.clone());
     let before = status(c.api(leader)).await.revision;
 
@@ -223,7 +223,7 @@ async fn no_stored_object_pushes_an_answer_past_4_mib() {
                 r.expect("join").expect("register a wide agent");
             }
         }
-        let ch = c.raft(leader);
+        let ch = c.raft_agent(leader, &format!("wide-{i:03}"));
         set.spawn(async move {
             AgentProtocolClient::new(ch)
                 .register(AgentRegisterRequest {
@@ -301,8 +301,8 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
     register(api.clone(), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "a1", 4096, 8192, &[("zone", "a")]).await;
-    register_agent(c.raft(leader), "a2", 4096, 8192, &[("zone", "b")]).await;
+    register_agent(c.raft_agent(leader, "a1"), "a1", 4096, 8192, &[("zone", "a")]).await;
+    register_agent(c.raft_agent(leader, "a2"), "a2", 4096, 8192, &[("zone", "b")]).await;
     let mut tasks = TasksClient::new(api.clone());
     let ok = run(api.clone(), "web", 1, "one").await.expect("run");
     let task_id = ok.tasks[0].task_id.clone();
@@ -526,11 +526,13 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
             })
             .await,
     );
-    let mut agent_protocol = AgentProtocolClient::new(c.raft(leader));
+    // As agent a3: on TLS an agent speaks only for itself, so a heartbeat for a 100 KB id
+    // is refused for the caller's identity, and the refusal quotes a prefix too.
+    let mut agent_protocol = AgentProtocolClient::new(c.raft_agent(leader, "a3"));
     refused(
         "a heartbeat from a 100 KB agent id",
-        Code::NotFound,
-        "(102400 bytes) is not registered; register first",
+        Code::PermissionDenied,
+        "… (102400 bytes); the caller is agent a3",
         agent_protocol
             .heartbeat(HeartbeatRequest {
                 agent_id: big.clone(),

@@ -3,17 +3,15 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 /// Runs `berth` with a reader that has already gone away, as `berth … | true` does.
 fn berth_into_closed_pipe(endpoint: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = cli_command(endpoint)
         .args(args)
-        .env("BERTH_ENDPOINT", endpoint)
-        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,6 +102,7 @@ async fn cli_registers_runs_lists_and_fails_over() {
     assert!(!o.status.success());
     assert!(err.contains("unknown field `memoryy`"), "{err}");
 
+    credentials(&berth_tls::Identity::agent("a1").expect("id"));
     let o = berth(
         &endpoint,
         &[
@@ -119,6 +118,8 @@ async fn cli_registers_runs_lists_and_fails_over() {
             "zone=a",
             "--control",
             &c.nodes[&leader].raft.to_string(),
+            "--tls-dir",
+            &tls_dir().display().to_string(),
         ],
     );
     assert!(o.status.success(), "{:?}", text(&o));

@@ -28,7 +28,7 @@ async fn writes_through_a_follower_are_read_linearizably_everywhere() {
         .await
         .expect("register through a follower");
     assert_eq!((def.family.as_str(), def.revision), ("web", 1));
-    register_agent(c.raft(follower), "a1", 4096, 8192, &[("zone", "a")]).await;
+    register_agent(c.raft_agent(follower, "a1"), "a1", 4096, 8192, &[("zone", "a")]).await;
     let run = run(c.api(follower), "web", 2, "t-1")
         .await
         .expect("run through a follower");
@@ -223,7 +223,7 @@ async fn leader_sigkill_during_writes_loses_no_acknowledged_write() {
     register(c.api(any), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft(any), "big", 1_000_000, 4_000_000, &[]).await;
+    register_agent(c.raft_agent(any, "big"), "big", 1_000_000, 4_000_000, &[]).await;
 
     let endpoint = c.endpoint();
     // (client token, task ids, when acknowledged)
@@ -346,7 +346,7 @@ async fn whole_cluster_killed_and_restarted_keeps_identical_state() {
     register(c.api(leader), web_spec("db"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "a1", 8192, 16384, &[("zone", "a")]).await;
+    register_agent(c.raft_agent(leader, "a1"), "a1", 8192, 16384, &[("zone", "a")]).await;
     let r = run(c.api(leader), "web", 5, "k1").await.expect("run");
     assert_eq!(r.tasks.len(), 5);
     let before = all_tasks(c.api(leader), false).await;
@@ -406,7 +406,7 @@ async fn a_wiped_node_rejoins_and_catches_up_by_snapshot() {
     register(c.api(leader), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "a1", 1_000_000, 4_000_000, &[]).await;
+    register_agent(c.raft_agent(leader, "a1"), "a1", 1_000_000, 4_000_000, &[]).await;
     c.stop(victim);
     c.wipe(victim);
     let mut last = 0;
@@ -681,7 +681,7 @@ async fn a_retried_client_token_after_a_leader_change_runs_one_task() {
     register(c.api(leader), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "a1", 4096, 8192, &[]).await;
+    register_agent(c.raft_agent(leader, "a1"), "a1", 4096, 8192, &[]).await;
     let first = run(c.api(leader), "web", 2, "once").await.expect("run");
     c.kill(leader);
     let new_leader = c.wait_leader(FORM).await;
@@ -766,7 +766,7 @@ async fn a_leader_cut_off_from_its_majority_fails_calls_at_once_and_refuses_hear
     register(c.api(leader), web_spec("web"))
         .await
         .expect("register");
-    let epoch = AgentProtocolClient::new(c.raft(leader))
+    let epoch = AgentProtocolClient::new(c.raft_agent(leader, "a1"))
         .register(berth_proto::internal::AgentRegisterRequest {
             agent_id: "a1".into(),
             cpu: 1024,
@@ -778,7 +778,7 @@ async fn a_leader_cut_off_from_its_majority_fails_calls_at_once_and_refuses_hear
         .into_inner()
         .epoch;
     let heartbeat = || async {
-        AgentProtocolClient::new(c.raft(leader))
+        AgentProtocolClient::new(c.raft_agent(leader, "a1"))
             .heartbeat(HeartbeatRequest {
                 agent_id: "a1".into(),
                 epoch,
@@ -870,7 +870,7 @@ async fn a_wall_clock_step_on_the_control_nodes_marks_no_agent_down() {
         ],
     );
     let leader = c.wait_leader(FORM).await;
-    let epoch = AgentProtocolClient::new(c.raft(leader))
+    let epoch = AgentProtocolClient::new(c.raft_agent(leader, "steady"))
         .register(AgentRegisterRequest {
             agent_id: "steady".into(),
             cpu: 1024,
@@ -882,7 +882,7 @@ async fn a_wall_clock_step_on_the_control_nodes_marks_no_agent_down() {
         .into_inner()
         .epoch;
     // An agent that heartbeats every half second, as long as the test runs.
-    let raft: Vec<_> = [1, 2, 3].iter().map(|&i| c.raft(i)).collect();
+    let raft: Vec<_> = [1, 2, 3].iter().map(|&i| c.raft_agent(i, "steady")).collect();
     let beating = tokio::spawn(async move {
         for i in 0.. {
             let _ = AgentProtocolClient::new(raft[i % 3].clone())
@@ -994,7 +994,7 @@ async fn watch_streams_the_current_picture_then_changes() {
     register(c.api(leader), web_spec("other"))
         .await
         .expect("register");
-    register_agent(c.raft(leader), "a1", 4096, 8192, &[]).await;
+    register_agent(c.raft_agent(leader, "a1"), "a1", 4096, 8192, &[]).await;
     let first = run(c.api(leader), "web", 1, "w1").await.expect("run");
     run(c.api(leader), "other", 1, "o1")
         .await

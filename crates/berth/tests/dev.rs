@@ -26,10 +26,16 @@ fn start_dev(
             &raft.to_string(),
         ])
         .env_remove("RUST_LOG")
+        .env("BERTH_CONFIG", config_file(dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn berth dev")
+}
+
+/// Where the test's `berth dev` writes the CLI's config (never the user's own).
+fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("cli-config")
 }
 
 fn interrupt(child: &mut std::process::Child) {
@@ -59,11 +65,19 @@ fn port_run() -> u16 {
     }
 }
 
-async fn wait_status(endpoint: &str) -> berth_proto::v1::ClusterStatusResponse {
+async fn wait_status(endpoint: &str, ca: &std::path::Path) -> berth_proto::v1::ClusterStatusResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut c = berth_proto::v1::cluster_client::ClusterClient::new(channel(endpoint));
-        if let Ok(r) = c.status(berth_proto::v1::ClusterStatusRequest {}).await {
+        // The first start writes the CA a moment after it begins.
+        let made = ca.exists();
+        let mut c = made.then(|| {
+            berth_proto::v1::cluster_client::ClusterClient::new(channel_trusting(endpoint, ca))
+        });
+        let answer = match c.as_mut() {
+            Some(c) => c.status(berth_proto::v1::ClusterStatusRequest {}).await.ok(),
+            None => None,
+        };
+        if let Some(r) = answer {
             let r = r.into_inner();
             if r.leader_id != 0 {
                 return r;
@@ -97,19 +111,49 @@ async fn dev_runs_three_nodes_and_resumes_after_restart() {
     let (api, raft) = (port_run(), port_run());
     let endpoint = format!("127.0.0.1:{api}");
 
+    // The first start makes the cluster's certificates in DIR/tls and runs on them.
+    let ca = dir.path().join("tls").join("ca.pem");
     let mut dev = start_dev(dir.path(), api, raft, &first);
-    let st = wait_status(&endpoint).await;
+    let st = wait_status(&endpoint, &ca).await;
     assert_eq!(st.members.len(), 3);
-    let def = register(channel(&format!("127.0.0.1:{}", api + 2)), web_spec("kept"))
-        .await
-        .expect("register");
+    let def = register(
+        channel_trusting(&format!("127.0.0.1:{}", api + 2), &ca),
+        web_spec("kept"),
+    )
+    .await
+    .expect("register");
+    // The CLI finds the cluster and its CA with no flag and no environment: through the
+    // config file `berth dev` wrote.
+    let o = Command::new(BIN)
+        .args(["taskdef", "ls"])
+        .env_remove("BERTH_ENDPOINT")
+        .env_remove("BERTH_TLS_CA")
+        .env_remove("BERTH_INSECURE")
+        .env("BERTH_CONFIG", config_file(dir.path()))
+        .output()
+        .expect("run berth");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("kept"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The API refuses plaintext.
+    let plain = berth_proto::v1::cluster_client::ClusterClient::new(plain_channel(&endpoint))
+        .status(berth_proto::v1::ClusterStatusRequest {})
+        .await;
+    assert!(plain.is_err(), "plaintext answered: {plain:?}");
+    let ca_before = std::fs::read(&ca).expect("the CA");
     interrupt(&mut dev);
     assert_quiet(&first);
 
+    // A restart keeps the same CA (clients configured once stay configured).
     let mut dev = start_dev(dir.path(), api, raft, &second);
-    wait_status(&endpoint).await;
-    let d =
-        berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(channel(&endpoint))
+    wait_status(&endpoint, &ca).await;
+    assert_eq!(std::fs::read(&ca).expect("the CA"), ca_before);
+    let d = berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(
+        channel_trusting(&endpoint, &ca),
+    )
             .describe(berth_proto::v1::DescribeTaskDefinitionRequest {
                 task_definition: "kept".into(),
                 stale: false,

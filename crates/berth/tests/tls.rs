@@ -154,16 +154,14 @@ fn init_issue_and_show_make_a_cluster_identity_and_never_overwrite_it() {
     assert_eq!(names.len(), 14, "{names:?}");
 }
 
-/// The CLI against `endpoint` trusting the CA at `ca` (none: plaintext).
+/// The CLI against `endpoint` trusting the CA at `ca` (none: plaintext, `--insecure`).
 fn cli(endpoint: &str, ca: Option<&Path>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("BERTH_ENDPOINT", endpoint)
-        .env_remove("RUST_LOG")
-        .env_remove("BERTH_TLS_CA");
-    if let Some(ca) = ca {
-        cmd.env("BERTH_TLS_CA", ca);
-    }
+    let mut cmd = common::cli_command(endpoint);
+    cmd.args(args);
+    match ca {
+        Some(ca) => cmd.env("BERTH_TLS_CA", ca),
+        None => cmd.env_remove("BERTH_TLS_CA").env("BERTH_INSECURE", "1"),
+    };
     cmd.output().expect("run berth")
 }
 
@@ -182,22 +180,21 @@ fn until(what: &str, within: Duration, mut ok: impl FnMut() -> Option<String>) -
 async fn a_cluster_on_tls_serves_its_own_and_refuses_strangers() {
     require_docker();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (dir, other) = (tmp.path().join("tls"), tmp.path().join("other"));
+    // Test clusters run on this process's CA (common::tls_dir); `other` is a stranger's.
+    let (dir, other) = (common::tls_dir().to_path_buf(), tmp.path().join("other"));
     // AgentProc names its agent after the test process.
     let agent_id = format!("tls-{}", std::process::id());
-    for d in [&dir, &other] {
-        let o = berth(&[
-            "tls",
-            "init",
-            "--out",
-            d.to_str().expect("path"),
-            "--agent",
-            &agent_id,
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-    }
-    let ca = dir.join("ca.pem");
-    let c = Cluster::start(3, &["--tls-dir", dir.to_str().expect("path")]);
+    let o = berth(&[
+        "tls",
+        "init",
+        "--out",
+        other.to_str().expect("path"),
+        "--agent",
+        &agent_id,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ca = common::ca_file();
+    let c = Cluster::start(3, &[]);
     let endpoint = c.endpoint();
 
     // The API over TLS, through every node (followers forward writes over mutual TLS).
@@ -237,6 +234,7 @@ async fn a_cluster_on_tls_serves_its_own_and_refuses_strangers() {
     // The raft port: nodes for node-to-node calls, agents only as themselves.
     let creds = |d: &Path, who: Identity| Arc::new(Credentials::load(d, &who).expect("creds"));
     let me = Identity::agent(&agent_id).expect("id");
+    common::credentials(&me);
     let raft1 = c.nodes[&1].raft.to_string();
     let as_ = |cr: &Credentials| lazy_channel(&raft1, Some(cr)).expect("channel");
     let node2 = creds(&dir, Identity::control(2));
@@ -330,13 +328,7 @@ async fn a_cluster_on_tls_serves_its_own_and_refuses_strangers() {
 
     // A real agent over mutual TLS runs a task, and its output comes back through a
     // control node that fetches it from the agent over mutual TLS.
-    let a = AgentProc::start_with(
-        &c,
-        "tls",
-        "a",
-        &[],
-        &["--tls-dir", dir.to_str().expect("p")],
-    );
+    let a = AgentProc::start(&c, "tls");
     assert_eq!(a.id, agent_id);
     until("the agent is READY", Duration::from_secs(30), || {
         let o = cli(&endpoint, Some(&ca), &["agent", "ls"]);
@@ -364,4 +356,72 @@ async fn a_cluster_on_tls_serves_its_own_and_refuses_strangers() {
     let o = cli(&endpoint, Some(&ca), &["task", "stop", &task]);
     assert!(o.status.success(), "{}", text(&o));
     drop(a);
+}
+
+/// Regression for the first-start default: a control node or an agent with no certificates
+/// used to come up in plaintext without a word. Now it refuses, saying how to get them, and
+/// plaintext exists only behind --insecure, which logs a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_certificates_nothing_starts_unless_insecure_and_then_it_warns() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let o = Command::new(BIN)
+        .args(["control", "--id", "1", "--data", data.to_str().expect("p")])
+        .env_remove("BERTH_TLS_DIR")
+        .env_remove("BERTH_INSECURE")
+        .output()
+        .expect("run berth control");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no TLS credentials: give --tls-dir DIR")
+            && text(&o).contains("--insecure"),
+        "{}",
+        text(&o)
+    );
+    assert!(!data.exists(), "nothing written before refusing");
+    let o = Command::new(BIN)
+        .args(["agent", "--id", "a1", "--data", data.to_str().expect("p")])
+        .env_remove("BERTH_TLS_DIR")
+        .env_remove("BERTH_INSECURE")
+        .output()
+        .expect("run berth agent");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("agent-a1.pem") && text(&o).contains("--insecure"),
+        "{}",
+        text(&o)
+    );
+
+    let c = Cluster::start(3, &["--insecure"]);
+    let endpoint = c.endpoint();
+    until(
+        "the insecure cluster answers in plaintext",
+        Duration::from_secs(30),
+        || {
+            let o = c.berth(&["cluster", "status"]);
+            (o.status.success() && text(&o).contains("leader")).then(|| text(&o))
+        },
+    );
+    for id in c.nodes.keys() {
+        assert!(
+            c.log(*id).contains("running without TLS (--insecure)"),
+            "node {id} did not warn:\n{}",
+            c.log(*id)
+        );
+    }
+    // A client with no CA and no --insecure is told where a CA comes from.
+    let o = common::cli_command(&endpoint)
+        .env_remove("BERTH_TLS_CA")
+        .args(["cluster", "status"])
+        .output()
+        .expect("run berth");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no cluster CA to trust") && text(&o).contains("berth dev"),
+        "{}",
+        text(&o)
+    );
+    // Speaking TLS to a plaintext cluster fails; it does not fall back.
+    let o = cli(&endpoint, Some(&common::ca_file()), &["cluster", "status"]);
+    assert!(!o.status.success(), "{}", text(&o));
 }

@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
 use berth_proto::internal::AgentRegisterRequest;
 use berth_proto::v1::agents_client::AgentsClient;
 use berth_proto::v1::*;
 use clap::Subcommand;
 
-use crate::client::{all_pages, Client, Retry};
+use crate::client::{all_pages, Client, Retry, Trust};
 use crate::output::{line, show, time, Table};
 use crate::{ClientOpts, Format};
 
@@ -42,6 +42,10 @@ pub enum AgentCmd {
         /// A control node's raft address (the agent protocol lives on the raft port).
         #[arg(long, env = "BERTH_CONTROL", default_value = "127.0.0.1:7500")]
         control: String,
+        /// A `berth tls` directory holding ca.pem and agent-ID.pem/.key: the raft port
+        /// takes an agent only with its own certificate (or --insecure).
+        #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR")]
+        tls_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -167,7 +171,23 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
             memory,
             attrs,
             control,
+            tls_dir,
         } => {
+            let trust = match (&tls_dir, opts.insecure) {
+                (_, true) => Trust::Plain,
+                (Some(dir), false) => {
+                    let who = berth_tls::Identity::agent(&id)?;
+                    Trust::Mutual(
+                        berth_tls::grpc::Credentials::load(dir, &who)
+                            .map_err(|e| anyhow!("--tls-dir: {}", berth_tls::error_chain(&e)))?,
+                    )
+                }
+                (None, false) => bail!(
+                    "the raft port takes an agent only with its certificate: give --tls-dir DIR \
+                     holding agent-{id}.pem/.key (`berth tls issue --dir DIR --agent {id}`), \
+                     or --insecure for a cluster started with --insecure"
+                ),
+            };
             let mut attributes = std::collections::HashMap::new();
             for a in &attrs {
                 let (k, v) = a
@@ -182,7 +202,7 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                 attributes,
                 address: String::new(),
             };
-            let client = Client::new(&control)?;
+            let client = Client::with_trust(&control, &trust)?;
             let r = client
                 .unary(Retry::Safe, &req, |ch, req| async move {
                     AgentProtocolClient::new(ch).register(req).await

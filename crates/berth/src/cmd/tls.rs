@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use berth_tls::files::{self, write_pair};
+use berth_tls::files::{self, own_hosts, write_pair};
 use berth_tls::{inspect_pem, Ca, Identity, CA_VALIDITY, CERT_VALIDITY};
 use clap::Subcommand;
 
@@ -152,31 +152,6 @@ fn validity(days: u64) -> Result<Duration> {
         bail!("--days {days} is outside 1..=3650");
     }
     Ok(DAY * days as u32)
-}
-
-/// The names every certificate carries: loopback, and the holder's own name when it can be
-/// a host name (control-1 in the compose cluster; an agent id such as agent-a).
-fn own_hosts(who: &Identity, extra: &[String]) -> Vec<String> {
-    let own = match who.role {
-        berth_tls::Role::Control => format!("control-{}", who.id),
-        berth_tls::Role::Agent => who.id.clone(),
-    };
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-        .iter()
-        .map(|h| h.to_string())
-        .collect();
-    let looks_like_host = own
-        .split('.')
-        .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    for h in std::iter::once(own)
-        .filter(|_| looks_like_host)
-        .chain(extra.iter().cloned())
-    {
-        if !hosts.contains(&h) {
-            hosts.push(h);
-        }
-    }
-    hosts
 }
 
 fn written((cert, key): (PathBuf, PathBuf)) -> Result<()> {

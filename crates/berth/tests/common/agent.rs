@@ -50,6 +50,8 @@ pub struct AgentProc {
     data: tempfile::TempDir,
     listen: String,
     control: String,
+    /// `--tls-dir` for a cluster on TLS, else `--insecure`.
+    security: Vec<String>,
     zone: String,
     /// Extra environment and arguments for the process.
     env: Vec<(String, String)>,
@@ -81,8 +83,16 @@ impl AgentProc {
             .map(|n| n.raft.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        let id = format!("{id}-{}", std::process::id());
+        let security = if c.secure {
+            super::credentials(&berth_tls::Identity::agent(&id).expect("agent id"));
+            vec!["--tls-dir".to_string(), super::tls_dir().display().to_string()]
+        } else {
+            vec!["--insecure".to_string()]
+        };
         let mut a = AgentProc {
-            id: format!("{id}-{}", std::process::id()),
+            id,
+            security,
             data: tempfile::tempdir().expect("tempdir"),
             listen: format!("127.0.0.1:{}", free_port()),
             control,
@@ -123,6 +133,7 @@ impl AgentProc {
                 &self.data.path().join("data").display().to_string(),
             ])
             .args(["--listen", &self.listen])
+            .args(&self.security)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")

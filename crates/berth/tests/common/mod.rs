@@ -19,7 +19,9 @@ use berth_proto::v1::cluster_client::ClusterClient;
 use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
-use tonic::transport::{Channel, Endpoint};
+use berth_tls::grpc::Credentials;
+use berth_tls::Identity;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -53,8 +55,37 @@ pub struct NodeProc {
     child: Option<Child>,
 }
 
+/// This test process's cluster identity (`berth tls` layout): one CA, and certificates made
+/// on first use, shared by every cluster and agent the process starts. Clusters run on TLS
+/// as users' do; one started with `--insecure` runs without.
+pub fn tls_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    })
+}
+
+/// `who`'s credentials from [`tls_dir`], made when missing.
+pub fn credentials(who: &Identity) -> Credentials {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    berth_tls::files::ensure(tls_dir(), std::slice::from_ref(who), berth_tls::CERT_VALIDITY)
+        .expect("make test certificates");
+    Credentials::load(tls_dir(), who).expect("load test certificates")
+}
+
+/// The test CA's certificate file.
+pub fn ca_file() -> PathBuf {
+    credentials(&Identity::control(1));
+    tls_dir().join(berth_tls::files::CA_CERT)
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Started with TLS (the default) rather than `--insecure`.
+    pub secure: bool,
     pub nodes: BTreeMap<u64, NodeProc>,
     peers: String,
     extra: Vec<String>,
@@ -80,8 +111,15 @@ impl Cluster {
             .map(|p| format!("{}={}", p.id, p.raft))
             .collect::<Vec<_>>()
             .join(",");
+        let secure = !extra.contains(&"--insecure");
+        if secure {
+            for id in nodes.keys() {
+                credentials(&Identity::control(*id));
+            }
+        }
         let mut c = Cluster {
             dir,
+            secure,
             nodes,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -110,6 +148,9 @@ impl Cluster {
     /// Adds a node that is not among the initial peers (to be joined).
     pub fn add_blank_node(&mut self, id: u64) {
         let p = Self::new_node(self.dir.path(), id);
+        if self.secure {
+            credentials(&Identity::control(id));
+        }
         self.nodes.insert(id, p);
         self.spawn_with(id, false);
     }
@@ -139,6 +180,11 @@ impl Cluster {
             .args(["--data", &p.data.display().to_string()])
             .args(["--peers", &peers])
             .args(["--metrics", &p.metrics.to_string()])
+            .args(if self.secure {
+                vec!["--tls-dir".to_string(), tls_dir().display().to_string()]
+            } else {
+                vec![]
+            })
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,openraft=warn")
@@ -212,12 +258,43 @@ impl Cluster {
             .join(",")
     }
 
+    /// The node's API, over TLS trusting the test CA (plaintext when `--insecure`).
     pub fn api(&self, id: u64) -> Channel {
-        channel(&self.nodes[&id].api.to_string())
+        let addr = self.nodes[&id].api.to_string();
+        if self.secure {
+            channel(&addr)
+        } else {
+            plain_channel(&addr)
+        }
     }
 
+    /// The node's raft port as a control node (node 1's certificate) would call it.
     pub fn raft(&self, id: u64) -> Channel {
-        channel(&self.nodes[&id].raft.to_string())
+        self.raft_as(id, &Identity::control(1))
+    }
+
+    /// The node's raft port as agent `agent` calls it: an agent speaks only for itself.
+    pub fn raft_agent(&self, id: u64, agent: &str) -> Channel {
+        self.raft_as(id, &Identity::agent(agent).expect("agent id"))
+    }
+
+    pub fn raft_as(&self, id: u64, who: &Identity) -> Channel {
+        let addr = self.nodes[&id].raft.to_string();
+        if self.secure {
+            channel_as(&addr, &credentials(who))
+        } else {
+            plain_channel(&addr)
+        }
+    }
+
+    /// Runs the `berth` CLI against this cluster as a user would (its CA trusted, or
+    /// `--insecure`) and waits for it.
+    pub fn berth(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = cli_command(&self.endpoint());
+        if !self.secure {
+            cmd.env_remove("BERTH_TLS_CA").env("BERTH_INSECURE", "1");
+        }
+        cmd.args(args).output().expect("run berth")
     }
 
     pub fn log(&self, id: u64) -> String {
@@ -316,9 +393,42 @@ impl Drop for Cluster {
     }
 }
 
+/// A channel to a control node's API at `addr`, over TLS trusting the test CA.
 pub fn channel(addr: &str) -> Channel {
+    channel_trusting(addr, &ca_file())
+}
+
+/// A channel to an API over TLS trusting the CA in `ca` (e.g. `berth dev`'s own).
+pub fn channel_trusting(addr: &str, ca: &Path) -> Channel {
+    let pem = std::fs::read(ca).expect("read the CA");
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem))
+                .domain_name("127.0.0.1"),
+        )
+        .expect("tls")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy()
+}
+
+/// A plaintext channel, for a cluster started with `--insecure`.
+pub fn plain_channel(addr: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy()
+}
+
+/// A mutual-TLS channel presenting `creds` (a raft port).
+pub fn channel_as(addr: &str, creds: &Credentials) -> Channel {
+    let ep = Endpoint::from_shared(format!("https://{addr}")).expect("endpoint");
+    creds
+        .secure(ep)
+        .expect("tls")
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(15))
         .connect_lazy()
@@ -358,12 +468,22 @@ pub fn quiet_spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
     }
 }
 
-/// Runs the `berth` CLI against `endpoint` and waits for it.
+/// The `berth` CLI aimed at `endpoint` over TLS trusting the test CA, with no config file
+/// or environment of the person running the tests in the way.
+pub fn cli_command(endpoint: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("BERTH_ENDPOINT", endpoint)
+        .env("BERTH_TLS_CA", ca_file())
+        .env("BERTH_CONFIG", "/nonexistent/berth-config")
+        .env_remove("BERTH_INSECURE")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs the `berth` CLI against `endpoint` (a TLS cluster of this process) and waits for it.
 pub fn berth(endpoint: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    cli_command(endpoint)
         .args(args)
-        .env("BERTH_ENDPOINT", endpoint)
-        .env_remove("RUST_LOG")
         .output()
         .expect("run berth")
 }
