@@ -120,6 +120,7 @@ main() {
   set +e
   "$CHAOS" "${MODE[@]}" --seed "$SEED" --nodes "$NODES" --agents "$AGENTS" \
     --snapshot-every "$BERTH_SNAPSHOT_EVERY" --keep-behind-snapshot "$BERTH_KEEP_BEHIND_SNAPSHOT" \
+    --tls-dir "${BERTH_TLS_HOST_DIR:-deploy/.tls}" \
     --out "$OUT" --command "$CMDLINE" "${EXTRA[@]}"
   rc=$?
   set -e

@@ -320,11 +320,16 @@ PEERS="1=127.0.0.1:${RAFT[1]},2=127.0.0.1:${RAFT[2]},3=127.0.0.1:${RAFT[3]}"
 CONTROL="127.0.0.1:${RAFT[1]},127.0.0.1:${RAFT[2]},127.0.0.1:${RAFT[3]}"
 export BERTH_ENDPOINT="127.0.0.1:${API[1]},127.0.0.1:${API[2]},127.0.0.1:${API[3]}"
 berth() { timeout 30 "$BIN" "$@"; }
+# On TLS, as every Berth cluster runs by default: a CA, the three nodes, and agents' certificates
+# made as each agent starts.
+TLS="$WORK/tls"
+"$BIN" tls init --out "$TLS" >/dev/null
+export BERTH_TLS_CA="$TLS/ca.pem" BERTH_CONFIG=/nonexistent
 
 say "starting three berth control processes (api ${API[*]}, raft ${RAFT[*]})"
 for i in 1 2 3; do
   "$BIN" control --id "$i" --api "127.0.0.1:${API[i]}" --raft "127.0.0.1:${RAFT[i]}" \
-    --data "$WORK/control-$i" --peers "$PEERS" >"$WORK/control-$i.log" 2>&1 &
+    --data "$WORK/control-$i" --peers "$PEERS" --tls-dir "$TLS" >"$WORK/control-$i.log" 2>&1 &
   PIDS+=($!)
   disown
 done
@@ -347,8 +352,9 @@ start_agent() {  # start_agent ZONE -> AGENT (its id)
   local id="bench-$$-$zone$AGENT_SEQ"
   pick_port
   AGENT_IDS+=("$id")
+  "$BIN" tls issue --dir "$TLS" --agent "$id" >/dev/null
   "$BIN" agent --control "$CONTROL" --id "$id" --cpu "$AGENT_CPU" --memory "$AGENT_MEM" \
-    --attr "zone=$zone" --data "$WORK/agent-$id" --listen "127.0.0.1:$PORT" \
+    --attr "zone=$zone" --data "$WORK/agent-$id" --listen "127.0.0.1:$PORT" --tls-dir "$TLS" \
     >"$WORK/agent-$id.log" 2>&1 &
   PIDS+=($!)
   AGENT_PID[$id]=$!

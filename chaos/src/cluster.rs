@@ -8,8 +8,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::internal::node_client::NodeClient;
 use berth_proto::internal::{InfoRequest, NodeInfo};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tokio::process::Command;
-use tonic::transport::{Channel, Endpoint};
+
+use berth_tls::grpc::Credentials;
+use berth_tls::Identity;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Longest any docker CLI call may take (a `docker stop` waits for the grace period).
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,7 +40,7 @@ impl Cluster {
         let raft = ids
             .iter()
             .map(|&i| {
-                lazy_channel(
+                raft_channel(
                     &format!("127.0.0.1:{}", raft_base + i as u16 - 1),
                     INFO_TIMEOUT,
                 )
@@ -355,15 +360,96 @@ pub fn describe_infos(infos: &[(u64, Result<NodeInfo>)]) -> String {
         .join("; ")
 }
 
-/// A channel that connects on first use and reconnects by itself; `timeout` bounds every
-/// request on it.
+/// How the harness reaches the cluster: over TLS with the certificates deploy/up.sh made
+/// (the API trusting the CA; the raft port as control node 1 for Node.Info, as each
+/// simulated agent for the agent protocol), or in plaintext when the cluster runs with
+/// --insecure.
+struct Tls {
+    dir: PathBuf,
+    ca: Certificate,
+    control: Credentials,
+}
+
+static TLS: OnceLock<Option<Tls>> = OnceLock::new();
+
+/// Sets how every later channel is made: TLS from `dir`, or plaintext when None. Once.
+pub fn init_tls(dir: Option<&Path>) -> Result<()> {
+    let tls = match dir {
+        None => None,
+        Some(dir) => {
+            let control = Credentials::load(dir, &Identity::control(1))
+                .map_err(|e| anyhow!("--tls-dir: {}", berth_tls::error_chain(&e)))?;
+            let ca_path = dir.join(berth_tls::files::CA_CERT);
+            let ca = std::fs::read(&ca_path)
+                .with_context(|| format!("--tls-dir: {}", ca_path.display()))?;
+            Some(Tls {
+                dir: dir.to_path_buf(),
+                ca: Certificate::from_pem(ca),
+                control,
+            })
+        }
+    };
+    TLS.set(tls)
+        .map_err(|_| anyhow!("channel security set twice"))
+}
+
+fn tls() -> Option<&'static Tls> {
+    TLS.get().and_then(Option::as_ref)
+}
+
+fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint> {
+    Ok(
+        Endpoint::from_shared(berth_tls::grpc::uri(addr, tls().is_some()))
+            .with_context(|| format!("bad address {addr}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(timeout)
+            .tcp_nodelay(true),
+    )
+}
+
+/// A channel to a control node's API that connects on first use and reconnects by itself;
+/// `timeout` bounds every request on it.
 pub fn lazy_channel(addr: &str, timeout: Duration) -> Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("bad address {addr}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    let ep = endpoint(addr, timeout)?;
+    let ep = match tls() {
+        None => ep,
+        Some(t) => {
+            let host = berth_tls::grpc::host_of(&ep);
+            ep.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(t.ca.clone())
+                    .domain_name(host),
+            )?
+        }
+    };
+    Ok(ep.connect_lazy())
+}
+
+/// A channel to a control node's raft port as control node 1 (Node.Info).
+pub fn raft_channel(addr: &str, timeout: Duration) -> Result<Channel> {
+    secure_as(endpoint(addr, timeout)?, tls().map(|t| &t.control))
+}
+
+/// A channel to a control node's raft port as agent `agent_id`, whose certificate is made
+/// in the TLS directory when missing: an agent speaks only for itself.
+pub fn agent_channel(addr: &str, timeout: Duration, agent_id: &str) -> Result<Channel> {
+    let ep = endpoint(addr, timeout)?;
+    let Some(t) = tls() else {
+        return Ok(ep.connect_lazy());
+    };
+    let who = Identity::agent(agent_id)?;
+    berth_tls::files::ensure(&t.dir, std::slice::from_ref(&who), berth_tls::CERT_VALIDITY)
+        .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+    let creds = Credentials::load(&t.dir, &who).map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+    secure_as(ep, Some(&creds))
+}
+
+fn secure_as(ep: Endpoint, creds: Option<&Credentials>) -> Result<Channel> {
+    Ok(match creds {
+        None => ep,
+        Some(c) => c.secure(ep)?,
+    }
+    .connect_lazy())
 }
 
 /// A docker command that did not return: the engine itself is stuck, and no later fault or

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
 use crate::checks::CheckResult;
-use crate::cluster::{lazy_channel, Cluster};
+use crate::cluster::{agent_channel, lazy_channel, Cluster};
 use crate::faults::{FaultKind, Nemesis};
 use crate::history::History;
 use crate::simagent::SimAgent;
@@ -67,6 +67,12 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     workers: u32,
+    /// The cluster's certificates (deploy/up.sh makes them there).
+    #[arg(long, default_value = "deploy/.tls")]
+    tls_dir: PathBuf,
+    /// The cluster runs with --insecure: plaintext everywhere.
+    #[arg(long)]
+    insecure: bool,
     /// Pause between one client's operations, ms, as LO-HI.
     #[arg(long, default_value = "10-40")]
     think_ms: String,
@@ -194,6 +200,7 @@ async fn run(args: Args) -> Result<bool> {
     let history = Arc::new(History::new(Some(&out.join("history.jsonl")))?);
     let log = |h: &History, m: &str| eprintln!("[{:8.2}s] {m}", h.now() as f64 / 1e9);
 
+    crate::cluster::init_tls((!args.insecure).then_some(args.tls_dir.as_path()))?;
     let cluster = Cluster::new(args.nodes, args.agents == AgentsMode::Real)?;
     let all: std::collections::BTreeSet<u64> = cluster.ids.iter().copied().collect();
     log(&history, &format!("seed {seed}; waiting for the cluster"));
@@ -206,11 +213,6 @@ async fn run(args: Args) -> Result<bool> {
         .into_iter()
         .map(|e| lazy_channel(&e, timeout).map(|c| (e, c)))
         .collect::<Result<_>>()?;
-    let raft: Vec<Channel> = cluster
-        .ids
-        .iter()
-        .map(|&i| lazy_channel(&cluster.raft_endpoint(i), Duration::from_secs(5)))
-        .collect::<Result<_>>()?;
     let started_by = format!("chaos-{seed}-{}", std::process::id());
     let family = "chaos".to_string();
     register_definition(&endpoints, &family).await?;
@@ -222,8 +224,15 @@ async fn run(args: Args) -> Result<bool> {
     let mut agent_tasks = Vec::new();
     if args.agents == AgentsMode::Sim {
         for z in ["a", "b", "c"] {
+            let id = format!("chaos-sim-{z}");
+            // Each simulated agent on its own certificate: an agent speaks only for itself.
+            let raft: Vec<Channel> = cluster
+                .ids
+                .iter()
+                .map(|&i| agent_channel(&cluster.raft_endpoint(i), Duration::from_secs(5), &id))
+                .collect::<Result<_>>()?;
             let a = Arc::new(SimAgent {
-                id: format!("chaos-sim-{z}"),
+                id,
                 cpu: 8192,
                 memory: 16384,
                 zone: z.to_string(),
@@ -231,11 +240,7 @@ async fn run(args: Args) -> Result<bool> {
                 paused: AtomicBool::new(false),
             });
             sim_agents.push(a.clone());
-            agent_tasks.push(tokio::spawn(simagent::run(
-                a,
-                raft.clone(),
-                stop_agents.clone(),
-            )));
+            agent_tasks.push(tokio::spawn(simagent::run(a, raft, stop_agents.clone())));
         }
         // Let them register before the first RunTask.
         tokio::time::sleep(Duration::from_secs(2)).await;

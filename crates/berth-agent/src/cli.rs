@@ -57,7 +57,12 @@ pub struct AgentArgs {
     pub metrics: Option<SocketAddr>,
     /// A `berth tls` directory holding ca.pem and agent-ID.pem/.key: speak mutual TLS to
     /// control nodes started with --tls-dir (and take log requests only from them).
-    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR", conflicts_with = "insecure")]
+    #[arg(
+        long,
+        env = "BERTH_TLS_DIR",
+        value_name = "DIR",
+        conflicts_with = "insecure"
+    )]
     pub tls_dir: Option<std::path::PathBuf>,
     /// Run without TLS: the control nodes must run with --insecure too, and anyone on the
     /// network can pose as them. Only where no one else can reach the hosts.
@@ -217,7 +222,10 @@ mod tests {
         assert_eq!(c.fence_after, config::DEFAULT_FENCE_AFTER);
         assert_eq!(c.advertise, config::DEFAULT_LISTEN);
         let e = parse(&["--id", "a1"]).unwrap_err();
-        assert!(e.contains("--tls-dir DIR") && e.contains("--insecure"), "{e}");
+        assert!(
+            e.contains("--tls-dir DIR") && e.contains("--insecure"),
+            "{e}"
+        );
         assert!(parse(&["--id", "a1", "--insecure", "--tls-dir", "/x"]).is_err());
         assert!(parse(&["--id", "a1", "--insecure", "--attr", "novalue"])
             .unwrap_err()

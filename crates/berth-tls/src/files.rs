@@ -202,7 +202,12 @@ mod tests {
     fn ensure_makes_only_what_is_missing_and_keeps_the_ca() {
         let dir = tempfile::tempdir().unwrap();
         let a = Identity::agent("local").unwrap();
-        let first = ensure(dir.path(), &[Identity::control(1), a.clone()], CERT_VALIDITY).unwrap();
+        let first = ensure(
+            dir.path(),
+            &[Identity::control(1), a.clone()],
+            CERT_VALIDITY,
+        )
+        .unwrap();
         assert_eq!(first.len(), 6, "{first:?}");
         let ca = read(&dir.path().join(CA_CERT)).unwrap();
         let agent_cert = read(&dir.path().join("agent-local.pem")).unwrap();
@@ -220,7 +225,10 @@ mod tests {
             ]
         );
         assert_eq!(read(&dir.path().join(CA_CERT)).unwrap(), ca);
-        assert_eq!(read(&dir.path().join("agent-local.pem")).unwrap(), agent_cert);
+        assert_eq!(
+            read(&dir.path().join("agent-local.pem")).unwrap(),
+            agent_cert
+        );
         let issuer = crate::inspect_pem(&read(&dir.path().join("control-2.pem")).unwrap())
             .unwrap()
             .issuer;

@@ -17,8 +17,10 @@ use berth_proto::v1::cluster_client::ClusterClient;
 use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
+use berth_tls::grpc::Credentials;
+use berth_tls::Identity;
 use clap::{Args, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -91,24 +93,58 @@ struct LocalCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
     peers: String,
+    /// The cluster's certificates (DIR/tls), as every cluster runs by default; None with
+    /// --insecure, to measure what TLS costs.
+    tls: Option<PathBuf>,
 }
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn channel(addr: SocketAddr) -> Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// A channel to `addr`: plaintext without `tls`; with it, to an API port trusting the
+/// cluster CA (`who` None) or to a raft port as `who`.
+fn channel(addr: SocketAddr, tls: Option<&Path>, who: Option<&Identity>) -> Result<Channel> {
+    let ep = Endpoint::from_shared(berth_tls::grpc::uri(&addr.to_string(), tls.is_some()))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    let ep = match (tls, who) {
+        (None, _) => ep,
+        (Some(dir), None) => {
+            let ca = std::fs::read(dir.join(berth_tls::files::CA_CERT))?;
+            ep.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .domain_name(addr.ip().to_string()),
+            )?
+        }
+        (Some(dir), Some(who)) => Credentials::load(dir, who)
+            .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?
+            .secure(ep)?,
+    };
+    Ok(ep.connect_lazy())
 }
 
 impl LocalCluster {
-    fn start(dir: &Path) -> Result<Self> {
+    fn start(dir: &Path, insecure: bool) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls = if insecure {
+            None
+        } else {
+            let tls = dir.join("tls");
+            let who: Vec<Identity> = (1..=3)
+                .map(Identity::control)
+                .chain([
+                    Identity::agent(PREPARED_AGENT)?,
+                    Identity::agent(&local_agent_id())?,
+                ])
+                .collect();
+            berth_tls::files::ensure(&tls, &who, berth_tls::CERT_VALIDITY)
+                .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+            Some(tls)
+        };
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             nodes.push(Node {
@@ -127,6 +163,7 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             nodes,
             peers,
+            tls,
         };
         for id in 1..=3 {
             c.spawn(id)?;
@@ -145,6 +182,7 @@ impl LocalCluster {
         let exe = std::env::current_exe()?;
         let dir = self.dir.clone();
         let peers = self.peers.clone();
+        let security = self.security_args();
         let n = self.node(id)?;
         let log = std::fs::File::create(dir.join(format!("node-{id}.log")))?;
         let child = Command::new(exe)
@@ -157,6 +195,7 @@ impl LocalCluster {
                 &dir.join(format!("node-{id}")).display().to_string(),
             ])
             .args(["--peers", &peers])
+            .args(&security)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -179,7 +218,15 @@ impl LocalCluster {
             .iter()
             .find(|n| n.id == id)
             .ok_or_else(|| anyhow!("no node {id}"))?;
-        channel(n.api)
+        channel(n.api, self.tls.as_deref(), None)
+    }
+
+    /// `--tls-dir DIR` or `--insecure`, for a node or an agent.
+    fn security_args(&self) -> Vec<String> {
+        match &self.tls {
+            Some(dir) => vec!["--tls-dir".into(), dir.display().to_string()],
+            None => vec!["--insecure".into()],
+        }
     }
 
     fn raft(&self, id: u64) -> Result<Channel> {
@@ -188,7 +235,17 @@ impl LocalCluster {
             .iter()
             .find(|n| n.id == id)
             .ok_or_else(|| anyhow!("no node {id}"))?;
-        channel(n.raft)
+        channel(n.raft, self.tls.as_deref(), Some(&Identity::control(1)))
+    }
+
+    /// The raft port as agent `agent`.
+    fn raft_as_agent(&self, id: u64, agent: &str) -> Result<Channel> {
+        let n = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        channel(n.raft, self.tls.as_deref(), Some(&Identity::agent(agent)?))
     }
 
     fn running(&self) -> Vec<u64> {
@@ -259,9 +316,9 @@ impl LocalCluster {
                 }),
             })
             .await?;
-        AgentProtocolClient::new(self.raft(leader)?)
+        AgentProtocolClient::new(self.raft_as_agent(leader, PREPARED_AGENT)?)
             .register(AgentRegisterRequest {
-                agent_id: "bench".into(),
+                agent_id: PREPARED_AGENT.into(),
                 cpu: u32::MAX / 2,
                 memory: u32::MAX / 2,
                 attributes: Default::default(),
@@ -315,12 +372,25 @@ async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Channel>> {
     ids.into_iter().map(|i| c.api(i)).collect()
 }
 
-pub async fn bench(a: BenchArgs) -> Result<ExitCode> {
-    let mut c = LocalCluster::start(&a.dir)?;
+/// The capacity-only agent `prepare` registers.
+const PREPARED_AGENT: &str = "bench";
+
+/// The real agent `bench start` runs.
+fn local_agent_id() -> String {
+    format!("bench-{}", std::process::id())
+}
+
+pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
+    let mut c = LocalCluster::start(&a.dir, insecure)?;
     c.prepare().await?;
     println!(
-        "cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append",
-        a.dir.display()
+        "cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append, {}",
+        a.dir.display(),
+        if insecure {
+            "plaintext (--insecure)"
+        } else {
+            "mutual TLS between nodes, TLS to the API"
+        }
     );
     match a.which {
         Which::Throughput {
@@ -455,7 +525,7 @@ fn load(
     let chans: Vec<Channel> = c
         .nodes
         .iter()
-        .map(|n| channel(n.api))
+        .map(|n| channel(n.api, c.tls.as_deref(), None))
         .collect::<Result<_>>()?;
     let acks: Acks = Arc::default();
     let acks2 = acks.clone();
@@ -609,7 +679,7 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
         .map(|n| n.raft.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let agent_id = format!("bench-{}", std::process::id());
+    let agent_id = local_agent_id();
     let log = std::fs::File::create(dir.join("agent.log"))?;
     let mut agent = Command::new(std::env::current_exe()?)
         .arg("agent")
@@ -629,6 +699,7 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
             "--listen",
             &format!("127.0.0.1:{}", free_port()?),
         ])
+        .args(c.security_args())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))

@@ -110,7 +110,8 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::service::ServiceCmd,
     },
-    /// Measure a local three-node cluster (throughput, latency, failover, stability).
+    /// Measure a local three-node cluster (throughput, latency, failover, stability), on
+    /// TLS as clusters run by default, or plaintext with --insecure.
     Bench(bench::BenchArgs),
     /// Run an agent on this host (no subcommand), or manage agents (ls, describe, drain).
     #[command(args_conflicts_with_subcommands = true)]
@@ -172,7 +173,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Control(a) => server::control(a).await,
             Command::Dev(a) => server::dev(a).await,
-            Command::Bench(a) => bench::bench(a).await,
+            Command::Bench(a) => bench::bench(a, opts.insecure).await,
             Command::Cluster { cmd } => cmd::cluster(&opts, cmd).await,
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
             Command::Task { cmd } => cmd::task::task(&opts, cmd).await,

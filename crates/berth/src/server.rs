@@ -39,7 +39,12 @@ pub struct ControlArgs {
     pub metrics: Option<SocketAddr>,
     /// A `berth tls` directory holding ca.pem and control-ID.pem/.key: the raft port takes
     /// only the cluster's nodes and agents (mutual TLS), the API port serves TLS.
-    #[arg(long, env = "BERTH_TLS_DIR", value_name = "DIR", conflicts_with = "insecure")]
+    #[arg(
+        long,
+        env = "BERTH_TLS_DIR",
+        value_name = "DIR",
+        conflicts_with = "insecure"
+    )]
     pub tls_dir: Option<std::path::PathBuf>,
     /// Run without TLS: anyone who reaches the raft port can join, leave and pose as any
     /// agent, and anyone who reaches the API can read and change everything. Only for a
@@ -219,8 +224,10 @@ fn dev_credentials(a: &DevArgs, ids: &[u64]) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     let dir = a.dir.join("tls");
-    let mut who: Vec<berth_tls::Identity> =
-        ids.iter().map(|&i| berth_tls::Identity::control(i)).collect();
+    let mut who: Vec<berth_tls::Identity> = ids
+        .iter()
+        .map(|&i| berth_tls::Identity::control(i))
+        .collect();
     if !a.no_agent {
         who.push(berth_tls::Identity::agent(&a.agent_id).context("--agent-id")?);
     }
@@ -232,7 +239,10 @@ fn dev_credentials(a: &DevArgs, ids: &[u64]) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
-fn load_credentials(dir: &std::path::Path, who: berth_tls::Identity) -> Result<std::sync::Arc<berth_tls::grpc::Credentials>> {
+fn load_credentials(
+    dir: &std::path::Path,
+    who: berth_tls::Identity,
+) -> Result<std::sync::Arc<berth_tls::grpc::Credentials>> {
     berth_tls::grpc::Credentials::load(dir, &who)
         .map(std::sync::Arc::new)
         .map_err(|e| anyhow::anyhow!(berth_tls::error_chain(&e)))
@@ -289,7 +299,10 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
         );
         cfg.id = a.agent_id.clone();
         if let Some(dir) = &tls {
-            cfg.tls = Some(load_credentials(dir, berth_tls::Identity::agent(&a.agent_id)?)?);
+            cfg.tls = Some(load_credentials(
+                dir,
+                berth_tls::Identity::agent(&a.agent_id)?,
+            )?);
         }
         cfg.listen = a.agent_listen;
         cfg.advertise = a.agent_listen.to_string();
@@ -310,7 +323,10 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     println!("berth dev: three control nodes running, leader is node {l}");
     println!("  endpoint:  {}", endpoints.join(","));
     if let Some(dir) = &tls {
-        println!("  tls:       {} (mutual TLS between nodes and the agent; the API serves TLS)", dir.display());
+        println!(
+            "  tls:       {} (mutual TLS between nodes and the agent; the API serves TLS)",
+            dir.display()
+        );
     }
     println!("  config:    {config_note}");
     match &agent {

@@ -28,7 +28,14 @@ async fn writes_through_a_follower_are_read_linearizably_everywhere() {
         .await
         .expect("register through a follower");
     assert_eq!((def.family.as_str(), def.revision), ("web", 1));
-    register_agent(c.raft_agent(follower, "a1"), "a1", 4096, 8192, &[("zone", "a")]).await;
+    register_agent(
+        c.raft_agent(follower, "a1"),
+        "a1",
+        4096,
+        8192,
+        &[("zone", "a")],
+    )
+    .await;
     let run = run(c.api(follower), "web", 2, "t-1")
         .await
         .expect("run through a follower");
@@ -346,7 +353,14 @@ async fn whole_cluster_killed_and_restarted_keeps_identical_state() {
     register(c.api(leader), web_spec("db"))
         .await
         .expect("register");
-    register_agent(c.raft_agent(leader, "a1"), "a1", 8192, 16384, &[("zone", "a")]).await;
+    register_agent(
+        c.raft_agent(leader, "a1"),
+        "a1",
+        8192,
+        16384,
+        &[("zone", "a")],
+    )
+    .await;
     let r = run(c.api(leader), "web", 5, "k1").await.expect("run");
     assert_eq!(r.tasks.len(), 5);
     let before = all_tasks(c.api(leader), false).await;
@@ -882,7 +896,10 @@ async fn a_wall_clock_step_on_the_control_nodes_marks_no_agent_down() {
         .into_inner()
         .epoch;
     // An agent that heartbeats every half second, as long as the test runs.
-    let raft: Vec<_> = [1, 2, 3].iter().map(|&i| c.raft_agent(i, "steady")).collect();
+    let raft: Vec<_> = [1, 2, 3]
+        .iter()
+        .map(|&i| c.raft_agent(i, "steady"))
+        .collect();
     let beating = tokio::spawn(async move {
         for i in 0.. {
             let _ = AgentProtocolClient::new(raft[i % 3].clone())

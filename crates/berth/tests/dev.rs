@@ -65,7 +65,10 @@ fn port_run() -> u16 {
     }
 }
 
-async fn wait_status(endpoint: &str, ca: &std::path::Path) -> berth_proto::v1::ClusterStatusResponse {
+async fn wait_status(
+    endpoint: &str,
+    ca: &std::path::Path,
+) -> berth_proto::v1::ClusterStatusResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // The first start writes the CA a moment after it begins.
@@ -74,7 +77,10 @@ async fn wait_status(endpoint: &str, ca: &std::path::Path) -> berth_proto::v1::C
             berth_proto::v1::cluster_client::ClusterClient::new(channel_trusting(endpoint, ca))
         });
         let answer = match c.as_mut() {
-            Some(c) => c.status(berth_proto::v1::ClusterStatusRequest {}).await.ok(),
+            Some(c) => c
+                .status(berth_proto::v1::ClusterStatusRequest {})
+                .await
+                .ok(),
             None => None,
         };
         if let Some(r) = answer {
@@ -151,16 +157,16 @@ async fn dev_runs_three_nodes_and_resumes_after_restart() {
     let mut dev = start_dev(dir.path(), api, raft, &second);
     wait_status(&endpoint, &ca).await;
     assert_eq!(std::fs::read(&ca).expect("the CA"), ca_before);
-    let d = berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(
-        channel_trusting(&endpoint, &ca),
-    )
-            .describe(berth_proto::v1::DescribeTaskDefinitionRequest {
-                task_definition: "kept".into(),
-                stale: false,
-            })
-            .await
-            .expect("the definition survived the restart")
-            .into_inner();
+    let d = berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(channel_trusting(
+        &endpoint, &ca,
+    ))
+    .describe(berth_proto::v1::DescribeTaskDefinitionRequest {
+        task_definition: "kept".into(),
+        stale: false,
+    })
+    .await
+    .expect("the definition survived the restart")
+    .into_inner();
     assert_eq!(d.task_definition.map(|x| x.revision), Some(def.revision));
     interrupt(&mut dev);
     assert_quiet(&second);

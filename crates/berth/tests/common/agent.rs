@@ -86,7 +86,10 @@ impl AgentProc {
         let id = format!("{id}-{}", std::process::id());
         let security = if c.secure {
             super::credentials(&berth_tls::Identity::agent(&id).expect("agent id"));
-            vec!["--tls-dir".to_string(), super::tls_dir().display().to_string()]
+            vec![
+                "--tls-dir".to_string(),
+                super::tls_dir().display().to_string(),
+            ]
         } else {
             vec!["--insecure".to_string()]
         };

@@ -71,8 +71,12 @@ pub fn tls_dir() -> &'static Path {
 pub fn credentials(who: &Identity) -> Credentials {
     static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    berth_tls::files::ensure(tls_dir(), std::slice::from_ref(who), berth_tls::CERT_VALIDITY)
-        .expect("make test certificates");
+    berth_tls::files::ensure(
+        tls_dir(),
+        std::slice::from_ref(who),
+        berth_tls::CERT_VALIDITY,
+    )
+    .expect("make test certificates");
     Credentials::load(tls_dir(), who).expect("load test certificates")
 }
 
