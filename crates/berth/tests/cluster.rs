@@ -613,8 +613,12 @@ impl Impostor {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address").to_string();
+        // It holds a real certificate for node `id`: what it lacks is a log.
+        let tls = credentials(&berth_tls::Identity::control(id)).server_mutual();
         tokio::spawn(
             tonic::transport::Server::builder()
+                .tls_config(tls)
+                .expect("tls")
                 .add_service(NodeServer::new(Answer(id)))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
