@@ -16,6 +16,10 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     /// This node is not the leader; the caller should find the leader and retry.
     #[error("node is not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
@@ -37,6 +41,8 @@ impl From<berth_core::Error> for ApiError {
             berth_core::Error::NotFound(m) => ApiError::NotFound(m),
             berth_core::Error::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
             berth_core::Error::AlreadyExists(m) => ApiError::AlreadyExists(m),
+            berth_core::Error::Unauthenticated(m) => ApiError::Unauthenticated(m),
+            berth_core::Error::PermissionDenied(m) => ApiError::PermissionDenied(m),
         }
     }
 }
@@ -50,6 +56,8 @@ impl From<ApiError> for tonic::Status {
             ApiError::AlreadyExists(m) => tonic::Status::already_exists(m),
             ApiError::Unavailable(m) => tonic::Status::unavailable(m),
             ApiError::Internal(m) => tonic::Status::internal(m),
+            ApiError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+            ApiError::PermissionDenied(m) => tonic::Status::permission_denied(m),
             ApiError::NotLeader { leader } => tonic::Status::unavailable(match leader {
                 Some(l) => format!("this node is not the leader; node {l} is"),
                 None => "this node is not the leader and no leader is known".to_string(),

@@ -78,6 +78,20 @@ pub enum Command {
     /// ([`ClusterState::next_healthy_at`](crate::ClusterState::next_healthy_at)); the batch
     /// carries that time, and rollouts it completes are settled.
     Tick,
+    /// The first admin token; applies only while the cluster has no token.
+    BootstrapAccessToken(crate::access::AccessToken),
+    /// A new token (made by an admin, under `As`).
+    CreateAccessToken(crate::access::AccessToken),
+    /// Revokes a token from this entry's revision on.
+    RevokeAccessToken {
+        accessor: String,
+    },
+    /// `command`, made by the holder of token `accessor`: applies only if that token is
+    /// live at this point of the log and its role allows the command.
+    As {
+        accessor: String,
+        command: Box<Command>,
+    },
     /// Sets (or, with none, removes) a service's autoscaling policy.
     PutScalingPolicy {
         name: String,
@@ -212,6 +226,7 @@ pub enum Outcome {
     Service(Service),
     /// An agent's reports were applied.
     Reported,
+    AccessToken(crate::access::AccessToken),
 }
 
 pub type CommandResult = Result<Outcome, Error>;

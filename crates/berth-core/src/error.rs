@@ -15,6 +15,12 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller's token is unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's token does not allow this.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Error {

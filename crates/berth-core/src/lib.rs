@@ -5,6 +5,7 @@
 //! The control plane proposes [`command::Batch`]es through Raft and every replica runs
 //! [`state::ClusterState::apply`] on them.
 
+pub mod access;
 pub mod command;
 pub mod error;
 pub mod limits;

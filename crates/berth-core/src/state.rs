@@ -101,6 +101,9 @@ pub struct ClusterState {
     /// Task id → measured use, until the task is collected.
     #[serde(default)]
     utilization: BTreeMap<String, crate::utilization::TaskUtilization>,
+    /// API access tokens by accessor, revoked ones included.
+    #[serde(default)]
+    access_tokens: BTreeMap<String, crate::access::AccessToken>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -279,6 +282,13 @@ impl ClusterState {
                 self.tick();
                 Ok(Outcome::Reported)
             }
+            Command::BootstrapAccessToken(t) => self.bootstrap_access_token(t),
+            // Only under `As`: a token is made by an admin.
+            Command::CreateAccessToken(_) => Err(Error::invalid(
+                "a token is made by an admin's token (`berth token create`)",
+            )),
+            Command::RevokeAccessToken { accessor } => self.revoke_access_token(accessor),
+            Command::As { accessor, command } => self.apply_as(accessor, command),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -1124,11 +1134,13 @@ impl ClusterState {
     }
 }
 
+mod access;
 mod deployments;
 mod scaling;
 mod services;
 mod usage;
 mod utilization;
+pub use access::need_of;
 pub use deployments::{DeploymentCount, Tally, UNHEALTHY_REASON};
 pub use scaling::ServiceMetric;
 pub use usage::{UsageDay, UsageLine, FOLDED};

@@ -1,6 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
+mod access;
 mod deployments;
 mod scaling;
 mod services;
