@@ -56,8 +56,9 @@ pub(crate) struct Batcher {
 enum Prepared {
     /// Ready to propose.
     Command(Command),
-    /// A RunTask whose placements are still to be chosen.
-    Run(RunTasks, sched::Demand),
+    /// A RunTask whose placements are still to be chosen, and the accessor of the token
+    /// it was made with.
+    Run(RunTasks, sched::Demand, Option<String>),
     /// Answered from the applied state without a write (a client token replay).
     Answer(Revision, CommandResult),
 }
@@ -138,9 +139,9 @@ impl Batcher {
                     Ok(Prepared::Answer(rev, result)) => {
                         let _ = p.reply.send(Ok((rev, result)));
                     }
-                    Ok(Prepared::Run(run, demand)) => {
+                    Ok(Prepared::Run(run, demand, actor)) => {
                         runs.push(demand.group.clone());
-                        prepared.push((Prepared::Run(run, demand), p.reply));
+                        prepared.push((Prepared::Run(run, demand, actor), p.reply));
                     }
                     Ok(other) => prepared.push((other, p.reply)),
                 }
@@ -153,13 +154,13 @@ impl Batcher {
                         commands.push(c);
                         waiting.push(reply);
                     }
-                    (Prepared::Run(mut run, demand), Some(planner)) => {
+                    (Prepared::Run(mut run, demand, actor), Some(planner)) => {
                         let placing = std::time::Instant::now();
                         let placed = planner.place(&demand, &mut run);
                         self.metrics.observe_placement(placing.elapsed());
                         match placed {
                             Ok(()) => {
-                                commands.push(Command::RunTasks(run));
+                                commands.push(made_by(actor, Command::RunTasks(run)));
                                 waiting.push(reply);
                             }
                             Err(e) => {
@@ -243,16 +244,57 @@ impl Batcher {
 
 fn request_weight(req: &WriteRequest) -> usize {
     match req {
+        WriteRequest::As { request, .. } => request_weight(request),
         WriteRequest::RunTask(r) => r.count.clamp(1, berth_core::limits::MAX_RUN_COUNT) as usize,
         WriteRequest::ReportTasks { reports, .. } => reports.len().max(1),
         _ => 1,
     }
 }
 
+/// `command` as made by the holder of token `actor`, when there is one.
+fn made_by(actor: Option<String>, command: Command) -> Command {
+    match actor {
+        None => command,
+        Some(accessor) => Command::As {
+            accessor,
+            command: Box::new(command),
+        },
+    }
+}
+
+/// A request made with a token: prepared as any other, refused unless the token is live
+/// and its role allows what the request became, and marked with the token's accessor so
+/// that apply checks it again at its place in the log.
+fn prepare_as(accessor: String, req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
+    let prepared = prepare(req, state)?;
+    let need = match &prepared {
+        Prepared::Command(c) => berth_core::state::need_of(c)
+            .ok_or_else(|| ApiError::invalid("this request is not one a token can make"))?,
+        Prepared::Run(..) | Prepared::Answer(..) => berth_core::access::Need::Write,
+    };
+    state.authorize(&accessor, need)?;
+    Ok(match prepared {
+        Prepared::Command(c) => Prepared::Command(made_by(Some(accessor), c)),
+        Prepared::Run(run, demand, None) => Prepared::Run(run, demand, Some(accessor)),
+        Prepared::Run(_, _, Some(_)) => {
+            return Err(ApiError::invalid("a request is made with one token"))
+        }
+        answer @ Prepared::Answer(..) => answer,
+    })
+}
+
 /// Turns a request into a command against the applied state. Everything that can be
 /// refused is refused here, before it costs a Raft round.
 fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
     Ok(match req {
+        WriteRequest::As { accessor, request } => prepare_as(accessor, *request, state)?,
+        WriteRequest::BootstrapAccessToken(t) => {
+            Prepared::Command(Command::BootstrapAccessToken(t))
+        }
+        WriteRequest::CreateAccessToken(t) => Prepared::Command(Command::CreateAccessToken(t)),
+        WriteRequest::RevokeAccessToken { accessor } => {
+            Prepared::Command(Command::RevokeAccessToken { accessor })
+        }
         WriteRequest::RegisterTaskDefinition(spec) => {
             validate::task_definition(&spec, state.settings().free_sizing)?;
             Prepared::Command(Command::RegisterTaskDefinition { spec })
@@ -479,7 +521,7 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
         failures: Vec::new(),
         service: r.service,
     };
-    Ok(Prepared::Run(run, demand))
+    Ok(Prepared::Run(run, demand, None))
 }
 
 pub(crate) fn strategies(s: &[PlacementStrategy]) -> ApiResult<Vec<sched::Strategy>> {
@@ -741,5 +783,80 @@ mod tests {
         }]));
         assert!(m.contains(&format!("({} bytes)", expr.len())), "{m}");
         assert!(m.len() < 300, "{} bytes", m.len());
+    }
+
+    fn with_tokens() -> ClusterState {
+        use berth_core::access::{AccessToken, Role};
+        let mut st = ClusterState::default();
+        let token = |n: u8, role| AccessToken {
+            accessor: format!("{n:016x}"),
+            name: format!("t{n}"),
+            role,
+            digest: format!("{n:064x}"),
+            created_at: 0,
+            created_by: String::new(),
+            revoked_at: None,
+        };
+        let admin = token(1, Role::Admin);
+        let batch = |commands| berth_core::Batch { now: 1, commands };
+        st.apply(1, &batch(vec![Command::BootstrapAccessToken(admin.clone())]));
+        for t in [token(2, Role::Operator), token(3, Role::Reader)] {
+            st.apply(
+                2,
+                &batch(vec![Command::As {
+                    accessor: admin.accessor.clone(),
+                    command: Box::new(Command::CreateAccessToken(t)),
+                }]),
+            );
+        }
+        st
+    }
+
+    fn spec() -> berth_core::TaskDefinitionSpec {
+        berth_core::TaskDefinitionSpec {
+            family: "web".into(),
+            cpu: Some(256),
+            memory: Some(512),
+            network_mode: None,
+            container_definitions: vec![berth_core::ContainerDefinition {
+                name: "app".into(),
+                image: "berth/workload".into(),
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// A write made with a token is refused before it costs a Raft round when the token
+    /// does not allow it, and goes into the log marked with the token otherwise.
+    #[test]
+    fn a_request_made_with_a_token_is_checked_and_marked() {
+        let st = with_tokens();
+        let as_ = |n: u8, req| WriteRequest::As {
+            accessor: format!("{n:016x}"),
+            request: Box::new(req),
+        };
+        match prepare(as_(2, WriteRequest::RegisterTaskDefinition(spec())), &st) {
+            Ok(Prepared::Command(Command::As { accessor, command })) => {
+                assert_eq!(accessor, format!("{:016x}", 2));
+                assert!(matches!(*command, Command::RegisterTaskDefinition { .. }));
+            }
+            Ok(_) => panic!("not marked"),
+            Err(e) => panic!("{e:?}"),
+        }
+        let e = prepare(as_(3, WriteRequest::RegisterTaskDefinition(spec())), &st).err();
+        assert!(matches!(e, Some(ApiError::PermissionDenied(_))), "{e:?}");
+        let e = prepare(as_(9, WriteRequest::RegisterTaskDefinition(spec())), &st).err();
+        assert!(matches!(e, Some(ApiError::Unauthenticated(_))), "{e:?}");
+        let e = prepare(as_(1, WriteRequest::Tick), &st).err();
+        assert!(matches!(e, Some(ApiError::InvalidArgument(_))), "{e:?}");
+        let nested = as_(1, as_(2, WriteRequest::RegisterTaskDefinition(spec())));
+        assert!(prepare(nested, &st).is_err());
+        // An operator does not change settings.
+        let e = prepare(
+            as_(2, WriteRequest::UpdateSettings(crate::node::SettingsUpdate::default())),
+            &st,
+        )
+        .err();
+        assert!(matches!(e, Some(ApiError::PermissionDenied(_))), "{e:?}");
     }
 }

@@ -88,6 +88,19 @@ pub enum WriteRequest {
         epoch: u64,
         windows: Vec<berth_core::utilization::Window>,
     },
+    /// The first admin token (only while the cluster has none).
+    BootstrapAccessToken(berth_core::access::AccessToken),
+    /// A token an admin makes (under `As`).
+    CreateAccessToken(berth_core::access::AccessToken),
+    RevokeAccessToken {
+        accessor: String,
+    },
+    /// `request`, made by the holder of API token `accessor`: refused here unless that
+    /// token is live and its role allows it, and checked again where it applies.
+    As {
+        accessor: String,
+        request: Box<WriteRequest>,
+    },
 }
 
 /// UpdateSettings: fields not given keep the cluster's (merged by the leader).
