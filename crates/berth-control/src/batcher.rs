@@ -799,7 +799,10 @@ mod tests {
         };
         let admin = token(1, Role::Admin);
         let batch = |commands| berth_core::Batch { now: 1, commands };
-        st.apply(1, &batch(vec![Command::BootstrapAccessToken(admin.clone())]));
+        st.apply(
+            1,
+            &batch(vec![Command::BootstrapAccessToken(admin.clone())]),
+        );
         for t in [token(2, Role::Operator), token(3, Role::Reader)] {
             st.apply(
                 2,
@@ -853,7 +856,10 @@ mod tests {
         assert!(prepare(nested, &st).is_err());
         // An operator does not change settings.
         let e = prepare(
-            as_(2, WriteRequest::UpdateSettings(crate::node::SettingsUpdate::default())),
+            as_(
+                2,
+                WriteRequest::UpdateSettings(crate::node::SettingsUpdate::default()),
+            ),
             &st,
         )
         .err();

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 mod autoscaler;
 mod batcher;
 mod bootstrap;

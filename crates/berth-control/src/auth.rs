@@ -1,0 +1,139 @@
+//! Who is calling the API: the bearer token a call carries (`authorization: Bearer …`),
+//! checked against the tokens in the replicated state. A token's text never leaves this
+//! module: the state keeps its SHA-256, and messages name its accessor only.
+
+use berth_core::access::{self, AccessToken, Need, Role};
+use berth_core::ClusterState;
+use ring::digest::{digest as sha, SHA256};
+use ring::rand::{SecureRandom, SystemRandom};
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+/// The header a token travels in, as `Bearer <token>`.
+pub const HEADER: &str = "authorization";
+
+/// The token text a call carries, or why there is none.
+pub fn bearer(md: &MetadataMap) -> Result<&str, Status> {
+    let value = md.get(HEADER).ok_or_else(|| {
+        Status::unauthenticated(
+            "this call needs a token: give --token or BERTH_TOKEN (an admin makes one with \
+             `berth token create`)",
+        )
+    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    text.strip_prefix("Bearer ")
+        .map(str::trim)
+        .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer <token>`"))
+}
+
+/// SHA-256 of a token's text, lowercase hex: what the state keeps.
+pub fn digest(text: &str) -> String {
+    sha(&SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new token: its text (shown once) and the record the state keeps.
+pub fn mint(name: &str, role: Role) -> Result<(String, AccessToken), Status> {
+    access::check_name(name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let rng = SystemRandom::new();
+    let mut bytes = [0u8; 8 + 32];
+    rng.fill(&mut bytes)
+        .map_err(|_| Status::internal("the system's random source failed"))?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let accessor = hex(&bytes[..8]);
+    let text = access::token_text(&accessor, &hex(&bytes[8..]));
+    let record = AccessToken {
+        accessor,
+        name: name.to_string(),
+        role,
+        digest: digest(&text),
+        created_at: 0,
+        created_by: String::new(),
+        revoked_at: None,
+    };
+    Ok((text, record))
+}
+
+/// The accessor of the live token `md` carries, if it allows `need` on `state`; else
+/// UNAUTHENTICATED (no token, not a token, unknown, wrong secret, revoked) or
+/// PERMISSION_DENIED (a role short of `need`).
+pub fn check(state: &ClusterState, md: &MetadataMap, need: Need) -> Result<String, Status> {
+    let text = bearer(md)?;
+    let (accessor, _) =
+        access::parse_token(text).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let known = state.access_token(accessor).ok_or_else(|| {
+        Status::unauthenticated(format!("token {accessor} is not known to this cluster"))
+    })?;
+    // Digests, not secrets, are compared: timing tells nothing about the secret.
+    if known.digest != digest(text) {
+        return Err(Status::unauthenticated(format!(
+            "token {accessor} does not match its record (a forged or mistyped token)"
+        )));
+    }
+    state
+        .authorize(accessor, need)
+        .map_err(|e| tonic::Status::from(crate::error::ApiError::from(e)))?;
+    Ok(accessor.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::{Batch, Command};
+
+    fn md(token: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert(HEADER, format!("Bearer {token}").parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn a_minted_token_is_checked_by_digest_and_role() {
+        let (admin_text, admin) = mint("first", Role::Admin).unwrap();
+        let (reader_text, reader) = mint("ro", Role::Reader).unwrap();
+        assert!(admin_text.starts_with("berth_"));
+        assert!(
+            !format!("{admin:?}").contains(&admin_text[23..]),
+            "no secret kept"
+        );
+        let mut st = ClusterState::default();
+        st.apply(
+            1,
+            &Batch {
+                now: 1,
+                commands: vec![
+                    Command::BootstrapAccessToken(admin.clone()),
+                    Command::As {
+                        accessor: admin.accessor.clone(),
+                        command: Box::new(Command::CreateAccessToken(reader.clone())),
+                    },
+                ],
+            },
+        );
+        assert_eq!(
+            check(&st, &md(&admin_text), Need::Admin).unwrap(),
+            admin.accessor
+        );
+        assert!(check(&st, &md(&reader_text), Need::Read).is_ok());
+        let e = check(&st, &md(&reader_text), Need::Write).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        // Same accessor, another secret: forged.
+        let forged = format!("{}{}", &admin_text[..23], "0".repeat(64));
+        let e = check(&st, &md(&forged), Need::Read).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("does not match"), "{e:?}");
+        assert!(!e.message().contains(&forged[23..]));
+        for bad in [MetadataMap::new(), md("nonsense")] {
+            let e = check(&st, &bad, Need::Read).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        }
+        let (stranger, _) = mint("elsewhere", Role::Admin).unwrap();
+        let e = check(&st, &md(&stranger), Need::Read).unwrap_err();
+        assert!(e.message().contains("not known"), "{e:?}");
+    }
+}
