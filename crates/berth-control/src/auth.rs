@@ -81,10 +81,93 @@ pub fn check(state: &ClusterState, md: &MetadataMap, need: Need) -> Result<Strin
     Ok(accessor.to_string())
 }
 
+/// What a call to the public API needs of its caller's token, by gRPC path
+/// (`/berth.v1.Service/Method`). `None` for the services stock tools probe without a token
+/// (health, reflection). A method this table does not name needs an admin: deny by default,
+/// and a test holds the table to every method the protos declare.
+pub fn need_of_path(path: &str) -> Option<Need> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    if service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.") {
+        return None;
+    }
+    let need = match (service, method) {
+        ("berth.v1.TaskDefinitions", "Describe" | "List")
+        | ("berth.v1.Tasks", "Describe" | "List" | "Watch" | "Logs")
+        | ("berth.v1.Agents", "List" | "Describe")
+        | ("berth.v1.Cluster", "Status")
+        | ("berth.v1.Events", "Watch")
+        | ("berth.v1.Usage", "Get")
+        | ("berth.v1.Services", "Describe" | "List") => Need::Read,
+        ("berth.v1.TaskDefinitions", "Register" | "Deregister")
+        | ("berth.v1.Tasks", "Run" | "Stop")
+        | ("berth.v1.Services", "Create" | "Update" | "Delete" | "PutScalingPolicy") => Need::Write,
+        _ => Need::Admin,
+    };
+    Some(need)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use berth_core::{Batch, Command};
+
+    /// Every method of the public protos, as `/package.Service/Method`.
+    fn declared_methods() -> Vec<String> {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(berth_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut out = Vec::new();
+        for f in set.file {
+            for s in &f.service {
+                for m in &s.method {
+                    out.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_api_method_has_a_decided_need_and_writes_are_never_reads() {
+        let methods = declared_methods();
+        assert!(methods.len() >= 25, "{methods:?}");
+        let mut by_need = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+        for m in &methods {
+            let need = need_of_path(m).unwrap_or_else(|| panic!("{m} would be open"));
+            by_need
+                .entry(match need {
+                    Need::Read => "read",
+                    Need::Write => "write",
+                    Need::Admin => "admin",
+                })
+                .or_default()
+                .push(m);
+        }
+        // Membership, settings and draining are an admin's; a method added to the protos
+        // lands here too until the table names it.
+        assert_eq!(
+            by_need["admin"],
+            vec![
+                "/berth.v1.Agents/Drain",
+                "/berth.v1.Cluster/Join",
+                "/berth.v1.Cluster/Leave",
+                "/berth.v1.Cluster/UpdateSettings",
+            ],
+            "{by_need:#?}"
+        );
+        for m in &by_need["read"] {
+            let verb = m.rsplit('/').next().unwrap_or_default();
+            assert!(
+                ["Describe", "List", "Watch", "Logs", "Status", "Get"].contains(&verb),
+                "{m} is a read"
+            );
+        }
+        assert_eq!(need_of_path("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            need_of_path("/berth.v1.Tasks/SomethingNew"),
+            Some(Need::Admin)
+        );
+    }
 
     fn md(token: &str) -> MetadataMap {
         let mut m = MetadataMap::new();
