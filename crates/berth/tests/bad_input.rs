@@ -41,14 +41,8 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     register(api.clone(), web_spec("web"))
         .await
         .expect("register");
-    register_agent(
-        c.raft_agent(leader, "a1"),
-        "a1",
-        4096,
-        8192,
-        &[("zone", "a")],
-    )
-    .await;
+    c.register_agent(leader, "a1", 4096, 8192, &[("zone", "a")])
+        .await;
     let ok = run(api.clone(), "web", 1, "good").await.expect("run");
     let revision_before = status(c.api(leader)).await.revision;
 

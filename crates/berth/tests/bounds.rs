@@ -76,7 +76,7 @@ async fn no_stored_object_pushes_an_answer_past_4_mib() {
     register(api.clone(), three_containers("fat"))
         .await
         .expect("register");
-    register_agent(c.raft_agent(leader, "big"), "big", 1 << 20, 1 << 24, &[]).await;
+    c.register_agent(leader, "big", 1 << 20, 1 << 24, &[]).await;
     let mut tasks = TasksClient::new(api.clone());
     let before = status(c.api(leader)).await.revision;
 
@@ -301,22 +301,10 @@ async fn messages_quote_a_prefix_and_the_small_faults_are_fixed() {
     register(api.clone(), web_spec("web"))
         .await
         .expect("register");
-    register_agent(
-        c.raft_agent(leader, "a1"),
-        "a1",
-        4096,
-        8192,
-        &[("zone", "a")],
-    )
-    .await;
-    register_agent(
-        c.raft_agent(leader, "a2"),
-        "a2",
-        4096,
-        8192,
-        &[("zone", "b")],
-    )
-    .await;
+    c.register_agent(leader, "a1", 4096, 8192, &[("zone", "a")])
+        .await;
+    c.register_agent(leader, "a2", 4096, 8192, &[("zone", "b")])
+        .await;
     let mut tasks = TasksClient::new(api.clone());
     let ok = run(api.clone(), "web", 1, "one").await.expect("run");
     let task_id = ok.tasks[0].task_id.clone();

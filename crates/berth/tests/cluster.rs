@@ -28,14 +28,8 @@ async fn writes_through_a_follower_are_read_linearizably_everywhere() {
         .await
         .expect("register through a follower");
     assert_eq!((def.family.as_str(), def.revision), ("web", 1));
-    register_agent(
-        c.raft_agent(follower, "a1"),
-        "a1",
-        4096,
-        8192,
-        &[("zone", "a")],
-    )
-    .await;
+    c.register_agent(follower, "a1", 4096, 8192, &[("zone", "a")])
+        .await;
     let run = run(c.api(follower), "web", 2, "t-1")
         .await
         .expect("run through a follower");
@@ -230,7 +224,8 @@ async fn leader_sigkill_during_writes_loses_no_acknowledged_write() {
     register(c.api(any), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft_agent(any, "big"), "big", 1_000_000, 4_000_000, &[]).await;
+    c.register_agent(any, "big", 1_000_000, 4_000_000, &[])
+        .await;
 
     let endpoint = c.endpoint();
     // (client token, task ids, when acknowledged)
@@ -353,14 +348,8 @@ async fn whole_cluster_killed_and_restarted_keeps_identical_state() {
     register(c.api(leader), web_spec("db"))
         .await
         .expect("register");
-    register_agent(
-        c.raft_agent(leader, "a1"),
-        "a1",
-        8192,
-        16384,
-        &[("zone", "a")],
-    )
-    .await;
+    c.register_agent(leader, "a1", 8192, 16384, &[("zone", "a")])
+        .await;
     let r = run(c.api(leader), "web", 5, "k1").await.expect("run");
     assert_eq!(r.tasks.len(), 5);
     let before = all_tasks(c.api(leader), false).await;
@@ -420,7 +409,8 @@ async fn a_wiped_node_rejoins_and_catches_up_by_snapshot() {
     register(c.api(leader), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft_agent(leader, "a1"), "a1", 1_000_000, 4_000_000, &[]).await;
+    c.register_agent(leader, "a1", 1_000_000, 4_000_000, &[])
+        .await;
     c.stop(victim);
     c.wipe(victim);
     let mut last = 0;
@@ -699,7 +689,7 @@ async fn a_retried_client_token_after_a_leader_change_runs_one_task() {
     register(c.api(leader), web_spec("web"))
         .await
         .expect("register");
-    register_agent(c.raft_agent(leader, "a1"), "a1", 4096, 8192, &[]).await;
+    c.register_agent(leader, "a1", 4096, 8192, &[]).await;
     let first = run(c.api(leader), "web", 2, "once").await.expect("run");
     c.kill(leader);
     let new_leader = c.wait_leader(FORM).await;
@@ -1015,7 +1005,7 @@ async fn watch_streams_the_current_picture_then_changes() {
     register(c.api(leader), web_spec("other"))
         .await
         .expect("register");
-    register_agent(c.raft_agent(leader, "a1"), "a1", 4096, 8192, &[]).await;
+    c.register_agent(leader, "a1", 4096, 8192, &[]).await;
     let first = run(c.api(leader), "web", 1, "w1").await.expect("run");
     run(c.api(leader), "other", 1, "o1")
         .await

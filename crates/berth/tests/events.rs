@@ -66,14 +66,8 @@ async fn events_arrive_in_revision_order_and_resume_on_another_node() {
     assert_eq!(first.id, "web:1");
     assert!(first.message.contains("ACTIVE"), "{first:?}");
 
-    register_agent(
-        c.raft_agent(follower, "ev-a1"),
-        "ev-a1",
-        4096,
-        8192,
-        &[("zone", "a")],
-    )
-    .await;
+    c.register_agent(follower, "ev-a1", 4096, 8192, &[("zone", "a")])
+        .await;
     let ran = run(api.clone(), "web", 2, "ev-1").await.expect("run");
     ServicesClient::new(api.clone())
         .create(CreateServiceRequest {

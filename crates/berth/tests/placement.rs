@@ -29,7 +29,8 @@ async fn spread_over_zones_and_distinct_instance_through_the_api() {
         .await
         .expect("register");
     for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")] {
-        register_agent(c.raft_agent(leader, id), id, 4096, 8192, &[("zone", zone)]).await;
+        c.register_agent(leader, id, 4096, 8192, &[("zone", zone)])
+            .await;
     }
     let zone_of: BTreeMap<&str, &str> = [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c")].into();
 

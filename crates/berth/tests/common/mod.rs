@@ -508,6 +508,21 @@ pub async fn register(
         })
 }
 
+impl Cluster {
+    /// Registers agent `id` through node `node`'s raft port, as that agent (its own
+    /// certificate on TLS).
+    pub async fn register_agent(
+        &self,
+        node: u64,
+        id: &str,
+        cpu: u32,
+        memory: u32,
+        attrs: &[(&str, &str)],
+    ) {
+        register_agent(self.raft_agent(node, id), id, cpu, memory, attrs).await
+    }
+}
+
 pub async fn register_agent(ch: Channel, id: &str, cpu: u32, memory: u32, attrs: &[(&str, &str)]) {
     AgentProtocolClient::new(ch)
         .register(AgentRegisterRequest {
