@@ -6,6 +6,9 @@ use berth_core::access::{self, AccessToken, Need, Role};
 use berth_core::ClusterState;
 use ring::digest::{digest as sha, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
+use std::future::Future;
+use std::sync::Arc;
+
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -104,6 +107,91 @@ pub fn need_of_path(path: &str) -> Option<Need> {
         _ => Need::Admin,
     };
     Some(need)
+}
+
+/// Who an API call was authenticated as: the accessor of its token, put in the request's
+/// extensions for the handler (a write is made as this token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub accessor: String,
+}
+
+type CheckFuture = std::pin::Pin<Box<dyn Future<Output = Result<Caller, Status>> + Send>>;
+
+/// Decides whether a call's headers carry a token that allows `need`.
+pub type Check = Arc<dyn Fn(Need, &http::HeaderMap) -> CheckFuture + Send + Sync>;
+
+/// Authenticates every call to the services it wraps before it reaches them: a call whose
+/// method needs a token ([`need_of_path`]) runs only if `check` accepts its headers, with
+/// the [`Caller`] in its extensions; any other answer is the refusal, and the service never
+/// sees the call.
+#[derive(Clone)]
+pub struct AuthLayer {
+    check: Check,
+}
+
+impl AuthLayer {
+    pub fn new(check: Check) -> Self {
+        AuthLayer { check }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticated {
+            inner,
+            check: self.check.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    check: Check,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The service that was polled ready is the one to call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some(need) = need_of_path(req.uri().path()) else {
+            return Box::pin(inner.call(req));
+        };
+        let checked = (self.check)(need, req.headers());
+        Box::pin(async move {
+            match checked.await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    inner.call(req).await
+                }
+                Err(refused) => Ok(refused.into_http()),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +306,119 @@ mod tests {
         let (stranger, _) = mint("elsewhere", Role::Admin).unwrap();
         let e = check(&st, &md(&stranger), Need::Read).unwrap_err();
         assert!(e.message().contains("not known"), "{e:?}");
+    }
+
+    /// The layer in front of a real gRPC server: a call without the right token never
+    /// reaches the service; one with it arrives carrying its caller; health needs none.
+    #[tokio::test]
+    async fn the_layer_refuses_before_the_service_and_hands_it_the_caller() {
+        use berth_proto::v1::cluster_client::ClusterClient;
+        use berth_proto::v1::cluster_server::{Cluster, ClusterServer};
+        use berth_proto::v1::*;
+
+        #[derive(Clone, Default)]
+        struct Seen(Arc<std::sync::Mutex<Vec<Option<Caller>>>>);
+        #[tonic::async_trait]
+        impl Cluster for Seen {
+            async fn status(
+                &self,
+                req: tonic::Request<ClusterStatusRequest>,
+            ) -> Result<tonic::Response<ClusterStatusResponse>, Status> {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(req.extensions().get::<Caller>().cloned());
+                Ok(tonic::Response::new(ClusterStatusResponse::default()))
+            }
+            async fn join(
+                &self,
+                req: tonic::Request<JoinRequest>,
+            ) -> Result<tonic::Response<JoinResponse>, Status> {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(req.extensions().get::<Caller>().cloned());
+                Ok(tonic::Response::new(JoinResponse::default()))
+            }
+            async fn leave(
+                &self,
+                _: tonic::Request<LeaveRequest>,
+            ) -> Result<tonic::Response<LeaveResponse>, Status> {
+                Err(Status::unimplemented("test"))
+            }
+            async fn update_settings(
+                &self,
+                _: tonic::Request<UpdateSettingsRequest>,
+            ) -> Result<tonic::Response<UpdateSettingsResponse>, Status> {
+                Err(Status::unimplemented("test"))
+            }
+        }
+
+        // A reader's token, by its whole header: enough to test the layer's plumbing.
+        let check: Check = Arc::new(|need, headers: &http::HeaderMap| {
+            let ok = headers.get(HEADER).and_then(|v| v.to_str().ok()) == Some("Bearer r");
+            Box::pin(async move {
+                match (ok, need) {
+                    (false, _) => Err(Status::unauthenticated("no token")),
+                    (true, Need::Read) => Ok(Caller {
+                        accessor: "r".into(),
+                    }),
+                    (true, _) => Err(Status::permission_denied("a reader")),
+                }
+            })
+        });
+        let seen = Seen::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<ClusterServer<Seen>>().await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(AuthLayer::new(check))
+                .add_service(health)
+                .add_service(ClusterServer::new(seen.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        fn with<T>(token: Option<&str>, r: T) -> tonic::Request<T> {
+            let mut req = tonic::Request::new(r);
+            if let Some(t) = token {
+                req.metadata_mut()
+                    .insert(HEADER, format!("Bearer {t}").parse().unwrap());
+            }
+            req
+        }
+        let e = ClusterClient::new(ch.clone())
+            .status(with(None, ClusterStatusRequest {}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = ClusterClient::new(ch.clone())
+            .join(with(Some("r"), JoinRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            seen.0.lock().unwrap().is_empty(),
+            "refused calls reached the service"
+        );
+        ClusterClient::new(ch.clone())
+            .status(with(Some("r"), ClusterStatusRequest {}))
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            vec![Some(Caller {
+                accessor: "r".into()
+            })]
+        );
+        let health = tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(health.is_ok(), "{health:?}");
     }
 }
