@@ -102,10 +102,13 @@ impl ControlNode {
             })?;
         let state = sm.handle();
         let raft_config = Arc::new(cfg.tuning.to_config()?);
+        // One channel per peer for Raft's clients and the node's own calls alike: one
+        // connection and one TLS handshake per peer, whichever role asks first.
+        let channels = berth_raft::network::Channels::new(cfg.tls.clone());
         let raft = berth_raft::Raft::new(
             cfg.id,
             raft_config,
-            berth_raft::network::Network::new(berth_raft::network::Channels::new(cfg.tls.clone())),
+            berth_raft::network::Network::new(channels.clone()),
             log,
             sm,
         )
@@ -153,6 +156,7 @@ impl ControlNode {
             state.clone(),
             shutdown.clone(),
             tx,
+            channels,
         ));
         let mut tasks = Vec::new();
 

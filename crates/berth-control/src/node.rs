@@ -249,8 +249,8 @@ impl Node {
         state: StateHandle,
         shutdown: Shutdown,
         batcher: mpsc::Sender<Pending>,
+        channels: berth_raft::network::Channels,
     ) -> Self {
-        let channels = berth_raft::network::Channels::new(cfg.tls.clone());
         Node {
             id: cfg.id,
             cfg,
