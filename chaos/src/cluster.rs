@@ -14,7 +14,7 @@ use tokio::process::Command;
 
 use berth_tls::grpc::Credentials;
 use berth_tls::Identity;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, Endpoint};
 
 /// Longest any docker CLI call may take (a `docker stop` waits for the grace period).
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -413,14 +413,7 @@ pub fn lazy_channel(addr: &str, timeout: Duration) -> Result<Channel> {
     let ep = endpoint(addr, timeout)?;
     let ep = match tls() {
         None => ep,
-        Some(t) => {
-            let host = berth_tls::grpc::host_of(&ep);
-            ep.tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(t.ca.clone())
-                    .domain_name(host),
-            )?
-        }
+        Some(t) => berth_tls::grpc::trusting(ep, t.ca.clone())?,
     };
     Ok(ep.connect_lazy())
 }

@@ -97,6 +97,13 @@ impl Credentials {
     }
 }
 
+/// `endpoint` (an `https://` one) as server-only TLS to an API port, trusting only `ca`;
+/// the server's certificate must name the host it is reached at.
+pub fn trusting(endpoint: Endpoint, ca: Certificate) -> Result<Endpoint, tonic::transport::Error> {
+    let host = host_of(&endpoint);
+    endpoint.tls_config(ClientTlsConfig::new().ca_certificate(ca).domain_name(host))
+}
+
 /// `addr` (HOST:PORT, with or without a scheme) as a URI: `https://` when `tls`, else
 /// `http://`.
 pub fn uri(addr: &str, tls: bool) -> String {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub struct Client {
@@ -58,14 +58,9 @@ impl Client {
             let tls = !matches!(trust, Trust::Plain);
             let mut endpoint = Endpoint::from_shared(berth_tls::grpc::uri(e, tls))
                 .with_context(|| format!("endpoint `{e}` is not HOST:PORT"))?;
-            let host = berth_tls::grpc::host_of(&endpoint);
             endpoint = match trust {
                 Trust::Plain => Ok(endpoint),
-                Trust::Ca(ca) => endpoint.tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(ca.clone())
-                        .domain_name(host),
-                ),
+                Trust::Ca(ca) => berth_tls::grpc::trusting(endpoint, ca.clone()),
                 Trust::Mutual(creds) => creds.secure(endpoint),
             }
             .with_context(|| format!("TLS settings for `{e}`"))?;
