@@ -52,6 +52,7 @@ deploy/up.sh "${BUILD[@]}" || { echo "demo-autoscaling.sh: the cluster did not c
 BERTH=${BERTH_BIN:-${CARGO_TARGET_DIR:-target}/release/berth}
 export BERTH_ENDPOINT=127.0.0.1:17400,127.0.0.1:17401,127.0.0.1:17402
 export BERTH_TLS_CA=${BERTH_TLS_HOST_DIR:-$PWD/deploy/.tls}/ca.pem
+export BERTH_TOKEN_FILE=${BERTH_TLS_HOST_DIR:-$PWD/deploy/.tls}/admin.token
 WORK=$(mktemp -d)
 LOAD_PID=""
 cleanup() {

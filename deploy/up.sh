@@ -18,12 +18,13 @@
 #   3. berth/berth:latest from deploy/Dockerfile (rebuilt when the binary or the base changed).
 #   4. berth/workload:latest, the task image (deploy/images/build.sh).
 #   5. The cluster's certificates in deploy/.tls ($BERTH_TLS_HOST_DIR): a CA, control nodes
-#      1-5 and agents compose-a/b/c (`berth tls`), made once and kept.
+#      1-5 and agents compose-a/b/c (`berth tls`), and its first admin token (admin.token),
+#      made once and kept.
 #   6. docker-compose -p berth up -d, then wait until every control node is healthy.
 #
 # Host ports (loopback only): API 17400-17402 (-17404), raft 17500-17502 (-17504).
 #   export BERTH_ENDPOINT=127.0.0.1:17400,127.0.0.1:17401,127.0.0.1:17402
-#   export BERTH_TLS_CA=$PWD/deploy/.tls/ca.pem
+#   export BERTH_TLS_CA=$PWD/deploy/.tls/ca.pem BERTH_TOKEN_FILE=$PWD/deploy/.tls/admin.token
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -132,7 +133,9 @@ for z in a b c; do
   [[ -f "$TLS_DIR/agent-compose-$z.pem" ]] \
     || "$BIN" tls issue --dir "$TLS_DIR" --agent "compose-$z" --host "agent-$z" >/dev/null
 done
-export BERTH_TLS_CA=$TLS_DIR/ca.pem
+# A directory made before API tokens gets its admin token; an existing one is kept.
+"$BIN" tls admin-token --dir "$TLS_DIR" >/dev/null
+export BERTH_TLS_CA=$TLS_DIR/ca.pem BERTH_TOKEN_FILE=$TLS_DIR/admin.token
 
 # ---------------------------------------------------------------- 6. compose up
 FILES=(-f deploy/docker-compose.yml)
@@ -165,4 +168,4 @@ EP=127.0.0.1:17400,127.0.0.1:17401,127.0.0.1:17402
 step "up in $(( $(date +%s) - t0 ))s"
 "$BIN" cluster status --endpoint "$EP" || true
 echo
-echo "export BERTH_ENDPOINT=$EP BERTH_TLS_CA=$BERTH_TLS_CA"
+echo "export BERTH_ENDPOINT=$EP BERTH_TLS_CA=$BERTH_TLS_CA BERTH_TOKEN_FILE=$BERTH_TOKEN_FILE"

@@ -324,7 +324,7 @@ berth() { timeout 30 "$BIN" "$@"; }
 # made as each agent starts.
 TLS="$WORK/tls"
 "$BIN" tls init --out "$TLS" >/dev/null
-export BERTH_TLS_CA="$TLS/ca.pem" BERTH_CONFIG=/nonexistent
+export BERTH_TLS_CA="$TLS/ca.pem" BERTH_TOKEN_FILE="$TLS/admin.token" BERTH_CONFIG=/nonexistent
 
 say "starting three berth control processes (api ${API[*]}, raft ${RAFT[*]})"
 for i in 1 2 3; do

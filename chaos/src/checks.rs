@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use berth_proto::bearer::Api;
 use berth_proto::v1::agents_client::AgentsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::{
@@ -12,7 +13,6 @@ use berth_proto::v1::{
     RunTaskRequest, StopTaskRequest, Task,
 };
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::history::{Answer, Call, Kind, Op, TaskSeen};
@@ -88,7 +88,7 @@ pub fn view(t: &TaskSeen) -> TaskView {
 /// Every task of the cluster, read linearizably page by page (`started_by` filters when
 /// not empty). Retried across endpoints: the cluster was just healed.
 pub async fn list_tasks(
-    endpoints: &[(String, Channel)],
+    endpoints: &[(String, Api)],
     started_by: &str,
     agent_id: &str,
 ) -> Result<(Vec<Task>, u64)> {
@@ -130,7 +130,7 @@ pub async fn list_tasks(
 }
 
 /// Every agent, page by page (Agents.List is paged like the other lists).
-pub async fn list_agents(ch: &Channel, stale: bool) -> Result<(Vec<Agent>, u64)> {
+pub async fn list_agents(ch: &Api, stale: bool) -> Result<(Vec<Agent>, u64)> {
     let mut out = Vec::new();
     let mut token = String::new();
     let mut revision = 0;
@@ -426,7 +426,7 @@ pub fn capacity(
 
 /// Re-adds each agent's live tasks and compares with its used figures, both read at one
 /// revision (retried until they are).
-pub async fn recount(endpoints: &[(String, Channel)]) -> (Vec<String>, String) {
+pub async fn recount(endpoints: &[(String, Api)]) -> (Vec<String>, String) {
     let mut v = Vec::new();
     // Agents keep reporting, so the two reads may land at different revisions: retried.
     for i in 0..30 {
@@ -472,7 +472,7 @@ pub async fn recount(endpoints: &[(String, Channel)]) -> (Vec<String>, String) {
 /// pinned to it (`memberOf agent.id`) must be placed there and reach RUNNING, then is
 /// stopped. Under `started_by` of its own, so the run's other checks do not count it.
 pub async fn agents_serve(
-    endpoints: &[(String, Channel)],
+    endpoints: &[(String, Api)],
     agent_ids: &[String],
     family: &str,
     started_by: &str,
@@ -551,7 +551,7 @@ const CHECK_TASK_CPU: u32 = 256;
 const CHECK_TASK_MEMORY: u32 = 512;
 
 /// Stops one running task on `agent`; whether one was stopped.
-async fn stop_one_on(ch: &Channel, agent: &str) -> bool {
+async fn stop_one_on(ch: &Api, agent: &str) -> bool {
     let listed = TasksClient::new(ch.clone())
         .list(ListTasksRequest {
             agent_id: agent.to_string(),
@@ -576,12 +576,7 @@ async fn stop_one_on(ch: &Channel, agent: &str) -> bool {
 }
 
 /// Runs one task pinned to `agent` and waits for it to run; its id.
-async fn place_on(
-    ch: &Channel,
-    agent: &str,
-    family: &str,
-    started_by: &str,
-) -> Result<String, String> {
+async fn place_on(ch: &Api, agent: &str, family: &str, started_by: &str) -> Result<String, String> {
     let r = TasksClient::new(ch.clone())
         .run(RunTaskRequest {
             task_definition: family.to_string(),

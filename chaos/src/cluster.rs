@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tokio::process::Command;
 
+use berth_proto::bearer::{Api, Bearer};
 use berth_tls::grpc::Credentials;
 use berth_tls::Identity;
 use tonic::transport::{Certificate, Channel, Endpoint};
@@ -361,13 +362,14 @@ pub fn describe_infos(infos: &[(u64, Result<NodeInfo>)]) -> String {
 }
 
 /// How the harness reaches the cluster: over TLS with the certificates deploy/up.sh made
-/// (the API trusting the CA; the raft port as control node 1 for Node.Info, as each
-/// simulated agent for the agent protocol), or in plaintext when the cluster runs with
-/// --insecure.
+/// (the API trusting the CA, as the admin of its admin.token; the raft port as control
+/// node 1 for Node.Info, as each simulated agent for the agent protocol), or in plaintext
+/// when the cluster runs with --insecure.
 struct Tls {
     dir: PathBuf,
     ca: Certificate,
     control: Credentials,
+    admin: Bearer,
 }
 
 static TLS: OnceLock<Option<Tls>> = OnceLock::new();
@@ -382,10 +384,19 @@ pub fn init_tls(dir: Option<&Path>) -> Result<()> {
             let ca_path = dir.join(berth_tls::files::CA_CERT);
             let ca = std::fs::read(&ca_path)
                 .with_context(|| format!("--tls-dir: {}", ca_path.display()))?;
+            let token_path = dir.join(berth_tls::files::ADMIN_TOKEN);
+            let token = std::fs::read_to_string(&token_path).with_context(|| {
+                format!(
+                    "--tls-dir: {} (deploy/up.sh makes it; `berth tls admin-token --dir DIR` \
+                     for an older directory)",
+                    token_path.display()
+                )
+            })?;
             Some(Tls {
                 dir: dir.to_path_buf(),
                 ca: Certificate::from_pem(ca),
                 control,
+                admin: Bearer::new(Some(token.trim()))?,
             })
         }
     };
@@ -407,15 +418,16 @@ fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint> {
     )
 }
 
-/// A channel to a control node's API that connects on first use and reconnects by itself;
-/// `timeout` bounds every request on it.
-pub fn lazy_channel(addr: &str, timeout: Duration) -> Result<Channel> {
+/// A channel to a control node's API, as its admin, that connects on first use and
+/// reconnects by itself; `timeout` bounds every request on it.
+pub fn lazy_channel(addr: &str, timeout: Duration) -> Result<Api> {
     let ep = endpoint(addr, timeout)?;
-    let ep = match tls() {
-        None => ep,
-        Some(t) => berth_tls::grpc::trusting(ep, t.ca.clone())?,
-    };
-    Ok(ep.connect_lazy())
+    Ok(match tls() {
+        None => Bearer::default().on(ep.connect_lazy()),
+        Some(t) => t
+            .admin
+            .on(berth_tls::grpc::trusting(ep, t.ca.clone())?.connect_lazy()),
+    })
 }
 
 /// A channel to a control node's raft port as control node 1 (Node.Info).

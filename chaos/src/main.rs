@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::bearer::Api;
 use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::{ContainerDefinition, RegisterTaskDefinitionRequest, TaskDefinitionSpec};
 use clap::{Parser, ValueEnum};
@@ -144,7 +145,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn register_definition(endpoints: &[(String, Channel)], family: &str) -> Result<()> {
+async fn register_definition(endpoints: &[(String, Api)], family: &str) -> Result<()> {
     let spec = TaskDefinitionSpec {
         family: family.to_string(),
         cpu: Some(256),
@@ -208,7 +209,7 @@ async fn run(args: Args) -> Result<bool> {
     log(&history, &format!("cluster healthy, leader {leader}"));
 
     let timeout = Duration::from_millis(args.request_timeout_ms);
-    let endpoints: Vec<(String, Channel)> = cluster
+    let endpoints: Vec<(String, Api)> = cluster
         .api_endpoints()
         .into_iter()
         .map(|e| lazy_channel(&e, timeout).map(|c| (e, c)))
@@ -654,7 +655,7 @@ fn write_report(
 
 /// Runs one task for the prober to stop again and again; its id.
 async fn probe_anchor(
-    endpoints: &[(String, Channel)],
+    endpoints: &[(String, Api)],
     family: &str,
     started_by: &str,
 ) -> Result<String> {
@@ -692,7 +693,7 @@ const LIVENESS_WITHIN: Duration = Duration::from_secs(15);
 /// path wedged.
 async fn liveness(
     cfg: &WorkloadConfig,
-    endpoints: &[(String, Channel)],
+    endpoints: &[(String, Api)],
     history: &History,
     known: &Known,
     stuck: &mut Vec<String>,
@@ -727,7 +728,7 @@ async fn liveness(
 /// capacity the agent registered.
 async fn docker_capacity(
     cluster: &Cluster,
-    endpoints: &[(String, Channel)],
+    endpoints: &[(String, Api)],
     samples: &Mutex<Vec<String>>,
 ) {
     if cluster.agents.is_empty() {

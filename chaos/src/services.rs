@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use berth_proto::bearer::Api;
 use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tonic::transport::Channel;
 
 use crate::checks::CheckResult;
 
@@ -62,7 +62,7 @@ impl Updates {
 }
 
 /// Creates the services (idempotently, by token, through any node).
-pub async fn create(endpoints: &[(String, Channel)], family: &str, seed: u64) -> Result<()> {
+pub async fn create(endpoints: &[(String, Api)], family: &str, seed: u64) -> Result<()> {
     for (name, desired) in SERVICES {
         let req = CreateServiceRequest {
             service_name: name.to_string(),
@@ -96,7 +96,7 @@ pub async fn create(endpoints: &[(String, Channel)], family: &str, seed: u64) ->
 
 /// Changes a random service's desired count every 8–15 s until `stop`.
 pub async fn run_updater(
-    endpoints: Vec<(String, Channel)>,
+    endpoints: Vec<(String, Api)>,
     updates: Arc<Updates>,
     seed: u64,
     stop: Arc<AtomicBool>,
@@ -162,7 +162,7 @@ struct Seen {
     deployments: Vec<String>,
 }
 
-async fn look(ch: &Channel, name: &str) -> Result<Seen> {
+async fn look(ch: &Api, name: &str) -> Result<Seen> {
     let d = tokio::time::timeout(
         CALL_TIMEOUT,
         ServicesClient::new(ch.clone()).describe(DescribeServicesRequest {
@@ -205,7 +205,7 @@ async fn look(ch: &Channel, name: &str) -> Result<Seen> {
 
 /// The final check: within `SETTLE`, every service ACTIVE at an allowed desired count, with
 /// exactly that many live tasks, all RUNNING, and one deployment left: the PRIMARY, COMPLETED.
-pub async fn check(endpoints: &[(String, Channel)], updates: &Updates) -> CheckResult {
+pub async fn check(endpoints: &[(String, Api)], updates: &Updates) -> CheckResult {
     let deadline = Instant::now() + SETTLE;
     let started = Instant::now();
     loop {

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_proto::bearer::Api;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::{DescribeTasksRequest, RunTaskRequest, StopTaskRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::history::{Answer, Call, History, Kind, TaskSeen};
@@ -110,7 +110,7 @@ fn short(s: &tonic::Status) -> String {
 pub async fn run_worker(
     process: u32,
     cfg: Arc<WorkloadConfig>,
-    endpoints: Vec<(String, Channel)>,
+    endpoints: Vec<(String, Api)>,
     history: Arc<History>,
     known: Arc<Known>,
     stop: Arc<AtomicBool>,
@@ -163,7 +163,7 @@ pub async fn run_worker(
 pub async fn probe(
     process: u32,
     cfg: &WorkloadConfig,
-    endpoint: (String, Channel),
+    endpoint: (String, Api),
     history: &History,
     known: &Known,
     token: String,
@@ -187,7 +187,7 @@ pub async fn probe(
 async fn run_task(
     process: u32,
     cfg: &WorkloadConfig,
-    endpoints: &[(String, Channel)],
+    endpoints: &[(String, Api)],
     home: &mut usize,
     history: &History,
     known: &Known,
@@ -253,7 +253,7 @@ async fn run_task(
 async fn stop_task(
     process: u32,
     ep: &str,
-    ch: Channel,
+    ch: Api,
     history: &History,
     known: &Known,
     task: String,
@@ -293,7 +293,7 @@ async fn stop_task(
     }
 }
 
-async fn read_task(process: u32, ep: &str, ch: Channel, history: &History, task: String) -> bool {
+async fn read_task(process: u32, ep: &str, ch: Api, history: &History, task: String) -> bool {
     let id = history.invoke(process, ep, Call::Read { task: task.clone() });
     let req = DescribeTasksRequest {
         task_ids: vec![task.clone()],
@@ -345,7 +345,7 @@ const PROBES_IN_FLIGHT: usize = 64;
 /// neither consume capacity nor enter the checked history. Returns (invoke, complete) of
 /// every acknowledged probe.
 pub async fn prober(
-    endpoints: Vec<(String, Channel)>,
+    endpoints: Vec<(String, Api)>,
     history: Arc<History>,
     task_id: String,
     every: Duration,

@@ -36,8 +36,12 @@ pub struct NodeConfig {
     /// This node's certificate, key and the cluster CA: the raft port then takes only
     /// callers with a certificate of the cluster (node-to-node calls only from control
     /// nodes; an agent only as itself), the API port serves TLS, and calls out to peers and
-    /// agents are mutual TLS. None: plaintext everywhere.
+    /// agents are mutual TLS, and every API call must carry a token. None: plaintext
+    /// everywhere, and no tokens.
     pub tls: Option<std::sync::Arc<berth_tls::grpc::Credentials>>,
+    /// The cluster's first token (an admin's, from `admin.token` beside the certificates),
+    /// written to the state when it has none. Only its digest is held.
+    pub initial_admin: Option<berth_core::access::AccessToken>,
 }
 
 impl NodeConfig {
@@ -58,6 +62,7 @@ impl NodeConfig {
             agent_grace: Duration::from_secs(10),
             metrics_listen: None,
             tls: None,
+            initial_admin: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use berth_proto::v1::events_server::EventsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
+use berth_proto::v1::tokens_server::TokensServer;
 use berth_proto::v1::usage_server::UsageServer;
 use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
@@ -24,6 +25,7 @@ use crate::api::events::EventsApi;
 use crate::api::services::ServicesApi;
 use crate::api::task_definitions::TaskDefinitionsApi;
 use crate::api::tasks::TasksApi;
+use crate::api::tokens::TokensApi;
 use crate::api::usage::UsageApi;
 use crate::node::Node;
 
@@ -34,7 +36,7 @@ const EVERY: Duration = Duration::from_millis(500);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The services whose status follows the node's; "" is the whole server's.
-pub(crate) const SERVICES: [&str; 8] = [
+pub(crate) const SERVICES: [&str; 9] = [
     "",
     <TaskDefinitionsServer<TaskDefinitionsApi> as NamedService>::NAME,
     <TasksServer<TasksApi> as NamedService>::NAME,
@@ -43,6 +45,7 @@ pub(crate) const SERVICES: [&str; 8] = [
     <ClusterServer<ClusterApi> as NamedService>::NAME,
     <UsageServer<UsageApi> as NamedService>::NAME,
     <EventsServer<EventsApi> as NamedService>::NAME,
+    <TokensServer<TokensApi> as NamedService>::NAME,
 ];
 
 /// Whether a node that last served at `last_ok` counts as serving at `now`.

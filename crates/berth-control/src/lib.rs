@@ -33,6 +33,7 @@ use berth_proto::v1::events_server::EventsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
+use berth_proto::v1::tokens_server::TokensServer;
 use berth_proto::v1::usage_server::UsageServer;
 use berth_raft::service::RaftService;
 use berth_raft::MAX_RAFT_MESSAGE;
@@ -239,6 +240,11 @@ impl ControlNode {
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         let node_id = node.id;
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // With TLS on, no call reaches a service without a token that allows it.
+        let gate = match &node.cfg.tls {
+            Some(_) => auth::AuthLayer::new(auth::check_with(node.clone())),
+            None => auth::AuthLayer::open(),
+        };
         let api_server = api_builder
             // Every call's log lines carry which call it was and which node served it: the
             // client's x-request-id when it sent one, else this node's own count.
@@ -254,6 +260,7 @@ impl ControlNode {
                     });
                 tracing::info_span!("request", id = %id, node = node_id, rpc = %req.uri().path())
             })
+            .layer(gate)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -280,6 +287,9 @@ impl ControlNode {
                 node: node.clone(),
             }))
             .add_service(ClusterServer::new(api::cluster::ClusterApi {
+                node: node.clone(),
+            }))
+            .add_service(TokensServer::new(api::tokens::TokensApi {
                 node: node.clone(),
             }));
         let sd = shutdown.clone();
@@ -316,6 +326,7 @@ impl ControlNode {
         tasks.push(tokio::spawn(events::run(node.clone())));
         tasks.push(tokio::spawn(scheduler::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
+        tasks.push(tokio::spawn(auth::bootstrap_when_leader(node.clone())));
         let sd = shutdown.clone();
         let election = tokio::spawn(berth_raft::election::watch(
             raft.clone(),

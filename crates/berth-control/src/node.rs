@@ -753,15 +753,41 @@ impl Node {
 
     /// Waits until this node's state reflects every write acknowledged before the call
     /// (leader read-index; followers ask the leader for it). `stale` skips the wait.
+    ///
+    /// An API call's token is then checked again, on the state the call will read: the
+    /// gate checked it on whatever this node had applied, and a revocation acknowledged
+    /// before the call must refuse it here too.
     pub async fn read_barrier(&self, stale: bool) -> ApiResult<()> {
-        if stale {
-            return Ok(());
+        if !stale {
+            tokio::select! {
+                r = self.read_barrier_until_stopped() => r?,
+                _ = self.shutdown.wait() => return Err(ApiError::unavailable(
+                    "this node is shutting down; retry through another node",
+                )),
+            }
         }
-        tokio::select! {
-            r = self.read_barrier_until_stopped() => r,
-            _ = self.shutdown.wait() => Err(ApiError::unavailable(
-                "this node is shutting down; retry through another node",
-            )),
+        if let Ok((accessor, need)) = crate::auth::CALLER.try_with(|c| c.clone()) {
+            self.state.read().state.authorize(&accessor, need)?;
+        }
+        Ok(())
+    }
+
+    /// Submits a write made by `caller` (an API call's token, when the cluster takes
+    /// tokens): it applies only if that token allows it at its place in the log.
+    pub async fn write_by(
+        &self,
+        caller: Option<&crate::auth::Caller>,
+        req: WriteRequest,
+    ) -> ApiResult<(Revision, berth_core::Outcome)> {
+        match caller {
+            None => self.write(req).await,
+            Some(c) => {
+                self.write(WriteRequest::As {
+                    accessor: c.accessor.clone(),
+                    request: Box::new(req),
+                })
+                .await
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Generated gRPC code for `proto/`, the encoded descriptor set (for server reflection),
 //! and conversions between the wire messages and `berth-core`'s model.
 
+pub mod bearer;
 pub mod convert;
 
 /// The wire messages' trait, for servers that measure what they send (see [`element_len`]).

@@ -14,6 +14,9 @@ use crate::{Ca, Identity, Pair};
 
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
+/// The cluster's first admin API token (owner-only): control nodes started with the
+/// directory make it the first token; the operator's CLI reads it.
+pub const ADMIN_TOKEN: &str = "admin.token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::bearer::{Api, Bearer};
 use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
 use berth_proto::internal::node_client::NodeClient;
 use berth_proto::internal::{AgentRegisterRequest, InfoRequest};
@@ -139,6 +140,7 @@ impl LocalCluster {
                 .collect();
             berth_tls::files::ensure(&tls, &who, berth_tls::CERT_VALIDITY)
                 .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+            berth_control::auth::ensure_admin_token(&tls)?;
             Some(tls)
         };
         let mut nodes = Vec::new();
@@ -208,13 +210,19 @@ impl LocalCluster {
         Ok(())
     }
 
-    fn api(&self, id: u64) -> Result<Channel> {
+    /// Node `id`'s API as the admin (the admin token of the cluster's directory): with
+    /// TLS, every call pays for its token's check as users' calls do.
+    fn api(&self, id: u64) -> Result<Api> {
         let n = self
             .nodes
             .iter()
             .find(|n| n.id == id)
             .ok_or_else(|| anyhow!("no node {id}"))?;
-        channel(n.api, self.tls.as_deref(), None)
+        let token = match &self.tls {
+            Some(dir) => berth_control::auth::read_admin_token(dir)?,
+            None => None,
+        };
+        Ok(Bearer::new(token.as_deref())?.on(channel(n.api, self.tls.as_deref(), None)?))
     }
 
     /// `--tls-dir DIR` or `--insecure`, for a node or an agent.
@@ -357,7 +365,7 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Channel>> {
+async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Api>> {
     let (leader, _) = c.leader(Duration::from_secs(30)).await?;
     let ids: Vec<u64> = match via {
         "leader" => vec![leader],
@@ -518,11 +526,7 @@ fn load(
     rate: u64,
     stop: Arc<AtomicBool>,
 ) -> Result<(tokio::task::JoinHandle<()>, Acks)> {
-    let chans: Vec<Channel> = c
-        .nodes
-        .iter()
-        .map(|n| channel(n.api, c.tls.as_deref(), None))
-        .collect::<Result<_>>()?;
+    let chans: Vec<Api> = c.nodes.iter().map(|n| c.api(n.id)).collect::<Result<_>>()?;
     let acks: Acks = Arc::default();
     let acks2 = acks.clone();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tonic::transport::{Certificate, Channel, Endpoint};
+use berth_proto::bearer::{Api, Bearer};
+use tonic::transport::{Certificate, Endpoint};
 use tonic::{Code, Status};
 
 pub struct Client {
-    endpoints: Vec<(String, Channel)>,
+    endpoints: Vec<(String, Api)>,
     /// Index of the endpoint that answered last; tried first next time.
     preferred: AtomicUsize,
 }
@@ -37,18 +38,18 @@ pub enum Retry {
 impl Client {
     /// A client of the API at the options' endpoints: over TLS trusting the cluster CA, or
     /// plaintext when `--insecure` says so; with neither, an error saying where a CA comes
-    /// from.
+    /// from. Every call carries the options' token, if they name one.
     pub fn for_opts(opts: &crate::ClientOpts) -> Result<Self> {
         let trust = match trusted_ca(opts)? {
             Some(ca) => Trust::Ca(ca),
             None => Trust::Plain,
         };
-        Self::with_trust(&opts.endpoint, &trust)
+        Self::with_trust(&opts.endpoint, &trust, &bearer(opts)?)
     }
 
     /// Channels to `endpoints`, secured as `trust` says (the servers' certificates must name
-    /// the host each is reached at).
-    pub fn with_trust(endpoints: &str, trust: &Trust) -> Result<Self> {
+    /// the host each is reached at), each call carrying `bearer`'s token.
+    pub fn with_trust(endpoints: &str, trust: &Trust, bearer: &Bearer) -> Result<Self> {
         let mut out = Vec::new();
         for e in endpoints
             .split(',')
@@ -68,7 +69,7 @@ impl Client {
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(30))
                 .connect_lazy();
-            out.push((e.to_string(), ch));
+            out.push((e.to_string(), bearer.on(ch)));
         }
         if out.is_empty() {
             bail!("no endpoint given (use --endpoint HOST:PORT[,HOST:PORT…] or BERTH_ENDPOINT)");
@@ -83,7 +84,7 @@ impl Client {
     /// unavailability. Two rounds over the list at most, with a short pause between.
     pub async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, Status>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Api) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let n = self.endpoints.len();
@@ -125,7 +126,7 @@ impl Client {
     ) -> anyhow::Result<Resp>
     where
         Req: Clone,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(Api, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call(retry, |ch| {
@@ -177,6 +178,28 @@ pub fn trusted_ca(opts: &crate::ClientOpts) -> Result<Option<Certificate>> {
     Ok(Some(Certificate::from_pem(pem)))
 }
 
+/// The token the options give: `--token` (or BERTH_TOKEN), else the first line of
+/// `--token-file` (or BERTH_TOKEN_FILE, which `berth dev` puts in the config file).
+pub fn token(opts: &crate::ClientOpts) -> Result<Option<String>> {
+    if let Some(t) = opts.token.as_deref().filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let Some(path) = &opts.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--token-file {}: cannot read the token", path.display()))?;
+    let t = text.lines().next().unwrap_or_default().trim();
+    if t.is_empty() {
+        bail!("--token-file {}: the file is empty", path.display());
+    }
+    Ok(Some(t.to_string()))
+}
+
+fn bearer(opts: &crate::ClientOpts) -> Result<Bearer> {
+    Bearer::new(token(opts)?.as_deref()).context("--token")
+}
+
 /// A connection that was never made: the request cannot have been processed.
 fn is_connect_error(s: &Status) -> bool {
     let m = format!("{s:?}").to_ascii_lowercase();
@@ -194,6 +217,8 @@ pub fn describe(s: &Status) -> String {
         Code::OutOfRange => "out of range",
         Code::ResourceExhausted => "resource exhausted",
         Code::DeadlineExceeded => "deadline exceeded",
+        Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission denied",
         _ => "error",
     };
     format!("{code}: {}", s.message())

@@ -19,6 +19,7 @@ pub mod events;
 pub mod service;
 pub mod task;
 pub mod tls;
+pub mod token;
 pub mod top;
 pub mod usage;
 pub mod wait;

@@ -1,14 +1,21 @@
-//! The CLI's config file: where the cluster is and which CA to trust, so that client verbs
-//! need no flags. `berth dev` writes it; anyone may edit it.
+//! The CLI's config file: where the cluster is, which CA to trust and which token to send,
+//! so that client verbs need no flags. `berth dev` writes it; anyone may edit it.
 //!
 //! One setting per line, `KEY=VALUE`, with the same keys as the environment
-//! (`BERTH_ENDPOINT`, `BERTH_TLS_CA`); `#` starts a comment. A flag beats the environment,
+//! (`BERTH_ENDPOINT`, `BERTH_TLS_CA`, `BERTH_TOKEN_FILE`, `BERTH_TOKEN`); `#` starts a
+//! comment. A file holding `BERTH_TOKEN` should be readable by its owner only: `write`
+//! makes it so. A flag beats the environment,
 //! which beats the file, which beats the built-in default.
 
 use std::path::{Path, PathBuf};
 
 /// Settings the file may hold: what a client verb reads, nothing a server reads.
-pub const KEYS: &[&str] = &["BERTH_ENDPOINT", "BERTH_TLS_CA"];
+pub const KEYS: &[&str] = &[
+    "BERTH_ENDPOINT",
+    "BERTH_TLS_CA",
+    "BERTH_TOKEN_FILE",
+    "BERTH_TOKEN",
+];
 
 /// `$BERTH_CONFIG`, else `$XDG_CONFIG_HOME/berth/config`, else `~/.config/berth/config`.
 pub fn path() -> Option<PathBuf> {
@@ -83,7 +90,12 @@ pub fn write(p: &Path, header: &str, settings: &[(&str, String)]) -> std::io::Re
         text.push_str(&format!("{k}={v}\n"));
     }
     let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(&tmp)?, text.as_bytes())?;
     std::fs::rename(&tmp, p)
 }
 

@@ -50,6 +50,21 @@ pub struct ClientOpts {
     /// trusting only certificates it signed. `berth dev` puts its own in the config file.
     #[arg(long, global = true, env = "BERTH_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// The API token (`berth_…`) every call carries; an admin makes them with
+    /// `berth token create`.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// A file whose first line is the token: the cluster's first admin token is the
+    /// admin.token of its `berth tls` directory (`berth dev` puts that in the config file).
+    /// --token wins over it.
+    #[arg(long, global = true, env = "BERTH_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Speak plaintext, to a cluster started with --insecure.
     #[arg(long, global = true, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
@@ -77,7 +92,8 @@ enum Command {
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
     /// `berth completions bash > /etc/bash_completion.d/berth`.
     Completions { shell: clap_complete::Shell },
-    /// The cluster's certificates: a CA, and one per control node and agent.
+    /// The cluster's certificates (a CA, one per control node and agent) and its first
+    /// admin token.
     Tls {
         #[command(subcommand)]
         cmd: cmd::tls::TlsCmd,
@@ -110,6 +126,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::service::ServiceCmd,
     },
+    /// API tokens: create, list and revoke them (an admin's).
+    Token {
+        #[command(subcommand)]
+        cmd: cmd::token::TokenCmd,
+    },
     /// Measure a local three-node cluster (throughput, latency, failover, stability), on
     /// TLS as clusters run by default, or plaintext with --insecure.
     Bench(bench::BenchArgs),
@@ -126,8 +147,10 @@ enum Command {
 fn init_tracing(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: a log file or journal would keep the escape codes.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => fmt.try_init(),
@@ -183,6 +206,7 @@ fn main() -> ExitCode {
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent::agent(&opts, cmd).await,
             Command::Agent { cmd: None, run } => server::agent(*run).await,
             Command::Top(a) => cmd::top::top(&opts, a).await,
+            Command::Token { cmd } => cmd::token::token(&opts, cmd).await,
             Command::Tls { cmd } => cmd::tls::tls(cmd),
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }

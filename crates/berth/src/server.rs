@@ -156,6 +156,7 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
                 berth_tls::grpc::Credentials::load(dir, &berth_tls::Identity::control(a.id))
                     .with_context(|| format!("--tls-dir {}", dir.display()))?;
             cfg.tls = Some(std::sync::Arc::new(creds));
+            cfg.initial_admin = berth_control::auth::initial_admin(dir)?;
         }
         None if a.insecure => warn_insecure(&format!("{} and {}", a.api, a.raft)),
         None => bail!(
@@ -233,6 +234,7 @@ fn dev_credentials(a: &DevArgs, ids: &[u64]) -> Result<Option<PathBuf>> {
     }
     let made = berth_tls::files::ensure(&dir, &who, berth_tls::CERT_VALIDITY)
         .map_err(|e| anyhow::anyhow!(berth_tls::error_chain(&e)))?;
+    berth_control::auth::ensure_admin_token(&dir)?;
     if !made.is_empty() {
         tracing::info!(dir = %dir.display(), files = made.len(), "made the dev cluster's certificates");
     }
@@ -266,6 +268,7 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
         cfg.peers = peers.clone();
         if let Some(dir) = &tls {
             cfg.tls = Some(load_credentials(dir, berth_tls::Identity::control(i))?);
+            cfg.initial_admin = berth_control::auth::initial_admin(dir)?;
         }
         let node = ControlNode::start(cfg)
             .await
@@ -318,7 +321,7 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     // The CLI finds this cluster with no flags: its endpoints and CA go in the config file.
     let config_note = match &tls {
         None => "none written (--insecure: give clients --insecure)".to_string(),
-        Some(dir) => write_dev_config(&endpoints, &dir.join(berth_tls::files::CA_CERT)),
+        Some(dir) => write_dev_config(&endpoints, dir),
     };
     println!("berth dev: three control nodes running, leader is node {l}");
     println!("  endpoint:  {}", endpoints.join(","));
@@ -354,28 +357,37 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Points the CLI's config file at the dev cluster; says where, or why not.
-fn write_dev_config(endpoints: &[String], ca: &std::path::Path) -> String {
-    let Some(path) = crate::config::path() else {
-        return format!(
-            "none written (no HOME): export BERTH_ENDPOINT={} BERTH_TLS_CA={}",
-            endpoints.join(","),
-            ca.display()
-        );
-    };
-    let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
+/// Points the CLI's config file at the dev cluster (its endpoints, CA and admin token
+/// file); says where, or why not.
+fn write_dev_config(endpoints: &[String], tls: &std::path::Path) -> String {
+    let tls = std::fs::canonicalize(tls).unwrap_or_else(|_| tls.to_path_buf());
     let settings = [
         ("BERTH_ENDPOINT", endpoints.join(",")),
-        ("BERTH_TLS_CA", ca.display().to_string()),
-    ];
-    match crate::config::write(&path, "written by `berth dev`; the CLI reads it", &settings) {
-        Ok(()) => format!("{} (the CLI's endpoint and CA)", path.display()),
-        Err(e) => format!(
-            "could not write {}: {e}; export BERTH_ENDPOINT={} BERTH_TLS_CA={}",
-            path.display(),
-            settings[0].1,
-            settings[1].1
+        (
+            "BERTH_TLS_CA",
+            tls.join(berth_tls::files::CA_CERT).display().to_string(),
         ),
+        (
+            "BERTH_TOKEN_FILE",
+            tls.join(berth_control::auth::ADMIN_TOKEN_FILE)
+                .display()
+                .to_string(),
+        ),
+    ];
+    let exports = settings
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(path) = crate::config::path() else {
+        return format!("none written (no HOME): export {exports}");
+    };
+    match crate::config::write(&path, "written by `berth dev`; the CLI reads it", &settings) {
+        Ok(()) => format!(
+            "{} (the CLI's endpoint, CA and admin token file)",
+            path.display()
+        ),
+        Err(e) => format!("could not write {}: {e}; export {exports}", path.display()),
     }
 }
 

@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 /// agent, its record when it became READY, and the RunTask answer.
 async fn agent_running_two_tasks(
     c: &Cluster,
-    api: tonic::transport::Channel,
+    api: common::Api,
     name: &str,
 ) -> (AgentProc, Agent, RunTaskResponse) {
     let agent = AgentProc::start(c, name);

@@ -19,7 +19,7 @@ const BURST: &str =
     "end=$(( $(date +%s) + 12 )); while [ $(date +%s) -lt $end ]; do :; done; exec sleep 3600";
 
 async fn wait_desired(
-    api: tonic::transport::Channel,
+    api: common::Api,
     name: &str,
     ok: impl Fn(u32) -> bool,
     within: Duration,

@@ -12,9 +12,8 @@ use berth_proto::v1::*;
 use common::agent::*;
 use common::service::*;
 use common::*;
-use tonic::transport::Channel;
 
-async fn create(api: Channel, name: &str, desired: i64, config: DeploymentConfiguration) {
+async fn create(api: Api, name: &str, desired: i64, config: DeploymentConfiguration) {
     ServicesClient::new(api)
         .create(CreateServiceRequest {
             service_name: name.into(),
@@ -27,7 +26,7 @@ async fn create(api: Channel, name: &str, desired: i64, config: DeploymentConfig
         .expect("create service");
 }
 
-async fn deploy(api: Channel, name: &str, task_definition: &str) -> Service {
+async fn deploy(api: Api, name: &str, task_definition: &str) -> Service {
     ServicesClient::new(api)
         .update(UpdateServiceRequest {
             service: name.into(),
@@ -43,7 +42,7 @@ async fn deploy(api: Channel, name: &str, task_definition: &str) -> Service {
 
 /// Polls describe until `done` holds for the service.
 async fn wait_service(
-    api: Channel,
+    api: Api,
     name: &str,
     what: &str,
     within: Duration,
@@ -82,7 +81,7 @@ fn completed_on(def: &str) -> impl Fn(&Service) -> bool + '_ {
     }
 }
 
-async fn two_zone_cluster() -> (Cluster, u64, Channel, AgentProc, AgentProc) {
+async fn two_zone_cluster() -> (Cluster, u64, Api, AgentProc, AgentProc) {
     require_docker();
     let c = Cluster::start(3, &[]);
     let leader = c.wait_leader(Duration::from_secs(30)).await;

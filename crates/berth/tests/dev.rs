@@ -65,17 +65,25 @@ fn port_run() -> u16 {
     }
 }
 
+/// The dev cluster's API at `endpoint` as its admin: trusting the CA `berth dev` made in
+/// `tls`, with the admin token it made there.
+fn dev_api(endpoint: &str, tls: &std::path::Path) -> Api {
+    let token = berth_control::auth::read_admin_token(tls)
+        .expect("read admin.token")
+        .expect("berth dev made admin.token");
+    with_token(channel_trusting(endpoint, &tls.join("ca.pem")), &token)
+}
+
 async fn wait_status(
     endpoint: &str,
-    ca: &std::path::Path,
+    tls: &std::path::Path,
 ) -> berth_proto::v1::ClusterStatusResponse {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // The first start writes the CA a moment after it begins.
-        let made = ca.exists();
-        let mut c = made.then(|| {
-            berth_proto::v1::cluster_client::ClusterClient::new(channel_trusting(endpoint, ca))
-        });
+        // The first start writes the CA and the admin token a moment after it begins.
+        let made = tls.join(berth_control::auth::ADMIN_TOKEN_FILE).exists();
+        let mut c = made
+            .then(|| berth_proto::v1::cluster_client::ClusterClient::new(dev_api(endpoint, tls)));
         let answer = match c.as_mut() {
             Some(c) => c
                 .status(berth_proto::v1::ClusterStatusRequest {})
@@ -101,6 +109,8 @@ fn assert_quiet(log: &std::path::Path) {
     let loud: Vec<&str> = text
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains("ERROR"))
+        // The test's own call without a token, refused as it should be.
+        .filter(|l| !l.contains("API call refused"))
         .collect();
     assert!(
         loud.is_empty(),
@@ -117,33 +127,61 @@ async fn dev_runs_three_nodes_and_resumes_after_restart() {
     let (api, raft) = (port_run(), port_run());
     let endpoint = format!("127.0.0.1:{api}");
 
-    // The first start makes the cluster's certificates in DIR/tls and runs on them.
-    let ca = dir.path().join("tls").join("ca.pem");
+    // The first start makes the cluster's certificates and admin token in DIR/tls and
+    // runs on them.
+    let tls = dir.path().join("tls");
+    let ca = tls.join("ca.pem");
     let mut dev = start_dev(dir.path(), api, raft, &first);
-    let st = wait_status(&endpoint, &ca).await;
+    let st = wait_status(&endpoint, &tls).await;
     assert_eq!(st.members.len(), 3);
     let def = register(
-        channel_trusting(&format!("127.0.0.1:{}", api + 2), &ca),
+        dev_api(&format!("127.0.0.1:{}", api + 2), &tls),
         web_spec("kept"),
     )
     .await
     .expect("register");
-    // The CLI finds the cluster and its CA with no flag and no environment: through the
-    // config file `berth dev` wrote.
-    let o = Command::new(BIN)
-        .args(["taskdef", "ls"])
-        .env_remove("BERTH_ENDPOINT")
-        .env_remove("BERTH_TLS_CA")
-        .env_remove("BERTH_INSECURE")
-        .env("BERTH_CONFIG", config_file(dir.path()))
-        .output()
-        .expect("run berth");
+    // The CLI finds the cluster, its CA and the admin token with no flag and no
+    // environment: through the config file `berth dev` wrote, which only its owner reads.
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("BERTH_ENDPOINT")
+            .env_remove("BERTH_TLS_CA")
+            .env_remove("BERTH_INSECURE")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_TOKEN_FILE")
+            .env("BERTH_CONFIG", config_file(dir.path()))
+            .output()
+            .expect("run berth")
+    };
+    let o = cli(&["taskdef", "ls"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success() && out.contains("kept"),
         "{out}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    let o = cli(&["token", "ls"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("admin") && out.contains("(first)"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in [config_file(dir.path()), tls.join("admin.token")] {
+            let mode = std::fs::metadata(&f).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is readable by others", f.display());
+        }
+    }
+    // Without the token the API answers nothing but who to ask.
+    let bare =
+        berth_proto::v1::cluster_client::ClusterClient::new(channel_trusting(&endpoint, &ca))
+            .status(berth_proto::v1::ClusterStatusRequest {})
+            .await
+            .expect_err("answered without a token");
+    assert_eq!(bare.code(), tonic::Code::Unauthenticated, "{bare:?}");
     // The API refuses plaintext.
     let plain = berth_proto::v1::cluster_client::ClusterClient::new(plain_channel(&endpoint))
         .status(berth_proto::v1::ClusterStatusRequest {})
@@ -155,10 +193,10 @@ async fn dev_runs_three_nodes_and_resumes_after_restart() {
 
     // A restart keeps the same CA (clients configured once stay configured).
     let mut dev = start_dev(dir.path(), api, raft, &second);
-    wait_status(&endpoint, &ca).await;
+    wait_status(&endpoint, &tls).await;
     assert_eq!(std::fs::read(&ca).expect("the CA"), ca_before);
-    let d = berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(channel_trusting(
-        &endpoint, &ca,
+    let d = berth_proto::v1::task_definitions_client::TaskDefinitionsClient::new(dev_api(
+        &endpoint, &tls,
     ))
     .describe(berth_proto::v1::DescribeTaskDefinitionRequest {
         task_definition: "kept".into(),

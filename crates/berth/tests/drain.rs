@@ -17,9 +17,8 @@ use common::service::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tonic::transport::Channel;
 
-async fn create(api: Channel, name: &str, desired: i64) {
+async fn create(api: Api, name: &str, desired: i64) {
     ServicesClient::new(api)
         .create(CreateServiceRequest {
             service_name: name.into(),
@@ -31,7 +30,7 @@ async fn create(api: Channel, name: &str, desired: i64) {
         .expect("create service");
 }
 
-async fn agent(api: Channel, id: &str) -> Agent {
+async fn agent(api: Api, id: &str) -> Agent {
     AgentsClient::new(api)
         .describe(DescribeAgentRequest {
             agent_id: id.into(),
@@ -45,7 +44,7 @@ async fn agent(api: Channel, id: &str) -> Agent {
 }
 
 /// Samples the service every 100 ms until stopped: the fewest RUNNING live tasks seen.
-fn sample_running(api: Channel, name: &'static str, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
+fn sample_running(api: Api, name: &'static str, stop: Arc<AtomicBool>) -> Arc<AtomicUsize> {
     let least = Arc::new(AtomicUsize::new(usize::MAX));
     let out = least.clone();
     tokio::spawn(async move {

@@ -10,11 +10,10 @@ use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::*;
 use common::*;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// Events after `since` until the stream says it has caught up.
-async fn replay(api: Channel, since: u64) -> Result<Vec<ClusterEvent>, tonic::Status> {
+async fn replay(api: Api, since: u64) -> Result<Vec<ClusterEvent>, tonic::Status> {
     let mut stream = EventsClient::new(api)
         .watch(WatchEventsRequest {
             since_revision: since,

@@ -150,8 +150,42 @@ fn init_issue_and_show_make_a_cluster_identity_and_never_overwrite_it() {
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
         .collect();
-    // The CA, three nodes and three agents: a certificate and a key each.
-    assert_eq!(names.len(), 14, "{names:?}");
+    // The CA, three nodes and three agents: a certificate and a key each; and the
+    // cluster's first admin token, its owner's only, kept by `admin-token`.
+    assert_eq!(names.len(), 15, "{names:?}");
+    let token = dir.join("admin.token");
+    let before = std::fs::read_to_string(&token).expect("admin.token");
+    assert!(before.starts_with("berth_"), "{before}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let o = berth(&["tls", "admin-token", "--dir", d]);
+    assert!(
+        o.status.success() && text(&o).contains("kept"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&token).expect("admin.token"),
+        before
+    );
+    // An older directory gets one.
+    std::fs::remove_file(&token).expect("rm");
+    let o = berth(&["tls", "admin-token", "--dir", d]);
+    assert!(
+        o.status.success() && text(&o).contains("wrote"),
+        "{}",
+        text(&o)
+    );
+    assert_ne!(
+        std::fs::read_to_string(&token).expect("admin.token"),
+        before
+    );
 }
 
 /// The CLI against `endpoint` trusting the CA at `ca` (none: plaintext, `--insecure`).

@@ -9,9 +9,8 @@ use berth_proto::v1::usage_client::UsageClient;
 use berth_proto::v1::*;
 use common::agent::*;
 use common::*;
-use tonic::transport::Channel;
 
-async fn usage(api: Channel, since: u64, until: u64, by: &str) -> GetUsageResponse {
+async fn usage(api: Api, since: u64, until: u64, by: &str) -> GetUsageResponse {
     UsageClient::new(api)
         .get(GetUsageRequest {
             since_ms: Some(since),

@@ -77,6 +77,7 @@ impl Agents for AgentsApi {
         &self,
         req: Request<DrainAgentRequest>,
     ) -> Result<Response<DrainAgentResponse>, Status> {
+        let by = super::caller(&req);
         let req = req.into_inner();
         if req.agent_id.is_empty() {
             return Err(ApiError::invalid("agentId must not be empty").into());
@@ -105,11 +106,14 @@ impl Agents for AgentsApi {
         };
         let (revision, outcome) = self
             .node
-            .write(WriteRequest::SetAgentStatus {
-                agent_id: req.agent_id,
-                status,
-                reason: String::new(),
-            })
+            .write_by(
+                by.as_ref(),
+                WriteRequest::SetAgentStatus {
+                    agent_id: req.agent_id,
+                    status,
+                    reason: String::new(),
+                },
+            )
             .await?;
         match &outcome {
             Outcome::Agent(a) => Ok(Response::new(DrainAgentResponse {

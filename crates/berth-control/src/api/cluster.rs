@@ -183,6 +183,7 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<UpdateSettingsRequest>,
     ) -> Result<Response<UpdateSettingsResponse>, Status> {
+        let by = super::caller(&req);
         let req = req.into_inner();
         // Proto3 reads an absent bool as false: without `optional`, `UpdateSettings {}`
         // turned free sizing off. A request must say what it sets.
@@ -208,7 +209,7 @@ impl Cluster for ClusterApi {
         };
         let (revision, outcome) = self
             .node
-            .write(WriteRequest::UpdateSettings(update))
+            .write_by(by.as_ref(), WriteRequest::UpdateSettings(update))
             .await?;
         match &outcome {
             Outcome::Settings(s) => Ok(Response::new(UpdateSettingsResponse {

@@ -8,12 +8,18 @@ pub mod events;
 pub mod services;
 pub mod task_definitions;
 pub mod tasks;
+pub mod tokens;
 pub mod usage;
 
 use berth_core::limits::MAX_ANSWER_BYTES;
 use berth_core::quote;
 
 use crate::error::{ApiError, ApiResult};
+
+/// Whose token made the call, when the cluster takes tokens (the gate put it there).
+pub(crate) fn caller<T>(req: &tonic::Request<T>) -> Option<crate::auth::Caller> {
+    req.extensions().get::<crate::auth::Caller>().cloned()
+}
 
 /// Default and largest page for list calls (a page also ends at `MAX_ANSWER_BYTES`).
 pub const DEFAULT_PAGE: usize = 100;

@@ -111,6 +111,7 @@ impl Services for ServicesApi {
         &self,
         req: Request<CreateServiceRequest>,
     ) -> Result<Response<CreateServiceResponse>, Status> {
+        let by = super::caller(&req);
         let r = req.into_inner();
         service_name("serviceName", &r.service_name)?;
         let desired_count =
@@ -153,7 +154,10 @@ impl Services for ServicesApi {
                 DeploymentConfiguration::default(),
             ),
         };
-        let (_, outcome) = self.node.write(WriteRequest::CreateService(create)).await?;
+        let (_, outcome) = self
+            .node
+            .write_by(by.as_ref(), WriteRequest::CreateService(create))
+            .await?;
         let (service, revision) = self.answer(&outcome, "create service")?;
         tracing::info!(service = %service.service_name, revision, "service created");
         Ok(Response::new(CreateServiceResponse {
@@ -166,6 +170,7 @@ impl Services for ServicesApi {
         &self,
         req: Request<UpdateServiceRequest>,
     ) -> Result<Response<UpdateServiceResponse>, Status> {
+        let by = super::caller(&req);
         let r = req.into_inner();
         service_name("service", &r.service)?;
         let desired_count = match r.desired_count {
@@ -198,13 +203,16 @@ impl Services for ServicesApi {
         };
         let (_, outcome) = self
             .node
-            .write(WriteRequest::UpdateService(UpdateService {
-                name: r.service,
-                desired_count,
-                task_definition: r.task_definition,
-                force_new_deployment: r.force_new_deployment,
-                deployment_configuration,
-            }))
+            .write_by(
+                by.as_ref(),
+                WriteRequest::UpdateService(UpdateService {
+                    name: r.service,
+                    desired_count,
+                    task_definition: r.task_definition,
+                    force_new_deployment: r.force_new_deployment,
+                    deployment_configuration,
+                }),
+            )
             .await?;
         let (service, revision) = self.answer(&outcome, "update service")?;
         tracing::info!(service = %service.service_name, revision, "service updated");
@@ -218,14 +226,18 @@ impl Services for ServicesApi {
         &self,
         req: Request<DeleteServiceRequest>,
     ) -> Result<Response<DeleteServiceResponse>, Status> {
+        let by = super::caller(&req);
         let r = req.into_inner();
         service_name("service", &r.service)?;
         let (_, outcome) = self
             .node
-            .write(WriteRequest::DeleteService {
-                name: r.service,
-                force: r.force,
-            })
+            .write_by(
+                by.as_ref(),
+                WriteRequest::DeleteService {
+                    name: r.service,
+                    force: r.force,
+                },
+            )
             .await?;
         let (service, revision) = self.answer(&outcome, "delete service")?;
         tracing::info!(service = %service.service_name, revision, "service deleted");
@@ -239,6 +251,7 @@ impl Services for ServicesApi {
         &self,
         req: Request<PutScalingPolicyRequest>,
     ) -> Result<Response<PutScalingPolicyResponse>, Status> {
+        let by = super::caller(&req);
         let r = req.into_inner();
         service_name("serviceName", &r.service_name)?;
         let policy = r
@@ -248,10 +261,13 @@ impl Services for ServicesApi {
             .map_err(ApiError::from)?;
         let (_, outcome) = self
             .node
-            .write(WriteRequest::PutScalingPolicy {
-                name: r.service_name,
-                policy,
-            })
+            .write_by(
+                by.as_ref(),
+                WriteRequest::PutScalingPolicy {
+                    name: r.service_name,
+                    policy,
+                },
+            )
             .await?;
         let (service, revision) = self.answer(&outcome, "put scaling policy")?;
         tracing::info!(service = %service.service_name, revision, "service autoscaling set");

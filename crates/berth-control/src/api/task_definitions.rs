@@ -19,6 +19,7 @@ impl TaskDefinitions for TaskDefinitionsApi {
         &self,
         req: Request<RegisterTaskDefinitionRequest>,
     ) -> Result<Response<RegisterTaskDefinitionResponse>, Status> {
+        let by = super::caller(&req);
         let spec = req
             .into_inner()
             .task_definition
@@ -29,7 +30,7 @@ impl TaskDefinitions for TaskDefinitionsApi {
         berth_core::validate::task_definition(&spec, true).map_err(ApiError::from)?;
         let (revision, outcome) = self
             .node
-            .write(WriteRequest::RegisterTaskDefinition(spec))
+            .write_by(by.as_ref(), WriteRequest::RegisterTaskDefinition(spec))
             .await?;
         match &outcome {
             Outcome::TaskDefinition(d) => Ok(Response::new(RegisterTaskDefinitionResponse {
@@ -113,6 +114,7 @@ impl TaskDefinitions for TaskDefinitionsApi {
         &self,
         req: Request<DeregisterTaskDefinitionRequest>,
     ) -> Result<Response<DeregisterTaskDefinitionResponse>, Status> {
+        let by = super::caller(&req);
         let req = req.into_inner();
         let (family, rev) = berth_core::validate::task_definition_ref(&req.task_definition)
             .map_err(ApiError::from)?;
@@ -124,7 +126,10 @@ impl TaskDefinitions for TaskDefinitionsApi {
         })?;
         let (rev, outcome) = self
             .node
-            .write(WriteRequest::DeregisterTaskDefinition { family, revision })
+            .write_by(
+                by.as_ref(),
+                WriteRequest::DeregisterTaskDefinition { family, revision },
+            )
             .await?;
         match &outcome {
             Outcome::TaskDefinition(d) => Ok(Response::new(DeregisterTaskDefinitionResponse {

@@ -32,6 +32,7 @@ type LogsStream = Pin<Box<dyn Stream<Item = Result<TaskLogChunk, Status>> + Send
 #[tonic::async_trait]
 impl Tasks for TasksApi {
     async fn run(&self, req: Request<RunTaskRequest>) -> Result<Response<RunTaskResponse>, Status> {
+        let by = super::caller(&req);
         let mut run: berth_core::command::RunTaskRequest = req.into_inner().into();
         // The total is checked here too, so that an oversized request is refused before
         // it is forwarded; the leader checks every override against the definition.
@@ -41,7 +42,10 @@ impl Tasks for TasksApi {
         if run.client_token.is_none() {
             run.client_token = Some(format!("auto-{}", crate::batcher::new_task_id()));
         }
-        let (revision, outcome) = self.node.write(WriteRequest::RunTask(run)).await?;
+        let (revision, outcome) = self
+            .node
+            .write_by(by.as_ref(), WriteRequest::RunTask(run))
+            .await?;
         match &outcome {
             Outcome::Tasks { tasks, failures } => Ok(Response::new(RunTaskResponse {
                 tasks: tasks.iter().map(Into::into).collect(),
@@ -56,15 +60,19 @@ impl Tasks for TasksApi {
         &self,
         req: Request<StopTaskRequest>,
     ) -> Result<Response<StopTaskResponse>, Status> {
+        let by = super::caller(&req);
         let req = req.into_inner();
         check_task_id("taskId", &req.task_id)?;
         berth_core::validate::reason(&req.reason).map_err(ApiError::from)?;
         let (revision, outcome) = self
             .node
-            .write(WriteRequest::StopTask {
-                task_id: req.task_id,
-                reason: req.reason,
-            })
+            .write_by(
+                by.as_ref(),
+                WriteRequest::StopTask {
+                    task_id: req.task_id,
+                    reason: req.reason,
+                },
+            )
             .await?;
         match &outcome {
             Outcome::Task(t) => Ok(Response::new(StopTaskResponse {

@@ -5,7 +5,7 @@
 //! node took the call.
 
 use super::ClusterState;
-use crate::access::{AccessToken, Need, MAX_TOKENS};
+use crate::access::{AccessToken, Need, Role, MAX_TOKENS};
 use crate::command::{Command, CommandResult, Outcome};
 use crate::error::Error;
 use crate::quote::quote;
@@ -37,6 +37,14 @@ pub fn need_of(cmd: &Command) -> Option<Need> {
         | Command::Tick
         | Command::BootstrapAccessToken(_)
         | Command::As { .. } => None,
+    }
+}
+
+fn with_article(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "an admin",
+        Role::Operator => "an operator",
+        Role::Reader => "a reader",
     }
 }
 
@@ -73,11 +81,11 @@ impl ClusterState {
         }
         if !t.role.allows(need) {
             return Err(Error::PermissionDenied(format!(
-                "token {} ({}) is a {}; this needs {}",
+                "token {} ({}) is {}; this needs {}",
                 t.accessor,
                 t.name,
-                t.role.as_str(),
-                need.least_role().as_str()
+                with_article(t.role),
+                with_article(need.least_role())
             )));
         }
         Ok(t)

@@ -202,7 +202,8 @@ pub async fn agent(opts: &ClientOpts, cmd: AgentCmd) -> Result<ExitCode> {
                 attributes,
                 address: String::new(),
             };
-            let client = Client::with_trust(&control, &trust)?;
+            // The raft port knows agents by their certificates; it takes no token.
+            let client = Client::with_trust(&control, &trust, &Default::default())?;
             let r = client
                 .unary(Retry::Safe, &req, |ch, req| async move {
                     AgentProtocolClient::new(ch).register(req).await

@@ -10,6 +10,8 @@ use berth_tls::files::{self, own_hosts, write_pair};
 use berth_tls::{inspect_pem, Ca, Identity, CA_VALIDITY, CERT_VALIDITY};
 use clap::Subcommand;
 
+use berth_control::auth::ADMIN_TOKEN_FILE;
+
 use crate::output::{line, time};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -56,6 +58,12 @@ pub enum TlsCmd {
         hosts: Vec<String>,
         #[arg(long, default_value_t = CERT_VALIDITY.as_secs() / DAY.as_secs())]
         days: u64,
+    },
+    /// Make the cluster's first admin token in DIR/admin.token (`init` makes it too), for a
+    /// directory made before tokens; an existing one is kept.
+    AdminToken {
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Show what certificates say: whose they are, where they may be served, until when.
     Show {
@@ -112,9 +120,16 @@ pub fn tls(cmd: TlsCmd) -> Result<ExitCode> {
                     }
                 }
             }
+            if out.join(ADMIN_TOKEN_FILE).exists() {
+                bail!(
+                    "{} already exists; nothing was written (use another --out)",
+                    out.join(ADMIN_TOKEN_FILE).display()
+                );
+            }
             for (stem, pair) in &made {
                 written(write_pair(&out, stem, pair)?)?;
             }
+            admin_token(&out)?;
             line(format_args!(
                 "keep {} private: whoever holds it can make certificates for this cluster",
                 out.join(files::CA_KEY).display()
@@ -138,6 +153,7 @@ pub fn tls(cmd: TlsCmd) -> Result<ExitCode> {
             let pair = ca.issue(&who, &own_hosts(&who, &hosts), valid)?;
             written(write_pair(&dir, &files::stem(&who), &pair)?)?;
         }
+        TlsCmd::AdminToken { dir } => admin_token(&dir)?,
         TlsCmd::Show { files } => {
             for f in files {
                 show(&f)?;
@@ -145,6 +161,20 @@ pub fn tls(cmd: TlsCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes DIR/admin.token unless it exists, and says which.
+fn admin_token(dir: &Path) -> Result<()> {
+    let (_, made) = berth_control::auth::ensure_admin_token(dir)?;
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    line(format_args!(
+        "{} {}: the cluster's first admin token (control nodes started with this directory \
+         make it the first token; `--token-file {}` gives it to the CLI). Keep it private.",
+        if made { "wrote" } else { "kept" },
+        path.display(),
+        path.display()
+    ))?;
+    Ok(())
 }
 
 fn validity(days: u64) -> Result<Duration> {

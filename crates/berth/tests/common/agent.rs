@@ -185,7 +185,7 @@ impl Drop for AgentProc {
     }
 }
 
-pub async fn task(api: tonic::transport::Channel, id: &str) -> Task {
+pub async fn task(api: super::Api, id: &str) -> Task {
     TasksClient::new(api)
         .describe(DescribeTasksRequest {
             task_ids: vec![id.into()],
@@ -200,7 +200,7 @@ pub async fn task(api: tonic::transport::Channel, id: &str) -> Task {
 }
 
 pub async fn wait_for(
-    api: tonic::transport::Channel,
+    api: super::Api,
     id: &str,
     what: &str,
     within: Duration,
@@ -220,12 +220,7 @@ pub async fn wait_for(
     }
 }
 
-pub async fn wait_agent(
-    api: tonic::transport::Channel,
-    id: &str,
-    status: &str,
-    within: Duration,
-) -> Agent {
+pub async fn wait_agent(api: super::Api, id: &str, status: &str, within: Duration) -> Agent {
     let deadline = Instant::now() + within;
     loop {
         let r = AgentsClient::new(api.clone())

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use berth_proto::bearer::{Api, Bearer};
 use berth_proto::internal::agent_protocol_client::AgentProtocolClient;
 use berth_proto::internal::node_client::NodeClient;
 use berth_proto::internal::{AgentRegisterRequest, InfoRequest, NodeInfo};
@@ -63,8 +64,22 @@ pub fn tls_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
+        // Before any node starts: control nodes take it as the cluster's first token.
+        berth_control::auth::ensure_admin_token(&d).expect("make the admin token");
         d
     })
+}
+
+/// The admin token of [`tls_dir`]: every test cluster on TLS takes it as its first token.
+pub fn admin_token() -> String {
+    berth_control::auth::read_admin_token(tls_dir())
+        .expect("read the admin token")
+        .expect("the admin token is made with the directory")
+}
+
+/// `ch` carrying `token` on every call.
+pub fn with_token(ch: Channel, token: &str) -> Api {
+    Bearer::new(Some(token)).expect("token").on(ch)
 }
 
 /// `who`'s credentials from [`tls_dir`], made when missing.
@@ -262,14 +277,21 @@ impl Cluster {
             .join(",")
     }
 
-    /// The node's API, over TLS trusting the test CA (plaintext when `--insecure`).
-    pub fn api(&self, id: u64) -> Channel {
+    /// The node's API as its admin: over TLS trusting the test CA with the admin token
+    /// (plaintext and no token when `--insecure`).
+    pub fn api(&self, id: u64) -> Api {
         let addr = self.nodes[&id].api.to_string();
         if self.secure {
             channel(&addr)
         } else {
-            plain_channel(&addr)
+            Bearer::default().on(plain_channel(&addr))
         }
+    }
+
+    /// The node's API with `token` (or none), over TLS trusting the test CA.
+    pub fn api_with(&self, id: u64, token: Option<&str>) -> Api {
+        let ch = channel_trusting(&self.nodes[&id].api.to_string(), &ca_file());
+        Bearer::new(token).expect("token").on(ch)
     }
 
     /// The node's raft port as a control node (node 1's certificate) would call it.
@@ -397,9 +419,10 @@ impl Drop for Cluster {
     }
 }
 
-/// A channel to a control node's API at `addr`, over TLS trusting the test CA.
-pub fn channel(addr: &str) -> Channel {
-    channel_trusting(addr, &ca_file())
+/// A channel to a control node's API at `addr` as its admin: over TLS trusting the test
+/// CA, carrying the admin token.
+pub fn channel(addr: &str) -> Api {
+    with_token(channel_trusting(addr, &ca_file()), &admin_token())
 }
 
 /// A channel to an API over TLS trusting the CA in `ca` (e.g. `berth dev`'s own).
@@ -472,12 +495,18 @@ pub fn quiet_spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
     }
 }
 
-/// The `berth` CLI aimed at `endpoint` over TLS trusting the test CA, with no config file
+/// The `berth` CLI aimed at `endpoint` over TLS trusting the test CA, as the admin (the
+/// admin token file), with no config file
 /// or environment of the person running the tests in the way.
 pub fn cli_command(endpoint: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env("BERTH_ENDPOINT", endpoint)
         .env("BERTH_TLS_CA", ca_file())
+        .env(
+            "BERTH_TOKEN_FILE",
+            tls_dir().join(berth_control::auth::ADMIN_TOKEN_FILE),
+        )
+        .env_remove("BERTH_TOKEN")
         .env("BERTH_CONFIG", "/nonexistent/berth-config")
         .env_remove("BERTH_INSECURE")
         .env_remove("RUST_LOG");
@@ -492,10 +521,7 @@ pub fn berth(endpoint: &str, args: &[&str]) -> std::process::Output {
         .expect("run berth")
 }
 
-pub async fn register(
-    ch: Channel,
-    spec: TaskDefinitionSpec,
-) -> Result<TaskDefinition, tonic::Status> {
+pub async fn register(ch: Api, spec: TaskDefinitionSpec) -> Result<TaskDefinition, tonic::Status> {
     TaskDefinitionsClient::new(ch)
         .register(RegisterTaskDefinitionRequest {
             task_definition: Some(spec),
@@ -540,7 +566,7 @@ pub async fn register_agent(ch: Channel, id: &str, cpu: u32, memory: u32, attrs:
 }
 
 pub async fn run(
-    ch: Channel,
+    ch: Api,
     family: &str,
     count: u32,
     token: &str,
@@ -556,7 +582,7 @@ pub async fn run(
         .map(|r| r.into_inner())
 }
 
-pub async fn all_tasks(ch: Channel, stale: bool) -> Vec<Task> {
+pub async fn all_tasks(ch: Api, stale: bool) -> Vec<Task> {
     let mut out = Vec::new();
     let mut next_token = String::new();
     loop {
@@ -578,7 +604,7 @@ pub async fn all_tasks(ch: Channel, stale: bool) -> Vec<Task> {
     }
 }
 
-pub async fn status(ch: Channel) -> ClusterStatusResponse {
+pub async fn status(ch: Api) -> ClusterStatusResponse {
     ClusterClient::new(ch)
         .status(ClusterStatusRequest {})
         .await

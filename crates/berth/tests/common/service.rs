@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
-use tonic::transport::Channel;
 
-pub async fn describe(api: Channel, name: &str) -> Service {
+use super::Api;
+
+pub async fn describe(api: Api, name: &str) -> Service {
     ServicesClient::new(api)
         .describe(DescribeServicesRequest {
             services: vec![name.into()],
@@ -21,7 +22,7 @@ pub async fn describe(api: Channel, name: &str) -> Service {
         .expect("service exists")
 }
 
-pub async fn update(api: Channel, name: &str, desired: i64) -> Result<Service, tonic::Status> {
+pub async fn update(api: Api, name: &str, desired: i64) -> Result<Service, tonic::Status> {
     ServicesClient::new(api)
         .update(UpdateServiceRequest {
             service: name.into(),
@@ -33,7 +34,7 @@ pub async fn update(api: Channel, name: &str, desired: i64) -> Result<Service, t
 }
 
 /// The service's tasks whose desired status is RUNNING.
-pub async fn live(api: Channel, name: &str) -> Vec<Task> {
+pub async fn live(api: Api, name: &str) -> Vec<Task> {
     TasksClient::new(api)
         .list(ListTasksRequest {
             group: format!("service:{name}"),
@@ -50,7 +51,7 @@ pub async fn live(api: Channel, name: &str) -> Vec<Task> {
 /// Waits until the service has `n` tasks, all RUNNING; never more than `ceiling` live at any
 /// sample on the way.
 pub async fn wait_running(
-    api: Channel,
+    api: Api,
     name: &str,
     n: usize,
     ceiling: usize,
@@ -61,7 +62,7 @@ pub async fn wait_running(
 
 /// As `wait_running`, with every task on agent `on` when given.
 pub async fn wait_running_on(
-    api: Channel,
+    api: Api,
     name: &str,
     n: usize,
     ceiling: usize,

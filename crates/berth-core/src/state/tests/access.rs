@@ -82,7 +82,7 @@ fn roles_decide_at_apply_and_a_revoked_token_writes_nothing_after_its_revision()
     let r = h.one(as_(&reader, register()));
     assert_eq!(code(&r), "permission denied");
     assert!(
-        format!("{r:?}").contains("is a reader; this needs operator"),
+        format!("{r:?}").contains("is a reader; this needs an operator"),
         "{r:?}"
     );
     // Operators do not administer.

@@ -2,18 +2,35 @@
 //! checked against the tokens in the replicated state. A token's text never leaves this
 //! module: the state keeps its SHA-256, and messages name its accessor only.
 
+mod gate;
+mod layer;
+
+pub use gate::{bootstrap_when_leader, check_with};
+pub use layer::{AuthLayer, Authenticated, Check};
+
+use std::path::Path;
+
 use berth_core::access::{self, AccessToken, Need, Role};
 use berth_core::ClusterState;
 use ring::digest::{digest as sha, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
-use std::future::Future;
-use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 /// The header a token travels in, as `Bearer <token>`.
-pub const HEADER: &str = "authorization";
+pub use berth_proto::bearer::HEADER;
+
+/// The cluster's first admin token, in a `berth tls` directory beside the certificates:
+/// control nodes started with that directory make it the first token when the state has
+/// none, and the operator's CLI reads it (`--token-file`).
+pub use berth_tls::files::ADMIN_TOKEN as ADMIN_TOKEN_FILE;
+
+tokio::task_local! {
+    /// The token and need of the API call being served, for a read to check again on the
+    /// state it reads (see `Node::read_barrier`).
+    pub(crate) static CALLER: (String, Need);
+}
 
 /// The token text a call carries, or why there is none.
 pub fn bearer(md: &MetadataMap) -> Result<&str, Status> {
@@ -29,6 +46,82 @@ pub fn bearer(md: &MetadataMap) -> Result<&str, Status> {
     text.strip_prefix("Bearer ")
         .map(str::trim)
         .ok_or_else(|| Status::unauthenticated("the authorization header is not `Bearer <token>`"))
+}
+
+/// Makes `dir/admin.token` (readable by its owner only) unless it exists; answers its
+/// token's text and whether it was made now.
+pub fn ensure_admin_token(dir: &Path) -> Result<(String, bool), AdminTokenError> {
+    if let Some(text) = read_admin_token(dir)? {
+        return Ok((text, false));
+    }
+    let (text, _) =
+        mint("admin", Role::Admin).map_err(|e| AdminTokenError::Mint(e.message().to_string()))?;
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let io = |source| AdminTokenError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).map_err(io)?;
+    std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok((text, true))
+}
+
+/// The text of `dir/admin.token`, if the file exists.
+pub fn read_admin_token(dir: &Path) -> Result<Option<String>, AdminTokenError> {
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AdminTokenError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    access::parse_token(&text).map_err(|e| AdminTokenError::Malformed {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    Ok(Some(text))
+}
+
+/// The record of the cluster's first token, from `dir/admin.token` if there is one: what a
+/// control node proposes when the state has no token yet. Only its digest is kept.
+pub fn initial_admin(dir: &Path) -> Result<Option<AccessToken>, AdminTokenError> {
+    Ok(read_admin_token(dir)?.map(|text| {
+        let accessor = access::parse_token(&text)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default();
+        AccessToken {
+            accessor,
+            name: "admin".into(),
+            role: Role::Admin,
+            digest: digest(&text),
+            created_at: 0,
+            created_by: String::new(),
+            revoked_at: None,
+        }
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Malformed { path: String, why: String },
+    #[error("cannot make a token: {0}")]
+    Mint(String),
 }
 
 /// SHA-256 of a token's text, lowercase hex: what the state keeps.
@@ -116,84 +209,6 @@ pub struct Caller {
     pub accessor: String,
 }
 
-type CheckFuture = std::pin::Pin<Box<dyn Future<Output = Result<Caller, Status>> + Send>>;
-
-/// Decides whether a call's headers carry a token that allows `need`.
-pub type Check = Arc<dyn Fn(Need, &http::HeaderMap) -> CheckFuture + Send + Sync>;
-
-/// Authenticates every call to the services it wraps before it reaches them: a call whose
-/// method needs a token ([`need_of_path`]) runs only if `check` accepts its headers, with
-/// the [`Caller`] in its extensions; any other answer is the refusal, and the service never
-/// sees the call.
-#[derive(Clone)]
-pub struct AuthLayer {
-    check: Check,
-}
-
-impl AuthLayer {
-    pub fn new(check: Check) -> Self {
-        AuthLayer { check }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Authenticated<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authenticated {
-            inner,
-            check: self.check.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Authenticated<S> {
-    inner: S,
-    check: Check,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        // The service that was polled ready is the one to call; a clone takes its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(need) = need_of_path(req.uri().path()) else {
-            return Box::pin(inner.call(req));
-        };
-        let checked = (self.check)(need, req.headers());
-        Box::pin(async move {
-            match checked.await {
-                Ok(caller) => {
-                    req.extensions_mut().insert(caller);
-                    inner.call(req).await
-                }
-                Err(refused) => Ok(refused.into_http()),
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,7 +246,7 @@ mod tests {
                 .or_default()
                 .push(m);
         }
-        // Membership, settings and draining are an admin's; a method added to the protos
+        // Membership, settings, draining and tokens are an admin's; a method added to the protos
         // lands here too until the table names it.
         assert_eq!(
             by_need["admin"],
@@ -240,6 +255,9 @@ mod tests {
                 "/berth.v1.Cluster/Join",
                 "/berth.v1.Cluster/Leave",
                 "/berth.v1.Cluster/UpdateSettings",
+                "/berth.v1.Tokens/Create",
+                "/berth.v1.Tokens/List",
+                "/berth.v1.Tokens/Revoke",
             ],
             "{by_need:#?}"
         );
@@ -308,117 +326,32 @@ mod tests {
         assert!(e.message().contains("not known"), "{e:?}");
     }
 
-    /// The layer in front of a real gRPC server: a call without the right token never
-    /// reaches the service; one with it arrives carrying its caller; health needs none.
-    #[tokio::test]
-    async fn the_layer_refuses_before_the_service_and_hands_it_the_caller() {
-        use berth_proto::v1::cluster_client::ClusterClient;
-        use berth_proto::v1::cluster_server::{Cluster, ClusterServer};
-        use berth_proto::v1::*;
-
-        #[derive(Clone, Default)]
-        struct Seen(Arc<std::sync::Mutex<Vec<Option<Caller>>>>);
-        #[tonic::async_trait]
-        impl Cluster for Seen {
-            async fn status(
-                &self,
-                req: tonic::Request<ClusterStatusRequest>,
-            ) -> Result<tonic::Response<ClusterStatusResponse>, Status> {
-                self.0
-                    .lock()
-                    .unwrap()
-                    .push(req.extensions().get::<Caller>().cloned());
-                Ok(tonic::Response::new(ClusterStatusResponse::default()))
-            }
-            async fn join(
-                &self,
-                req: tonic::Request<JoinRequest>,
-            ) -> Result<tonic::Response<JoinResponse>, Status> {
-                self.0
-                    .lock()
-                    .unwrap()
-                    .push(req.extensions().get::<Caller>().cloned());
-                Ok(tonic::Response::new(JoinResponse::default()))
-            }
-            async fn leave(
-                &self,
-                _: tonic::Request<LeaveRequest>,
-            ) -> Result<tonic::Response<LeaveResponse>, Status> {
-                Err(Status::unimplemented("test"))
-            }
-            async fn update_settings(
-                &self,
-                _: tonic::Request<UpdateSettingsRequest>,
-            ) -> Result<tonic::Response<UpdateSettingsResponse>, Status> {
-                Err(Status::unimplemented("test"))
-            }
+    #[test]
+    fn the_admin_token_file_is_made_once_private_and_holds_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(initial_admin(dir.path()).unwrap().is_none());
+        let (text, made) = ensure_admin_token(dir.path()).unwrap();
+        assert!(made);
+        let (again, made) = ensure_admin_token(dir.path()).unwrap();
+        assert_eq!((again.as_str(), made), (text.as_str(), false));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
         }
-
-        // A reader's token, by its whole header: enough to test the layer's plumbing.
-        let check: Check = Arc::new(|need, headers: &http::HeaderMap| {
-            let ok = headers.get(HEADER).and_then(|v| v.to_str().ok()) == Some("Bearer r");
-            Box::pin(async move {
-                match (ok, need) {
-                    (false, _) => Err(Status::unauthenticated("no token")),
-                    (true, Need::Read) => Ok(Caller {
-                        accessor: "r".into(),
-                    }),
-                    (true, _) => Err(Status::permission_denied("a reader")),
-                }
-            })
-        });
-        let seen = Seen::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<ClusterServer<Seen>>().await;
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(AuthLayer::new(check))
-                .add_service(health)
-                .add_service(ClusterServer::new(seen.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        fn with<T>(token: Option<&str>, r: T) -> tonic::Request<T> {
-            let mut req = tonic::Request::new(r);
-            if let Some(t) = token {
-                req.metadata_mut()
-                    .insert(HEADER, format!("Bearer {t}").parse().unwrap());
-            }
-            req
-        }
-        let e = ClusterClient::new(ch.clone())
-            .status(with(None, ClusterStatusRequest {}))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let e = ClusterClient::new(ch.clone())
-            .join(with(Some("r"), JoinRequest::default()))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let record = initial_admin(dir.path()).unwrap().unwrap();
+        assert_eq!(record.role, Role::Admin);
+        assert_eq!(record.digest, digest(&text));
+        assert!(text.contains(&record.accessor));
+        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "password\n").unwrap();
+        let e = initial_admin(dir.path()).unwrap_err().to_string();
         assert!(
-            seen.0.lock().unwrap().is_empty(),
-            "refused calls reached the service"
+            e.contains("admin.token") && e.contains("not a Berth token"),
+            "{e}"
         );
-        ClusterClient::new(ch.clone())
-            .status(with(Some("r"), ClusterStatusRequest {}))
-            .await
-            .unwrap();
-        assert_eq!(
-            *seen.0.lock().unwrap(),
-            vec![Some(Caller {
-                accessor: "r".into()
-            })]
-        );
-        let health = tonic_health::pb::health_client::HealthClient::new(ch)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        assert!(health.is_ok(), "{health:?}");
     }
 }
