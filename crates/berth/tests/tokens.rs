@@ -172,9 +172,29 @@ async fn tokens_allow_what_their_role_names_and_a_revoked_one_is_refused_on_ever
         assert!(!listed.contains(&secret[23..]), "a secret listed: {listed}");
     }
 
-    // Revoked through node 1: refused by every node at once, reads and writes alike.
+    // Revoked through node 1: refused by every node at once, reads and writes alike, and
+    // status and membership calls, which are no state writes, too.
+    let ops = create(&c, "ops", "admin");
+    assert!(status_with(3, Some(&ops)).await.is_ok());
     let o = c.berth(&["token", "revoke", accessor(&operator)]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = c.berth(&["token", "revoke", accessor(&ops)]);
+    assert!(o.status.success(), "{}", text(&o));
+    for id in [3, 2] {
+        refused(
+            status_with(id, Some(&ops)).await,
+            Code::Unauthenticated,
+            "was revoked",
+        );
+        refused(
+            ClusterClient::new(c.api_with(id, Some(&ops)))
+                .leave(LeaveRequest { id: 1 })
+                .await,
+            Code::Unauthenticated,
+            "was revoked",
+        );
+    }
+    assert_eq!(status(c.api(2)).await.members.len(), 3, "nobody left");
     for id in [2, 3, 1] {
         refused(
             families(c.api_with(id, Some(&operator))).await,
@@ -240,7 +260,7 @@ async fn tokens_allow_what_their_role_names_and_a_revoked_one_is_refused_on_ever
         refusals.iter().all(|l| l.contains("peer=127.0.0.1:")),
         "{refusals:#?}"
     );
-    for secret in [&admin, &operator, &reader, &forged] {
+    for secret in [&admin, &operator, &reader, &ops, &forged] {
         assert!(!logs.contains(&secret[23..]), "a secret in the logs");
     }
 }

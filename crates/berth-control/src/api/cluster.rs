@@ -125,7 +125,13 @@ impl Cluster for ClusterApi {
         // Up to date with the leader where one answers (a setting just changed through
         // another node shows here), and still an answer, from this node's state, where none
         // does: status is what an operator asks during an outage.
-        let _ = tokio::time::timeout(STATUS_BARRIER_WAIT, self.node.read_barrier(false)).await;
+        // A token revoked before the call is refused all the same (the barrier checks it
+        // again on the state it reaches).
+        if let Ok(Err(e @ (ApiError::Unauthenticated(_) | ApiError::PermissionDenied(_)))) =
+            tokio::time::timeout(STATUS_BARRIER_WAIT, self.node.read_barrier(false)).await
+        {
+            return Err(e.into());
+        }
         let members = self.members().await;
         let s = self.node.state.read();
         Ok(Response::new(ClusterStatusResponse {
@@ -159,6 +165,9 @@ impl Cluster for ClusterApi {
             raft_addr: req.raft_address,
             api_addr: req.api_address,
         };
+        // Membership is not a state write checked at apply: the caller's token is checked
+        // on a state at least as new as the call.
+        self.node.read_barrier(false).await?;
         self.node
             .leader_call(LeaderRequest::Join { id: req.id, node })
             .await?;
@@ -173,6 +182,7 @@ impl Cluster for ClusterApi {
         if id == 0 {
             return Err(ApiError::invalid("id: node ids start at 1").into());
         }
+        self.node.read_barrier(false).await?;
         self.node.leader_call(LeaderRequest::Leave { id }).await?;
         Ok(Response::new(LeaveResponse {
             members: self.members().await,
