@@ -147,6 +147,19 @@ fn describe(revision: u64, c: &Change) -> Event {
             ),
         ),
         Change::ServiceEvent { service, message } => ("service", service.clone(), message.clone()),
+        Change::Audit {
+            accessor,
+            name,
+            action,
+            refused,
+        } => (
+            "audit",
+            accessor.clone(),
+            match refused {
+                None => format!("token {accessor} ({name}): {action}"),
+                Some(why) => format!("token {accessor} ({name}) refused at apply: {action}: {why}"),
+            },
+        ),
         Change::Membership { voters, learners } => {
             let ids = |v: &[u64]| {
                 let v: Vec<String> = v.iter().map(u64::to_string).collect();

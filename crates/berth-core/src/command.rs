@@ -114,6 +114,67 @@ pub enum Command {
 }
 
 impl Command {
+    /// The call the command carries out and on what, by the API's names, for the audit
+    /// trail: names and ids, never a token's text or an environment's values.
+    pub fn summary(&self) -> String {
+        match self {
+            Command::RegisterTaskDefinition { spec } => {
+                format!("RegisterTaskDefinition {}", spec.family)
+            }
+            Command::DeregisterTaskDefinition { family, revision } => {
+                format!("DeregisterTaskDefinition {family}:{revision}")
+            }
+            Command::RunTasks(r) => {
+                let ids: Vec<&str> = r.placements.iter().map(|p| p.task_id.as_str()).collect();
+                format!(
+                    "RunTask {}:{}, {} task(s){}{}",
+                    r.family,
+                    r.revision,
+                    r.placements.len(),
+                    if ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", ids.join(", "))
+                    },
+                    if r.failures.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} not placed", r.failures.len())
+                    }
+                )
+            }
+            Command::StopTask { task_id, .. } => format!("StopTask {task_id}"),
+            Command::SetAgentStatus {
+                agent_id, status, ..
+            } => format!("DrainAgent {agent_id} to {status}"),
+            Command::UpdateSettings(_) => "UpdateSettings".into(),
+            Command::CreateService(c) => format!("CreateService {}", c.name),
+            Command::UpdateService(u) => format!("UpdateService {}", u.name),
+            Command::DeleteService { name, force } => format!(
+                "DeleteService {name}{}",
+                if *force { " (forced)" } else { "" }
+            ),
+            Command::PutScalingPolicy { name, policy } => format!(
+                "PutScalingPolicy {name}{}",
+                if policy.is_none() { " (removed)" } else { "" }
+            ),
+            Command::CreateAccessToken(t) => format!(
+                "CreateToken {} ({}, {})",
+                t.accessor,
+                t.name,
+                t.role.as_str()
+            ),
+            Command::RevokeAccessToken { accessor } => format!("RevokeToken {accessor}"),
+            Command::As { command, .. } => command.summary(),
+            // Not made with tokens (agents' and the leader's own): named by their variant.
+            other => format!("{other:?}")
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+
     /// Tasks this command would create; the batcher bounds a batch by it.
     pub fn weight(&self) -> usize {
         match self {

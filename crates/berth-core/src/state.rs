@@ -32,6 +32,15 @@ pub enum Change {
         service: String,
         message: String,
     },
+    /// A write made with an API token, applied or refused at apply: who (the token's
+    /// accessor and name) did what. The audit trail.
+    Audit {
+        accessor: String,
+        name: String,
+        action: String,
+        /// Why apply refused it; None when it was applied.
+        refused: Option<String>,
+    },
     /// The cluster's Raft membership changed (a node joined, left, or was promoted).
     Membership {
         voters: Vec<u64>,

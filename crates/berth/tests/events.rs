@@ -102,6 +102,28 @@ async fn events_arrive_in_revision_order_and_resume_on_another_node() {
         .find(|e| e.kind == "service")
         .expect("service event");
     assert!(svc.message.contains("service svc was created"), "{svc:?}");
+    // Every write made with a token says whose it was: the audit trail.
+    let admin = &admin_token()["berth_".len()..][..16];
+    let audit: Vec<&str> = all
+        .iter()
+        .filter(|e| e.kind == "audit")
+        .map(|e| e.message.as_str())
+        .collect();
+    for what in ["RunTask ", "CreateService svc"] {
+        assert!(
+            audit
+                .iter()
+                .any(|m| m.starts_with(&format!("token {admin} (admin): {what}"))),
+            "no audit of {what} in {audit:#?}"
+        );
+    }
+    let ran_audit = audit
+        .iter()
+        .find(|m| m.contains("RunTask "))
+        .expect("RunTask audited");
+    for t in &ran.tasks {
+        assert!(ran_audit.contains(&t.task_id), "{ran_audit}");
+    }
 
     // The leader killed: another node resumes from a revision in the middle, with nothing
     // before it and nothing missing after it.

@@ -91,8 +91,25 @@ impl ClusterState {
         Ok(t)
     }
 
-    /// `command` on behalf of `accessor`'s holder.
+    /// `command` on behalf of `accessor`'s holder, recorded in the audit trail whether it
+    /// applied or not.
     pub(super) fn apply_as(&mut self, accessor: &str, command: &Command) -> CommandResult {
+        let result = self.apply_as_unrecorded(accessor, command);
+        let name = self
+            .access_tokens
+            .get(accessor)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.changes.push(super::Change::Audit {
+            accessor: accessor.to_string(),
+            name,
+            action: command.summary(),
+            refused: result.as_ref().err().map(|e| e.to_string()),
+        });
+        result
+    }
+
+    fn apply_as_unrecorded(&mut self, accessor: &str, command: &Command) -> CommandResult {
         let need = need_of(command)
             .ok_or_else(|| Error::invalid("this command is not one a token can make"))?;
         self.authorize(accessor, need)?;
