@@ -36,8 +36,9 @@ tokio::task_local! {
 pub fn bearer(md: &MetadataMap) -> Result<&str, Status> {
     let value = md.get(HEADER).ok_or_else(|| {
         Status::unauthenticated(
-            "this call needs a token: give --token or BERTH_TOKEN (an admin makes one with \
-             `berth token create`)",
+            "this call needs a token: give --token (BERTH_TOKEN) or --token-file \
+             (BERTH_TOKEN_FILE); the cluster's first is admin.token in its `berth tls` \
+             directory, and an admin makes more with `berth token create`",
         )
     })?;
     let text = value
