@@ -138,6 +138,11 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `s` has an accessor's shape (what `berth token ls` shows).
+pub fn is_accessor(s: &str) -> bool {
+    is_hex(s, ACCESSOR_LEN)
+}
+
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.bytes()

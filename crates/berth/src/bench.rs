@@ -97,6 +97,8 @@ struct LocalCluster {
     /// The cluster's certificates (DIR/tls), as every cluster runs by default; None with
     /// --insecure, to measure what TLS costs.
     tls: Option<PathBuf>,
+    /// What every API call carries: the admin token of `tls`; none without TLS.
+    bearer: Bearer,
 }
 
 fn free_port() -> Result<u16> {
@@ -127,6 +129,7 @@ impl LocalCluster {
     fn start(dir: &Path, insecure: bool) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut bearer = Bearer::default();
         let tls = if insecure {
             None
         } else {
@@ -140,7 +143,8 @@ impl LocalCluster {
                 .collect();
             berth_tls::files::ensure(&tls, &who, berth_tls::CERT_VALIDITY)
                 .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
-            berth_control::auth::ensure_admin_token(&tls)?;
+            let (token, _) = berth_control::auth::ensure_admin_token(&tls)?;
+            bearer = Bearer::new(Some(&token))?;
             Some(tls)
         };
         let mut nodes = Vec::new();
@@ -162,6 +166,7 @@ impl LocalCluster {
             nodes,
             peers,
             tls,
+            bearer,
         };
         for id in 1..=3 {
             c.spawn(id)?;
@@ -218,11 +223,7 @@ impl LocalCluster {
             .iter()
             .find(|n| n.id == id)
             .ok_or_else(|| anyhow!("no node {id}"))?;
-        let token = match &self.tls {
-            Some(dir) => berth_control::auth::read_admin_token(dir)?,
-            None => None,
-        };
-        Ok(Bearer::new(token.as_deref())?.on(channel(n.api, self.tls.as_deref(), None)?))
+        Ok(self.bearer.on(channel(n.api, self.tls.as_deref(), None)?))
     }
 
     /// `--tls-dir DIR` or `--insecure`, for a node or an agent.

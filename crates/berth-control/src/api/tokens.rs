@@ -94,11 +94,7 @@ impl Tokens for TokensApi {
         self.takes_tokens()?;
         let by = super::caller(&req);
         let accessor = req.into_inner().accessor;
-        if accessor.len() != access::ACCESSOR_LEN
-            || !accessor
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !access::is_accessor(&accessor) {
             return Err(ApiError::invalid(format!(
                 "accessor {} is not a token's accessor ({} lowercase hex digits; `berth token ls` \
                  lists them)",

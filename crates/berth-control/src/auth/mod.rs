@@ -96,20 +96,7 @@ pub fn read_admin_token(dir: &Path) -> Result<Option<String>, AdminTokenError> {
 /// The record of the cluster's first token, from `dir/admin.token` if there is one: what a
 /// control node proposes when the state has no token yet. Only its digest is kept.
 pub fn initial_admin(dir: &Path) -> Result<Option<AccessToken>, AdminTokenError> {
-    Ok(read_admin_token(dir)?.map(|text| {
-        let accessor = access::parse_token(&text)
-            .map(|(a, _)| a.to_string())
-            .unwrap_or_default();
-        AccessToken {
-            accessor,
-            name: "admin".into(),
-            role: Role::Admin,
-            digest: digest(&text),
-            created_at: 0,
-            created_by: String::new(),
-            revoked_at: None,
-        }
-    }))
+    Ok(read_admin_token(dir)?.map(|text| record_of(&text, "admin", Role::Admin)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,18 +129,25 @@ pub fn mint(name: &str, role: Role) -> Result<(String, AccessToken), Status> {
     rng.fill(&mut bytes)
         .map_err(|_| Status::internal("the system's random source failed"))?;
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let accessor = hex(&bytes[..8]);
-    let text = access::token_text(&accessor, &hex(&bytes[8..]));
-    let record = AccessToken {
-        accessor,
+    let text = access::token_text(&hex(&bytes[..8]), &hex(&bytes[8..]));
+    let record = record_of(&text, name, role);
+    Ok((text, record))
+}
+
+/// The record the state keeps of the token `text` (which must parse): its accessor and
+/// digest; who made it and when are set at apply.
+fn record_of(text: &str, name: &str, role: Role) -> AccessToken {
+    AccessToken {
+        accessor: access::parse_token(text)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default(),
         name: name.to_string(),
         role,
-        digest: digest(&text),
+        digest: digest(text),
         created_at: 0,
         created_by: String::new(),
         revoked_at: None,
-    };
-    Ok((text, record))
+    }
 }
 
 /// The accessor of the live token `md` carries, if it allows `need` on `state`; else
