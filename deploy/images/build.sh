@@ -8,9 +8,10 @@
 #                                           (`tail /dev/zero` keeps every byte: no newline)
 #                            berth-ignore-term  ignores SIGTERM and sleeps forever
 #                            berth-cpu-server [PORT]  HTTP on PORT (default 8080): each GET
-#                                           of /cgi-bin/burn?N spends N shell-loop rounds of
-#                                           CPU (default 100000, about 0.08 s) and answers
-#                                           "burned N"; the autoscaling demo's workload
+#                                           of /cgi-bin/burn?MS spends MS ms of its own CPU
+#                                           time (default 80, whatever the machine's speed)
+#                                           and answers "burned MS ms"; the autoscaling
+#                                           demo's workload
 #                          Default command: /bin/sh.
 #
 # Usage: deploy/images/build.sh [--force]
@@ -107,11 +108,21 @@ SRV
 mkdir -p "$ROOT/srv/cpu/cgi-bin"
 cat >"$ROOT/srv/cpu/cgi-bin/burn" <<'BURN'
 #!/bin/sh
-n=${QUERY_STRING:-100000}
-case "$n" in ''|*[!0-9]*) n=100000 ;; esac
-i=0
-while [ "$i" -lt "$n" ]; do i=$((i + 1)); done
-printf 'Content-Type: text/plain\r\n\r\nburned %s\n' "$n"
+# Spends MS milliseconds of CPU (default 80) by this process's own clock, so that a request
+# costs the same on a fast machine as on a slow one, then answers.
+ms=${QUERY_STRING:-80}
+case "$ms" in ''|*[!0-9]*) ms=80 ;; esac
+[ "$ms" -le 10000 ] || ms=10000
+# utime + stime of this shell, in the kernel's 10 ms ticks; read without forking.
+used() { read -r stat </proc/$$/stat; set -- $stat; t=$((${14} + ${15})); }
+used
+end=$((t + (ms + 9) / 10))
+while [ "$t" -lt "$end" ]; do
+  i=0
+  while [ "$i" -lt 500 ]; do i=$((i + 1)); done
+  used
+done
+printf 'Content-Type: text/plain\r\n\r\nburned %s ms\n' "$ms"
 BURN
 chmod 755 "$ROOT"/usr/local/bin/* "$ROOT/srv/cpu/cgi-bin/burn"
 
