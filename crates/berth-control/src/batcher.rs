@@ -292,6 +292,16 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             Prepared::Command(Command::BootstrapAccessToken(t))
         }
         WriteRequest::CreateAccessToken(t) => Prepared::Command(Command::CreateAccessToken(t)),
+        WriteRequest::CreateNamespace { name, quota } => {
+            berth_core::namespace::check_name("name", &name)?;
+            Prepared::Command(Command::CreateNamespace { name, quota })
+        }
+        WriteRequest::SetNamespaceQuota { name, quota } => {
+            Prepared::Command(Command::SetNamespaceQuota { name, quota })
+        }
+        WriteRequest::DeleteNamespace { name } => {
+            Prepared::Command(Command::DeleteNamespace { name })
+        }
         WriteRequest::RevokeAccessToken { accessor } => {
             Prepared::Command(Command::RevokeAccessToken { accessor })
         }
@@ -303,18 +313,24 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             state.task_definition(&family, Some(revision))?;
             Prepared::Command(Command::DeregisterTaskDefinition { family, revision })
         }
-        WriteRequest::StopTask { task_id, reason } => {
+        WriteRequest::StopTask {
+            task_id,
+            reason,
+            namespace,
+        } => {
             validate::reason(&reason)?;
-            if state.task(&task_id).is_none() {
-                return Err(ApiError::NotFound(format!(
-                    "task {} does not exist",
-                    quote(&task_id)
-                )));
+            // Another namespace's task is answered as a missing one, word for word.
+            let mine = state
+                .task(&task_id)
+                .is_some_and(|t| berth_core::namespace::of(&t.family) == namespace);
+            if !mine {
+                return Err(ApiError::NotFound(format!("task {task_id} does not exist")));
             }
             Prepared::Command(Command::StopTask {
                 task_id,
                 reason,
                 code: berth_core::StopCode::UserInitiated,
+                namespace: Some(namespace),
             })
         }
         WriteRequest::RegisterAgent(reg) => {
@@ -419,7 +435,7 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
 }
 
 fn prepare_create_service(c: CreateService, state: &ClusterState) -> ApiResult<Prepared> {
-    validate::name("serviceName", &c.name)?;
+    validate::qualified_name("serviceName", &c.name)?;
     if let Some(token) = &c.client_token {
         validate::client_token(token)?;
     }
@@ -449,7 +465,7 @@ fn prepare_create_service(c: CreateService, state: &ClusterState) -> ApiResult<P
 }
 
 fn prepare_update_service(u: UpdateService, state: &ClusterState) -> ApiResult<Prepared> {
-    validate::name("service", &u.name)?;
+    validate::qualified_name("service", &u.name)?;
     let task_definition = match &u.task_definition {
         None => None,
         Some(r) => {
@@ -796,6 +812,7 @@ mod tests {
             created_at: 0,
             created_by: String::new(),
             revoked_at: None,
+            namespaces: vec!["default".into()],
         };
         let admin = token(1, Role::Admin);
         let batch = |commands| berth_core::Batch { now: 1, commands };

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use berth_core::namespace as ns;
 use berth_core::state::Change;
 use berth_raft::store::StateEvent;
 use tokio::sync::broadcast;
@@ -24,6 +25,9 @@ pub struct Event {
     pub id: String,
     pub message: String,
     pub change: Option<Change>,
+    /// The namespace the event is about; None for the cluster's own (agents, membership,
+    /// an admin's tokens and namespaces).
+    pub namespace: Option<String>,
 }
 
 struct Inner {
@@ -152,6 +156,7 @@ fn describe(revision: u64, c: &Change) -> Event {
             name,
             action,
             refused,
+            ..
         } => (
             "audit",
             accessor.clone(),
@@ -188,6 +193,13 @@ fn describe(revision: u64, c: &Change) -> Event {
         change: match c {
             Change::Task(_) | Change::Agent(_) => Some(c.clone()),
             _ => None,
+        },
+        namespace: match c {
+            Change::Task(t) => Some(ns::of(&t.family).to_string()),
+            Change::TaskDefinition(d) => Some(ns::of(&d.family).to_string()),
+            Change::ServiceEvent { service, .. } => Some(ns::of(service).to_string()),
+            Change::Audit { namespace, .. } => namespace.clone(),
+            Change::Agent(_) | Change::Membership { .. } => None,
         },
     }
 }
@@ -226,6 +238,7 @@ mod tests {
             id: format!("t{revision}"),
             message: String::new(),
             change: None,
+            namespace: None,
         }
     }
 

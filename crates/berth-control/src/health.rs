@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::events_server::EventsServer;
+use berth_proto::v1::namespaces_server::NamespacesServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
@@ -22,6 +23,7 @@ use tonic_health::ServingStatus;
 use crate::api::agents::AgentsApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::events::EventsApi;
+use crate::api::namespaces::NamespacesApi;
 use crate::api::services::ServicesApi;
 use crate::api::task_definitions::TaskDefinitionsApi;
 use crate::api::tasks::TasksApi;
@@ -36,7 +38,7 @@ const EVERY: Duration = Duration::from_millis(500);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The services whose status follows the node's; "" is the whole server's.
-pub(crate) const SERVICES: [&str; 9] = [
+pub(crate) const SERVICES: [&str; 10] = [
     "",
     <TaskDefinitionsServer<TaskDefinitionsApi> as NamedService>::NAME,
     <TasksServer<TasksApi> as NamedService>::NAME,
@@ -46,6 +48,7 @@ pub(crate) const SERVICES: [&str; 9] = [
     <UsageServer<UsageApi> as NamedService>::NAME,
     <EventsServer<EventsApi> as NamedService>::NAME,
     <TokensServer<TokensApi> as NamedService>::NAME,
+    <NamespacesServer<NamespacesApi> as NamedService>::NAME,
 ];
 
 /// Whether a node that last served at `last_ok` counts as serving at `now`.

@@ -30,6 +30,7 @@ use berth_proto::internal::node_server::NodeServer;
 use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::events_server::EventsServer;
+use berth_proto::v1::namespaces_server::NamespacesServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
@@ -290,6 +291,9 @@ impl ControlNode {
                 node: node.clone(),
             }))
             .add_service(TokensServer::new(api::tokens::TokensApi {
+                node: node.clone(),
+            }))
+            .add_service(NamespacesServer::new(api::namespaces::NamespacesApi {
                 node: node.clone(),
             }));
         let sd = shutdown.clone();

@@ -35,6 +35,9 @@ pub enum WriteRequest {
     StopTask {
         task_id: String,
         reason: String,
+        /// The caller's namespace: another's task is answered as missing.
+        #[serde(default = "berth_core::namespace::default_name")]
+        namespace: String,
     },
     RegisterAgent(AgentRegistration),
     UpdateSettings(SettingsUpdate),
@@ -94,6 +97,17 @@ pub enum WriteRequest {
     CreateAccessToken(berth_core::access::AccessToken),
     RevokeAccessToken {
         accessor: String,
+    },
+    CreateNamespace {
+        name: String,
+        quota: berth_core::namespace::Quota,
+    },
+    SetNamespaceQuota {
+        name: String,
+        quota: berth_core::namespace::Quota,
+    },
+    DeleteNamespace {
+        name: String,
     },
     /// `request`, made by the holder of API token `accessor`: refused here unless that
     /// token is live and its role allows it, and checked again where it applies.
@@ -766,8 +780,10 @@ impl Node {
                 )),
             }
         }
-        if let Ok((accessor, need)) = crate::auth::CALLER.try_with(|c| c.clone()) {
-            self.state.read().state.authorize(&accessor, need)?;
+        if let Ok((accessor, need, ns)) = crate::auth::CALLER.try_with(|c| c.clone()) {
+            let s = self.state.read();
+            let token = s.state.authorize(&accessor, need)?;
+            crate::auth::check_namespace(token, &ns)?;
         }
         Ok(())
     }

@@ -101,11 +101,28 @@ pub struct AccessToken {
     pub created_by: String,
     /// The revision whose entry revoked it: every node refuses it once it has applied that.
     pub revoked_at: Option<Revision>,
+    /// The namespaces an operator's or reader's token may use (`*`: all). An admin's may
+    /// use every one. Tokens made before namespaces existed used `default`, the only one.
+    #[serde(default = "default_namespaces")]
+    pub namespaces: Vec<String>,
+}
+
+fn default_namespaces() -> Vec<String> {
+    vec![crate::namespace::DEFAULT_NAMESPACE.to_string()]
 }
 
 impl AccessToken {
     pub fn is_live(&self) -> bool {
         self.revoked_at.is_none()
+    }
+
+    /// Whether this token may see and act on namespace `ns`'s objects.
+    pub fn allows_namespace(&self, ns: &str) -> bool {
+        self.role == Role::Admin
+            || self
+                .namespaces
+                .iter()
+                .any(|n| n == ns || n == crate::namespace::ALL_NAMESPACES)
     }
 
     /// The checks a new token's record must pass, before and at apply.
@@ -122,6 +139,19 @@ impl AccessToken {
         check_name(&self.name)?;
         if self.revoked_at.is_some() {
             return Err(Error::invalid("a new token cannot be revoked already"));
+        }
+        if self.namespaces.is_empty()
+            || self.namespaces.len() > crate::namespace::MAX_TOKEN_NAMESPACES
+        {
+            return Err(Error::invalid(format!(
+                "a token is scoped to 1..={} namespaces",
+                crate::namespace::MAX_TOKEN_NAMESPACES
+            )));
+        }
+        for n in &self.namespaces {
+            if n != crate::namespace::ALL_NAMESPACES {
+                crate::namespace::check_name("namespaces", n)?;
+            }
         }
         Ok(())
     }

@@ -33,6 +33,10 @@ pub enum Command {
         task_id: String,
         reason: String,
         code: StopCode,
+        /// Stops the task only if it belongs to this namespace (the caller's); None for
+        /// the cluster's own stops.
+        #[serde(default)]
+        namespace: Option<String>,
     },
     RegisterAgent(AgentRegistration),
     SetAgentStatus {
@@ -91,6 +95,18 @@ pub enum Command {
     As {
         accessor: String,
         command: Box<Command>,
+    },
+    CreateNamespace {
+        name: String,
+        quota: crate::namespace::Quota,
+    },
+    SetNamespaceQuota {
+        name: String,
+        quota: crate::namespace::Quota,
+    },
+    /// Deletes a namespace that holds nothing.
+    DeleteNamespace {
+        name: String,
     },
     /// Sets (or, with none, removes) a service's autoscaling policy.
     PutScalingPolicy {
@@ -165,6 +181,9 @@ impl Command {
                 t.role.as_str()
             ),
             Command::RevokeAccessToken { accessor } => format!("RevokeToken {accessor}"),
+            Command::CreateNamespace { name, .. } => format!("CreateNamespace {name}"),
+            Command::SetNamespaceQuota { name, .. } => format!("SetNamespaceQuota {name}"),
+            Command::DeleteNamespace { name } => format!("DeleteNamespace {name}"),
             Command::As { command, .. } => command.summary(),
             // Not made with tokens (agents' and the leader's own): named by their variant.
             other => format!("{other:?}")
@@ -288,6 +307,7 @@ pub enum Outcome {
     /// An agent's reports were applied.
     Reported,
     AccessToken(crate::access::AccessToken),
+    Namespace(crate::namespace::Namespace),
 }
 
 pub type CommandResult = Result<Outcome, Error>;

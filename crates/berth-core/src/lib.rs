@@ -10,6 +10,7 @@ pub mod command;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod namespace;
 pub mod quote;
 pub mod scaling;
 pub mod service;

@@ -40,6 +40,8 @@ pub enum Change {
         action: String,
         /// Why apply refused it; None when it was applied.
         refused: Option<String>,
+        /// The namespace it acted in; None for the cluster's own (tokens, namespaces).
+        namespace: Option<String>,
     },
     /// The cluster's Raft membership changed (a node joined, left, or was promoted).
     Membership {
@@ -113,6 +115,13 @@ pub struct ClusterState {
     /// API access tokens by accessor, revoked ones included.
     #[serde(default)]
     access_tokens: BTreeMap<String, crate::access::AccessToken>,
+    /// Namespaces made by an admin, and `default` once it has a quota.
+    #[serde(default)]
+    namespaces: BTreeMap<String, crate::namespace::Namespace>,
+    /// Namespace → what its tasks that hold capacity hold. Derived from the tasks (and
+    /// derived again by `rebuild_indexes` from a snapshot written before it existed).
+    #[serde(default)]
+    namespace_use: BTreeMap<String, crate::namespace::NamespaceUse>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -121,6 +130,8 @@ pub struct ClusterState {
 /// Filters for listing tasks; empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
+    /// Only tasks of this namespace.
+    pub namespace: Option<String>,
     pub family: Option<String>,
     pub desired_status: Option<DesiredStatus>,
     pub started_by: Option<String>,
@@ -130,7 +141,10 @@ pub struct TaskFilter {
 
 impl TaskFilter {
     fn matches(&self, t: &Task) -> bool {
-        self.family.as_ref().is_none_or(|f| &t.family == f)
+        self.namespace
+            .as_ref()
+            .is_none_or(|n| crate::namespace::of(&t.family) == n)
+            && self.family.as_ref().is_none_or(|f| &t.family == f)
             && self.desired_status.is_none_or(|d| t.desired_status == d)
             && self.started_by.as_ref().is_none_or(|s| &t.started_by == s)
             && self.agent_id.as_ref().is_none_or(|a| &t.agent_id == a)
@@ -161,6 +175,16 @@ impl ClusterState {
     pub fn rebuild_indexes(&mut self) {
         self.group_agents.clear();
         self.service_tasks.clear();
+        self.namespace_use.clear();
+        let holding: Vec<Task> = self
+            .tasks
+            .values()
+            .filter(|t| t.holds_capacity())
+            .cloned()
+            .collect();
+        for t in &holding {
+            self.count_in_namespace(t, true);
+        }
         for t in self.tasks.values() {
             if t.desired_status != DesiredStatus::Running {
                 continue;
@@ -227,6 +251,7 @@ impl ClusterState {
     }
 
     fn apply_one(&mut self, cmd: &Command) -> CommandResult {
+        self.check_namespace_of(cmd)?;
         match cmd {
             Command::RegisterTaskDefinition { spec } => self.register_task_definition(spec),
             Command::DeregisterTaskDefinition { family, revision } => {
@@ -237,7 +262,18 @@ impl ClusterState {
                 task_id,
                 reason,
                 code,
-            } => self.stop_task(task_id, reason, *code),
+                namespace,
+            } => {
+                let elsewhere = namespace.as_deref().is_some_and(|n| {
+                    self.tasks
+                        .get(task_id)
+                        .is_some_and(|t| crate::namespace::of(&t.family) != n)
+                });
+                if elsewhere {
+                    return Err(Error::not_found(format!("task {task_id} does not exist")));
+                }
+                self.stop_task(task_id, reason, *code)
+            }
             Command::RegisterAgent(reg) => self.register_agent(reg),
             Command::SetAgentStatus {
                 agent_id,
@@ -298,6 +334,9 @@ impl ClusterState {
             )),
             Command::RevokeAccessToken { accessor } => self.revoke_access_token(accessor),
             Command::As { accessor, command } => self.apply_as(accessor, command),
+            Command::CreateNamespace { name, quota } => self.create_namespace(name, quota),
+            Command::SetNamespaceQuota { name, quota } => self.set_namespace_quota(name, quota),
+            Command::DeleteNamespace { name } => self.delete_namespace(name),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -465,6 +504,10 @@ impl ClusterState {
                 failures.push(f);
                 continue;
             }
+            if let Some(f) = self.quota_refusal(&run.family, cpu, memory) {
+                failures.push(f);
+                continue;
+            }
             if self.tasks.contains_key(&p.task_id) {
                 failures.push(Failure {
                     reason: "INTERNAL".into(),
@@ -562,6 +605,7 @@ impl ClusterState {
     }
 
     fn allocate(&mut self, task: &Task) {
+        self.count_in_namespace(task, true);
         if let Some(agent) = self.agents.get_mut(&task.agent_id) {
             agent.used_cpu += task.cpu;
             agent.used_memory += task.memory;
@@ -582,6 +626,7 @@ impl ClusterState {
     }
 
     fn release(&mut self, task: &Task) {
+        self.count_in_namespace(task, false);
         if let Some(agent) = self.agents.get_mut(&task.agent_id) {
             debug_assert!(agent.used_cpu >= task.cpu && agent.used_memory >= task.memory);
             agent.used_cpu = agent.used_cpu.saturating_sub(task.cpu);
@@ -1123,6 +1168,26 @@ impl ClusterState {
                 ));
             }
         }
+        let mut in_namespaces: BTreeMap<String, crate::namespace::NamespaceUse> = BTreeMap::new();
+        for t in self.tasks.values().filter(|t| t.holds_capacity()) {
+            let u = in_namespaces
+                .entry(crate::namespace::of(&t.family).to_string())
+                .or_default();
+            u.cpu += u64::from(t.cpu);
+            u.memory += u64::from(t.memory);
+            u.tasks += 1;
+        }
+        let recorded: BTreeMap<String, crate::namespace::NamespaceUse> = self
+            .namespace_use
+            .iter()
+            .filter(|(_, u)| u.tasks > 0)
+            .map(|(n, u)| (n.clone(), *u))
+            .collect();
+        if recorded != in_namespaces {
+            return Err(format!(
+                "namespaces record {recorded:?} held, their tasks hold {in_namespaces:?}"
+            ));
+        }
         if let Some((agent, _)) = used.into_iter().next() {
             return Err(format!("tasks hold capacity on unknown agent {agent}"));
         }
@@ -1145,6 +1210,7 @@ impl ClusterState {
 
 mod access;
 mod deployments;
+mod namespaces;
 mod scaling;
 mod services;
 mod usage;

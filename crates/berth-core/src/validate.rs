@@ -39,6 +39,22 @@ pub fn name(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A family's or service's name as the state holds it: a [`name`], qualified by its
+/// namespace unless that is `default` (see [`crate::namespace`]).
+pub fn qualified_name(field: &str, value: &str) -> Result<(), Error> {
+    if let Some((ns, bare)) = value.split_once('/') {
+        crate::namespace::check_name("namespace", ns)?;
+        if ns == crate::namespace::DEFAULT_NAMESPACE {
+            return Err(invalid(format!(
+                "{field} {} names namespace default, whose names are bare",
+                quote(value)
+            )));
+        }
+        return name(field, bare);
+    }
+    name(field, value)
+}
+
 fn bounded(field: &str, value: &str) -> Result<(), Error> {
     if value.len() > MAX_STRING_LEN {
         return Err(invalid(format!(
@@ -233,7 +249,7 @@ fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
 
 /// Checks a task definition and returns its resolved (cpu, memory).
 pub fn task_definition(spec: &TaskDefinitionSpec, free_sizing: bool) -> Result<(u32, u32), Error> {
-    name("family", &spec.family)?;
+    qualified_name("family", &spec.family)?;
     let n = spec.container_definitions.len();
     if n == 0 {
         return Err(invalid(
@@ -534,7 +550,7 @@ pub fn task_definition_ref(s: &str) -> Result<(String, Option<u32>), Error> {
         }
         None => (s, None),
     };
-    name("taskDefinition family", family)?;
+    qualified_name("taskDefinition family", family)?;
     Ok((family.to_string(), rev))
 }
 

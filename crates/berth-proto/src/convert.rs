@@ -2,6 +2,7 @@
 //! there, on the model) and answers with wire messages built from the model.
 
 use berth_core as core;
+use berth_core::namespace as ns;
 
 use crate::v1;
 
@@ -123,10 +124,16 @@ impl From<v1::TaskDefinitionSpec> for core::TaskDefinitionSpec {
     }
 }
 
+/// A name as its namespace's users know it: the state's `team-a/web` is `web`.
+fn bare(qualified: &str) -> String {
+    ns::split(qualified).1.to_string()
+}
+
 impl From<&core::TaskDefinition> for v1::TaskDefinition {
     fn from(d: &core::TaskDefinition) -> Self {
         v1::TaskDefinition {
-            family: d.family.clone(),
+            namespace: ns::of(&d.family).into(),
+            family: bare(&d.family),
             revision: d.revision,
             cpu: d.cpu,
             memory: d.memory,
@@ -170,8 +177,9 @@ impl From<&core::Task> for v1::Task {
     fn from(t: &core::Task) -> Self {
         v1::Task {
             task_id: t.id.clone(),
-            task_definition: t.task_definition(),
-            family: t.family.clone(),
+            namespace: ns::of(&t.family).into(),
+            task_definition: bare(&t.task_definition()),
+            family: bare(&t.family),
             task_definition_revision: t.revision,
             cpu: t.cpu,
             memory: t.memory,
@@ -179,7 +187,7 @@ impl From<&core::Task> for v1::Task {
             last_status: t.last_status.as_str().into(),
             desired_status: t.desired_status.as_str().into(),
             started_by: t.started_by.clone(),
-            group: t.group.clone(),
+            group: ns::bare_group(&t.group),
             client_token: t.client_token.clone().unwrap_or_default(),
             overrides: overrides_to_wire(&t.overrides),
             containers: t
@@ -434,8 +442,9 @@ pub fn service_to_wire(s: &core::Service, view: ServiceView<'_>) -> v1::Service 
             .map(|x| scaling_policy_to_wire(&x.policy)),
         last_scale_out_at_ms: s.scaling.as_ref().and_then(|x| x.last_scale_out_at),
         last_scale_in_at_ms: s.scaling.as_ref().and_then(|x| x.last_scale_in_at),
-        service_name: s.name.clone(),
-        task_definition: s.task_definition(),
+        namespace: ns::of(&s.name).into(),
+        service_name: bare(&s.name),
+        task_definition: bare(&s.task_definition()),
         status: s.status.as_str().to_string(),
         desired_count: s.desired_count,
         running_count: view.running,
@@ -481,7 +490,7 @@ pub fn service_to_wire(s: &core::Service, view: ServiceView<'_>) -> v1::Service 
                 v1::Deployment {
                     id: d.id.clone(),
                     status: d.status.as_str().into(),
-                    task_definition: d.task_definition(),
+                    task_definition: bare(&d.task_definition()),
                     desired_count: if d.status == core::service::DeploymentStatus::Primary {
                         s.desired_count
                     } else {

@@ -197,7 +197,13 @@ pub fn token(opts: &crate::ClientOpts) -> Result<Option<String>> {
 }
 
 fn bearer(opts: &crate::ClientOpts) -> Result<Bearer> {
-    Bearer::new(token(opts)?.as_deref()).context("--token")
+    if let Some(ns) = &opts.namespace {
+        berth_core::namespace::check_name("--namespace", ns)?;
+    }
+    Bearer::new(token(opts)?.as_deref())
+        .context("--token")?
+        .in_namespace(opts.namespace.as_deref())
+        .context("--namespace")
 }
 
 /// A connection that was never made: the request cannot have been processed.

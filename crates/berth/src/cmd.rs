@@ -16,6 +16,7 @@ use crate::{ClientOpts, Format};
 
 pub mod agent;
 pub mod events;
+pub mod namespace;
 pub mod service;
 pub mod task;
 pub mod tls;

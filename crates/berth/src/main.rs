@@ -65,6 +65,16 @@ pub struct ClientOpts {
     /// --token wins over it.
     #[arg(long, global = true, env = "BERTH_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// The namespace calls act in: task definitions, tasks, services and usage belong to
+    /// one (default: `default`); a token may use only the namespaces it was made for.
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "BERTH_NAMESPACE",
+        value_name = "NAME"
+    )]
+    pub namespace: Option<String>,
     /// Speak plaintext, to a cluster started with --insecure.
     #[arg(long, global = true, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
@@ -130,6 +140,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         cmd: cmd::token::TokenCmd,
+    },
+    /// Namespaces and their quotas (creating, setting quotas and deleting are an admin's).
+    Namespace {
+        #[command(subcommand)]
+        cmd: cmd::namespace::NamespaceCmd,
     },
     /// Measure a local three-node cluster (throughput, latency, failover, stability), on
     /// TLS as clusters run by default, or plaintext with --insecure.
@@ -207,6 +222,7 @@ fn main() -> ExitCode {
             Command::Agent { cmd: None, run } => server::agent(*run).await,
             Command::Top(a) => cmd::top::top(&opts, a).await,
             Command::Token { cmd } => cmd::token::token(&opts, cmd).await,
+            Command::Namespace { cmd } => cmd::namespace::namespace(&opts, cmd).await,
             Command::Tls { cmd } => cmd::tls::tls(cmd),
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }

@@ -141,6 +141,7 @@ async fn tokens_allow_what_their_role_names_and_a_revoked_one_is_refused_on_ever
             .create(CreateTokenRequest {
                 name: "escalate".into(),
                 role: "admin".into(),
+                namespaces: vec![],
             })
             .await,
         Code::PermissionDenied,
@@ -228,6 +229,7 @@ async fn tokens_allow_what_their_role_names_and_a_revoked_one_is_refused_on_ever
             .create(CreateTokenRequest {
                 name: "x".into(),
                 role: "root".into(),
+                namespaces: vec![],
             })
             .await,
         Code::InvalidArgument,
@@ -238,6 +240,7 @@ async fn tokens_allow_what_their_role_names_and_a_revoked_one_is_refused_on_ever
             .create(CreateTokenRequest {
                 name: String::new(),
                 role: "reader".into(),
+                namespaces: vec![],
             })
             .await,
         Code::InvalidArgument,

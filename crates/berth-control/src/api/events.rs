@@ -43,9 +43,25 @@ impl Events for EventsApi {
         &self,
         req: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let ns = super::namespace(&req)?;
+        let caller = super::caller(&req);
         let since = req.into_inner().since_revision;
         // Caught up with the leader first: a replay from a lagging node would stop short.
         self.node.read_barrier(false).await?;
+        // Events of the caller's namespace, and the cluster's own: agents and membership
+        // to everyone, an admin's audit trail to admins (and on clusters without tokens).
+        let admin = caller.is_none_or(|c| {
+            self.node
+                .state
+                .read()
+                .state
+                .access_token(&c.accessor)
+                .is_some_and(|t| t.role == berth_core::access::Role::Admin)
+        });
+        let shown = move |e: &Event| match &e.namespace {
+            Some(n) => *n == ns,
+            None => e.kind != "audit" || admin,
+        };
         let current = self.node.state.read().state.revision();
         let (mut live, replay) = self.node.events.follow(since).map_err(|g| {
             Status::failed_precondition(format!(
@@ -60,7 +76,7 @@ impl Events for EventsApi {
         tokio::spawn(async move {
             let mut last = since;
             let forward = async {
-                for e in &replay {
+                for e in replay.iter().filter(|e| shown(e)) {
                     last = last.max(e.revision);
                     if tx.send(Ok(wire(e))).await.is_err() {
                         return;
@@ -77,7 +93,7 @@ impl Events for EventsApi {
                 loop {
                     match live.recv().await {
                         Ok(batch) => {
-                            for e in batch.iter().filter(|e| e.revision > last) {
+                            for e in batch.iter().filter(|e| e.revision > last && shown(e)) {
                                 if tx.send(Ok(wire(e))).await.is_err() {
                                     return;
                                 }

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod cluster;
 pub mod events;
+pub mod namespaces;
 pub mod services;
 pub mod task_definitions;
 pub mod tasks;
@@ -19,6 +20,26 @@ use crate::error::{ApiError, ApiResult};
 /// Whose token made the call, when the cluster takes tokens (the gate put it there).
 pub(crate) fn caller<T>(req: &tonic::Request<T>) -> Option<crate::auth::Caller> {
     req.extensions().get::<crate::auth::Caller>().cloned()
+}
+
+/// The namespace the call acts in: the one the gate checked the caller's token for, or on
+/// a cluster without tokens the `berth-namespace` header (default: `default`).
+pub(crate) fn namespace<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {
+    match caller(req) {
+        Some(c) => Ok(c.namespace),
+        None => crate::auth::namespace_of(req.metadata()),
+    }
+}
+
+/// A user's name of a family or service, as the state names it in namespace `ns`.
+pub(crate) fn qualify(ns: &str, field: &str, name: &str) -> ApiResult<String> {
+    Ok(berth_core::namespace::qualify(ns, field, name)?)
+}
+
+/// `family` or `family:revision`, its family qualified by namespace `ns`.
+pub(crate) fn definition_ref(ns: &str, field: &str, r: &str) -> ApiResult<(String, Option<u32>)> {
+    let (family, revision) = berth_core::validate::task_definition_ref(r)?;
+    Ok((qualify(ns, field, &family)?, revision))
 }
 
 /// Default and largest page for list calls (a page also ends at `MAX_ANSWER_BYTES`).

@@ -83,8 +83,19 @@ fn agent_host(address: &str) -> &str {
     }
 }
 
-fn service_name(field: &str, name: &str) -> Result<(), ApiError> {
-    berth_core::validate::name(field, name).map_err(ApiError::from)
+/// A user's service name, checked, as the state names it in namespace `ns`.
+fn service_name(ns: &str, field: &str, name: &str) -> Result<String, ApiError> {
+    berth_core::validate::name(field, name)?;
+    super::qualify(ns, field, name)
+}
+
+/// A user's `family[:revision]`, its family qualified by namespace `ns`.
+fn definition(ns: &str, r: &str) -> Result<String, ApiError> {
+    let (family, revision) = super::definition_ref(ns, "taskDefinition", r)?;
+    Ok(match revision {
+        Some(rev) => format!("{family}:{rev}"),
+        None => family,
+    })
 }
 
 impl ServicesApi {
@@ -112,8 +123,9 @@ impl Services for ServicesApi {
         req: Request<CreateServiceRequest>,
     ) -> Result<Response<CreateServiceResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
-        service_name("serviceName", &r.service_name)?;
+        let name = service_name(&ns, "serviceName", &r.service_name)?;
         let desired_count =
             berth_core::service::desired_count(r.desired_count).map_err(ApiError::from)?;
         if r.task_definition.is_empty() {
@@ -137,8 +149,8 @@ impl Services for ServicesApi {
             ];
         }
         let create = CreateService {
-            name: r.service_name,
-            task_definition: r.task_definition,
+            name,
+            task_definition: definition(&ns, &r.task_definition)?,
             desired_count,
             // A token from here on, so that this node may retry across a leader change
             // and get the service it created rather than ALREADY_EXISTS.
@@ -171,8 +183,14 @@ impl Services for ServicesApi {
         req: Request<UpdateServiceRequest>,
     ) -> Result<Response<UpdateServiceResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
-        service_name("service", &r.service)?;
+        let name = service_name(&ns, "service", &r.service)?;
+        let task_definition = r
+            .task_definition
+            .as_deref()
+            .map(|t| definition(&ns, t))
+            .transpose()?;
         let desired_count = match r.desired_count {
             Some(n) => Some(berth_core::service::desired_count(n).map_err(ApiError::from)?),
             None => None,
@@ -195,7 +213,7 @@ impl Services for ServicesApi {
                 let s = self.node.state.read();
                 let base = s
                     .state
-                    .service(&r.service)
+                    .service(&name)
                     .map(|svc| svc.deployment_configuration)
                     .unwrap_or_default();
                 Some(deployment_configuration_from_wire(Some(c), base))
@@ -206,9 +224,9 @@ impl Services for ServicesApi {
             .write_by(
                 by.as_ref(),
                 WriteRequest::UpdateService(UpdateService {
-                    name: r.service,
+                    name,
                     desired_count,
-                    task_definition: r.task_definition,
+                    task_definition,
                     force_new_deployment: r.force_new_deployment,
                     deployment_configuration,
                 }),
@@ -227,14 +245,15 @@ impl Services for ServicesApi {
         req: Request<DeleteServiceRequest>,
     ) -> Result<Response<DeleteServiceResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
-        service_name("service", &r.service)?;
+        let name = service_name(&ns, "service", &r.service)?;
         let (_, outcome) = self
             .node
             .write_by(
                 by.as_ref(),
                 WriteRequest::DeleteService {
-                    name: r.service,
+                    name,
                     force: r.force,
                 },
             )
@@ -252,8 +271,9 @@ impl Services for ServicesApi {
         req: Request<PutScalingPolicyRequest>,
     ) -> Result<Response<PutScalingPolicyResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
-        service_name("serviceName", &r.service_name)?;
+        let name = service_name(&ns, "serviceName", &r.service_name)?;
         let policy = r
             .policy
             .map(berth_proto::convert::scaling_policy_from_wire)
@@ -261,13 +281,7 @@ impl Services for ServicesApi {
             .map_err(ApiError::from)?;
         let (_, outcome) = self
             .node
-            .write_by(
-                by.as_ref(),
-                WriteRequest::PutScalingPolicy {
-                    name: r.service_name,
-                    policy,
-                },
-            )
+            .write_by(by.as_ref(), WriteRequest::PutScalingPolicy { name, policy })
             .await?;
         let (service, revision) = self.answer(&outcome, "put scaling policy")?;
         tracing::info!(service = %service.service_name, revision, "service autoscaling set");
@@ -281,6 +295,7 @@ impl Services for ServicesApi {
         &self,
         req: Request<DescribeServicesRequest>,
     ) -> Result<Response<DescribeServicesResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
         if r.services.is_empty() || r.services.len() > MAX_DESCRIBE_SERVICES {
             return Err(ApiError::invalid(format!(
@@ -294,7 +309,11 @@ impl Services for ServicesApi {
         let mut services = Vec::new();
         let mut failures = Vec::new();
         for name in &r.services {
-            match s.state.service(name) {
+            // A name with `/` names no service of this namespace: missing, like any other.
+            let found = berth_core::namespace::qualify(&ns, "services", name)
+                .ok()
+                .and_then(|q| s.state.service(&q));
+            match found {
                 Some(svc) => services.push(wire(&s.state, svc, true)),
                 None => failures.push(Failure {
                     reason: "MISSING".into(),
@@ -314,17 +333,21 @@ impl Services for ServicesApi {
         &self,
         req: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
         let count = page_size(r.max_results)?;
-        if !r.next_token.is_empty() {
-            service_name("nextToken", &r.next_token)?;
-        }
+        let after = if r.next_token.is_empty() {
+            String::new()
+        } else {
+            service_name(&ns, "nextToken", &r.next_token)?
+        };
         self.node.read_barrier(r.stale).await?;
         let s = self.node.state.read();
         let items = s
             .state
             .services()
-            .filter(|svc| svc.name > r.next_token)
+            .filter(|svc| berth_core::namespace::of(&svc.name) == ns)
+            .filter(|svc| svc.name > after)
             .filter(|svc| r.include_inactive || svc.status != ServiceStatus::Inactive)
             .map(|svc| wire(&s.state, svc, false));
         let p = page(items, count);

@@ -20,11 +20,13 @@ impl TaskDefinitions for TaskDefinitionsApi {
         req: Request<RegisterTaskDefinitionRequest>,
     ) -> Result<Response<RegisterTaskDefinitionResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let spec = req
             .into_inner()
             .task_definition
             .ok_or_else(|| ApiError::invalid("taskDefinition is required"))?;
-        let spec: berth_core::TaskDefinitionSpec = spec.into();
+        let mut spec: berth_core::TaskDefinitionSpec = spec.into();
+        spec.family = super::qualify(&ns, "family", &spec.family)?;
         // Shape errors are caught here, before the leader is bothered; the leader checks
         // again against its settings (free sizing).
         berth_core::validate::task_definition(&spec, true).map_err(ApiError::from)?;
@@ -45,9 +47,9 @@ impl TaskDefinitions for TaskDefinitionsApi {
         &self,
         req: Request<DescribeTaskDefinitionRequest>,
     ) -> Result<Response<DescribeTaskDefinitionResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
-        let (family, rev) = berth_core::validate::task_definition_ref(&req.task_definition)
-            .map_err(ApiError::from)?;
+        let (family, rev) = super::definition_ref(&ns, "taskDefinition", &req.task_definition)?;
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
         let def = s
@@ -64,6 +66,7 @@ impl TaskDefinitions for TaskDefinitionsApi {
         &self,
         req: Request<ListTaskDefinitionsRequest>,
     ) -> Result<Response<ListTaskDefinitionsResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
         let count = page_size(req.max_results)?;
         let status = match req.status.to_ascii_uppercase().as_str() {
@@ -82,7 +85,7 @@ impl TaskDefinitions for TaskDefinitionsApi {
             None
         } else {
             let (f, r) =
-                berth_core::validate::task_definition_ref(&req.next_token).map_err(|_| {
+                super::definition_ref(&ns, "nextToken", &req.next_token).map_err(|_| {
                     ApiError::invalid(format!(
                         "nextToken {} was not issued by this API",
                         quote(&req.next_token)
@@ -92,12 +95,20 @@ impl TaskDefinitions for TaskDefinitionsApi {
         };
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
-        let family = (!req.family.is_empty()).then_some(req.family.as_str());
-        let defs = s.state.task_definitions(family, status).filter(|d| {
-            after
-                .as_ref()
-                .is_none_or(|(f, r)| (d.family.as_str(), d.revision) > (f.as_str(), *r))
-        });
+        let family = if req.family.is_empty() {
+            None
+        } else {
+            Some(super::qualify(&ns, "family", &req.family)?)
+        };
+        let defs = s
+            .state
+            .task_definitions(family.as_deref(), status)
+            .filter(|d| berth_core::namespace::of(&d.family) == ns)
+            .filter(|d| {
+                after
+                    .as_ref()
+                    .is_none_or(|(f, r)| (d.family.as_str(), d.revision) > (f.as_str(), *r))
+            });
         let listed = page(defs.map(TaskDefinition::from), count);
         let next_token = match (listed.more, listed.items.last()) {
             (true, Some(last)) => format!("{}:{}", last.family, last.revision),
@@ -115,9 +126,9 @@ impl TaskDefinitions for TaskDefinitionsApi {
         req: Request<DeregisterTaskDefinitionRequest>,
     ) -> Result<Response<DeregisterTaskDefinitionResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
-        let (family, rev) = berth_core::validate::task_definition_ref(&req.task_definition)
-            .map_err(ApiError::from)?;
+        let (family, rev) = super::definition_ref(&ns, "taskDefinition", &req.task_definition)?;
         let revision = rev.ok_or_else(|| {
             ApiError::invalid(format!(
                 "taskDefinition {}: deregister needs an explicit revision (family:revision)",

@@ -33,7 +33,18 @@ type LogsStream = Pin<Box<dyn Stream<Item = Result<TaskLogChunk, Status>> + Send
 impl Tasks for TasksApi {
     async fn run(&self, req: Request<RunTaskRequest>) -> Result<Response<RunTaskResponse>, Status> {
         let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
         let mut run: berth_core::command::RunTaskRequest = req.into_inner().into();
+        let (family, revision) =
+            super::definition_ref(&ns, "taskDefinition", &run.task_definition)?;
+        run.task_definition = match revision {
+            Some(r) => format!("{family}:{r}"),
+            None => family,
+        };
+        if !run.group.is_empty() {
+            run.group =
+                berth_core::namespace::qualify_group(&ns, &run.group).map_err(ApiError::from)?;
+        }
         // The total is checked here too, so that an oversized request is refused before
         // it is forwarded; the leader checks every override against the definition.
         berth_core::validate::overrides_size(&run.overrides).map_err(ApiError::from)?;
@@ -61,6 +72,7 @@ impl Tasks for TasksApi {
         req: Request<StopTaskRequest>,
     ) -> Result<Response<StopTaskResponse>, Status> {
         let by = super::caller(&req);
+        let namespace = super::namespace(&req)?;
         let req = req.into_inner();
         check_task_id("taskId", &req.task_id)?;
         berth_core::validate::reason(&req.reason).map_err(ApiError::from)?;
@@ -71,6 +83,7 @@ impl Tasks for TasksApi {
                 WriteRequest::StopTask {
                     task_id: req.task_id,
                     reason: req.reason,
+                    namespace,
                 },
             )
             .await?;
@@ -87,6 +100,7 @@ impl Tasks for TasksApi {
         &self,
         req: Request<DescribeTasksRequest>,
     ) -> Result<Response<DescribeTasksResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
         if req.task_ids.is_empty() {
             return Err(ApiError::invalid("taskIds must name at least one task").into());
@@ -108,8 +122,11 @@ impl Tasks for TasksApi {
         for (i, id) in req.task_ids.iter().enumerate() {
             // A malformed id names no task: it gets its failure like any other missing
             // one (as the proto promises) instead of failing the whole call.
+            // Another namespace's task is missing, as one that never existed.
             let found = if is_task_id(id) {
-                s.state.task(id)
+                s.state
+                    .task(id)
+                    .filter(|t| berth_core::namespace::of(&t.family) == ns)
             } else {
                 None
             };
@@ -153,6 +170,7 @@ impl Tasks for TasksApi {
         &self,
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
         let count = page_size(req.max_results)?;
         let desired_status = match req.desired_status.as_str() {
@@ -169,11 +187,17 @@ impl Tasks for TasksApi {
         }
         let opt = |s: String| (!s.is_empty()).then_some(s);
         let filter = TaskFilter {
-            family: opt(req.family),
+            family: opt(req.family)
+                .map(|f| super::qualify(&ns, "family", &f))
+                .transpose()?,
             desired_status,
             started_by: opt(req.started_by),
             agent_id: opt(req.agent_id),
-            group: opt(req.group),
+            group: opt(req.group)
+                .map(|g| berth_core::namespace::qualify_group(&ns, &g))
+                .transpose()
+                .map_err(ApiError::from)?,
+            namespace: Some(ns),
         };
         self.node.read_barrier(req.stale).await?;
         let s = self.node.state.read();
@@ -202,12 +226,15 @@ impl Tasks for TasksApi {
         &self,
         req: Request<TaskLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
         check_task_id("taskId", &req.task_id)?;
         self.node.read_barrier(false).await?;
         let (agent_id, address, down) = {
             let s = self.node.state.read();
-            let task = s.state.task(&req.task_id).ok_or_else(|| {
+            let task = s.state.task(&req.task_id);
+            let task = task.filter(|t| berth_core::namespace::of(&t.family) == ns);
+            let task = task.ok_or_else(|| {
                 ApiError::NotFound(format!("task {} does not exist", quote(&req.task_id)))
             })?;
             let agent = s.state.agent(&task.agent_id).ok_or_else(|| {
@@ -274,6 +301,7 @@ impl Tasks for TasksApi {
         &self,
         req: Request<WatchTasksRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let ns = super::namespace(&req)?;
         let req = req.into_inner();
         if req.task_ids.len() > MAX_DESCRIBE {
             return Err(ApiError::invalid(format!(
@@ -285,8 +313,14 @@ impl Tasks for TasksApi {
         for (i, id) in req.task_ids.iter().enumerate() {
             check_task_id(&format!("taskIds[{i}]"), id)?;
         }
+        let family = if req.family.is_empty() {
+            None
+        } else {
+            Some(super::qualify(&ns, "family", &req.family)?)
+        };
         let filter = WatchFilter {
-            family: (!req.family.is_empty()).then_some(req.family),
+            namespace: ns,
+            family,
             ids: req.task_ids.into_iter().collect(),
         };
         // Subscribe before reading, so nothing applied between the read and the
@@ -306,13 +340,15 @@ impl Tasks for TasksApi {
 }
 
 struct WatchFilter {
+    namespace: String,
     family: Option<String>,
     ids: BTreeSet<String>,
 }
 
 impl WatchFilter {
     fn matches(&self, t: &berth_core::Task) -> bool {
-        self.family.as_ref().is_none_or(|f| &t.family == f)
+        berth_core::namespace::of(&t.family) == self.namespace
+            && self.family.as_ref().is_none_or(|f| &t.family == f)
             && (self.ids.is_empty() || self.ids.contains(&t.id))
     }
 }

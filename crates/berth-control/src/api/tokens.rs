@@ -22,6 +22,11 @@ pub fn token_to_wire(t: &access::AccessToken) -> AccessToken {
         created_at_ms: t.created_at,
         created_by: t.created_by.clone(),
         revoked_at_revision: t.revoked_at,
+        namespaces: if t.role == Role::Admin {
+            vec![berth_core::namespace::ALL_NAMESPACES.to_string()]
+        } else {
+            t.namespaces.clone()
+        },
     }
 }
 
@@ -57,7 +62,14 @@ impl Tokens for TokensApi {
         let by = super::caller(&req);
         let r = req.into_inner();
         let role = Role::parse(&r.role).map_err(ApiError::from)?;
-        let (secret, record) = crate::auth::mint(&r.name, role)?;
+        let (secret, mut record) = crate::auth::mint(&r.name, role)?;
+        if role == Role::Admin {
+            // An admin's token acts in every namespace, whatever it was asked for.
+            record.namespaces = vec![berth_core::namespace::ALL_NAMESPACES.to_string()];
+        } else if !r.namespaces.is_empty() {
+            record.namespaces = r.namespaces;
+        }
+        record.check().map_err(ApiError::from)?;
         let (revision, outcome) = self
             .node
             .write_by(by.as_ref(), WriteRequest::CreateAccessToken(record))

@@ -33,6 +33,7 @@ impl Usage for UsageApi {
         &self,
         req: Request<GetUsageRequest>,
     ) -> Result<Response<GetUsageResponse>, Status> {
+        let ns = super::namespace(&req)?;
         let r = req.into_inner();
         let by = UsageBy::parse(&r.by).ok_or_else(|| {
             ApiError::invalid(format!(
@@ -52,7 +53,7 @@ impl Usage for UsageApi {
         self.node.read_barrier(r.stale).await?;
         let s = self.node.state.read();
         let prices = s.state.settings().prices;
-        let lines = s.state.usage(since, until, now, by);
+        let lines = s.state.usage_in(Some(&ns), since, until, now, by);
         let mut total = Amount::default();
         for l in &lines {
             total.add(l.amount);
@@ -66,7 +67,16 @@ impl Usage for UsageApi {
             lines: lines
                 .iter()
                 .take(MAX_USAGE_LINES)
-                .map(|l| line(l.key.clone(), &l.amount, &prices))
+                .map(|l| {
+                    // Family and service keys as the namespace's users name them.
+                    let key = match by {
+                        UsageBy::Family | UsageBy::Service => {
+                            berth_core::namespace::split(&l.key).1.to_string()
+                        }
+                        _ => l.key.clone(),
+                    };
+                    line(key, &l.amount, &prices)
+                })
                 .collect(),
             total: Some(line("total".into(), &total, &prices)),
             vcpu_hour_price: nanos_price(prices.vcpu_hour_nanos),

@@ -52,7 +52,7 @@ async fn authenticate(node: &Node, md: &MetadataMap, need: Need) -> Result<Calle
         }
     }
     let s = node.state.read();
-    check(&s.state, md, need).map(|accessor| Caller { accessor })
+    check(&s.state, md, need)
 }
 
 /// Proposes the configured first admin token; losing the race to another node is fine.

@@ -82,7 +82,7 @@ where
         Box::pin(async move {
             match checked.await {
                 Ok(caller) => {
-                    let scope = (caller.accessor.clone(), need);
+                    let scope = (caller.accessor.clone(), need, caller.namespace.clone());
                     req.extensions_mut().insert(caller);
                     super::CALLER.scope(scope, inner.call(req)).await
                 }
@@ -171,6 +171,7 @@ mod tests {
                     (false, _) => Err(Status::unauthenticated("no token")),
                     (true, Need::Read) => Ok(Caller {
                         accessor: "r".into(),
+                        namespace: "default".into(),
                     }),
                     (true, _) => Err(Status::permission_denied("a reader")),
                 }
@@ -220,7 +221,8 @@ mod tests {
         assert_eq!(
             *seen.0.lock().unwrap(),
             vec![Some(Caller {
-                accessor: "r".into()
+                accessor: "r".into(),
+                namespace: "default".into(),
             })]
         );
         let health = tonic_health::pb::health_client::HealthClient::new(ch)

@@ -27,9 +27,36 @@ pub use berth_proto::bearer::HEADER;
 pub use berth_tls::files::ADMIN_TOKEN as ADMIN_TOKEN_FILE;
 
 tokio::task_local! {
-    /// The token and need of the API call being served, for a read to check again on the
-    /// state it reads (see `Node::read_barrier`).
-    pub(crate) static CALLER: (String, Need);
+    /// The token, need and namespace of the API call being served, for a read to check
+    /// again on the state it reads (see `Node::read_barrier`).
+    pub(crate) static CALLER: (String, Need, String);
+}
+
+/// The namespace a call acts in: its `berth-namespace` header, else `default`.
+pub fn namespace_of(md: &MetadataMap) -> Result<String, Status> {
+    let Some(value) = md.get(berth_proto::bearer::NAMESPACE_HEADER) else {
+        return Ok(berth_core::namespace::DEFAULT_NAMESPACE.to_string());
+    };
+    let ns = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("the berth-namespace header is not text"))?;
+    berth_core::namespace::check_name("namespace", ns)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(ns.to_string())
+}
+
+/// Refuses `token` a call in namespace `ns` it is not scoped to.
+pub fn check_namespace(token: &AccessToken, ns: &str) -> Result<(), berth_core::Error> {
+    if token.allows_namespace(ns) {
+        return Ok(());
+    }
+    Err(berth_core::Error::PermissionDenied(format!(
+        "token {} ({}) may use namespace(s) {}; not {ns} (give --namespace, or ask an admin \
+         for a token of {ns})",
+        token.accessor,
+        token.name,
+        token.namespaces.join(", ")
+    )))
 }
 
 /// The token text a call carries, or why there is none.
@@ -147,13 +174,14 @@ fn record_of(text: &str, name: &str, role: Role) -> AccessToken {
         created_at: 0,
         created_by: String::new(),
         revoked_at: None,
+        namespaces: vec![berth_core::namespace::DEFAULT_NAMESPACE.to_string()],
     }
 }
 
 /// The accessor of the live token `md` carries, if it allows `need` on `state`; else
 /// UNAUTHENTICATED (no token, not a token, unknown, wrong secret, revoked) or
 /// PERMISSION_DENIED (a role short of `need`).
-pub fn check(state: &ClusterState, md: &MetadataMap, need: Need) -> Result<String, Status> {
+pub fn check(state: &ClusterState, md: &MetadataMap, need: Need) -> Result<Caller, Status> {
     let text = bearer(md)?;
     let (accessor, _) =
         access::parse_token(text).map_err(|e| Status::unauthenticated(e.to_string()))?;
@@ -166,10 +194,14 @@ pub fn check(state: &ClusterState, md: &MetadataMap, need: Need) -> Result<Strin
             "token {accessor} does not match its record (a forged or mistyped token)"
         )));
     }
-    state
-        .authorize(accessor, need)
-        .map_err(|e| tonic::Status::from(crate::error::ApiError::from(e)))?;
-    Ok(accessor.to_string())
+    let status = |e| tonic::Status::from(crate::error::ApiError::from(e));
+    let token = state.authorize(accessor, need).map_err(status)?;
+    let namespace = namespace_of(md)?;
+    check_namespace(token, &namespace).map_err(status)?;
+    Ok(Caller {
+        accessor: accessor.to_string(),
+        namespace,
+    })
 }
 
 /// What a call to the public API needs of its caller's token, by gRPC path
@@ -188,7 +220,8 @@ pub fn need_of_path(path: &str) -> Option<Need> {
         | ("berth.v1.Cluster", "Status")
         | ("berth.v1.Events", "Watch")
         | ("berth.v1.Usage", "Get")
-        | ("berth.v1.Services", "Describe" | "List") => Need::Read,
+        | ("berth.v1.Services", "Describe" | "List")
+        | ("berth.v1.Namespaces", "List") => Need::Read,
         ("berth.v1.TaskDefinitions", "Register" | "Deregister")
         | ("berth.v1.Tasks", "Run" | "Stop")
         | ("berth.v1.Services", "Create" | "Update" | "Delete" | "PutScalingPolicy") => Need::Write,
@@ -202,6 +235,8 @@ pub fn need_of_path(path: &str) -> Option<Need> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub accessor: String,
+    /// The namespace the call acts in (checked against the token).
+    pub namespace: String,
 }
 
 #[cfg(test)]
@@ -253,6 +288,9 @@ mod tests {
                 "/berth.v1.Tokens/Create",
                 "/berth.v1.Tokens/List",
                 "/berth.v1.Tokens/Revoke",
+                "/berth.v1.Namespaces/Create",
+                "/berth.v1.Namespaces/SetQuota",
+                "/berth.v1.Namespaces/Delete",
             ],
             "{by_need:#?}"
         );
@@ -300,7 +338,7 @@ mod tests {
             },
         );
         assert_eq!(
-            check(&st, &md(&admin_text), Need::Admin).unwrap(),
+            check(&st, &md(&admin_text), Need::Admin).unwrap().accessor,
             admin.accessor
         );
         assert!(check(&st, &md(&reader_text), Need::Read).is_ok());

@@ -26,7 +26,10 @@ pub fn need_of(cmd: &Command) -> Option<Need> {
         Command::UpdateSettings(_)
         | Command::SetAgentStatus { .. }
         | Command::CreateAccessToken(_)
-        | Command::RevokeAccessToken { .. } => Some(Need::Admin),
+        | Command::RevokeAccessToken { .. }
+        | Command::CreateNamespace { .. }
+        | Command::SetNamespaceQuota { .. }
+        | Command::DeleteNamespace { .. } => Some(Need::Admin),
         Command::RegisterAgent(_)
         | Command::SetAgentEngine { .. }
         | Command::ReportTasks { .. }
@@ -94,6 +97,7 @@ impl ClusterState {
     /// `command` on behalf of `accessor`'s holder, recorded in the audit trail whether it
     /// applied or not.
     pub(super) fn apply_as(&mut self, accessor: &str, command: &Command) -> CommandResult {
+        let namespace = self.command_namespace(command);
         let result = self.apply_as_unrecorded(accessor, command);
         let name = self
             .access_tokens
@@ -105,6 +109,7 @@ impl ClusterState {
             name,
             action: command.summary(),
             refused: result.as_ref().err().map(|e| e.to_string()),
+            namespace,
         });
         result
     }
@@ -112,7 +117,8 @@ impl ClusterState {
     fn apply_as_unrecorded(&mut self, accessor: &str, command: &Command) -> CommandResult {
         let need = need_of(command)
             .ok_or_else(|| Error::invalid("this command is not one a token can make"))?;
-        self.authorize(accessor, need)?;
+        let token = self.authorize(accessor, need)?;
+        self.check_token_namespace(token, command)?;
         match command {
             Command::CreateAccessToken(t) => self.create_access_token(t, accessor),
             other => self.apply_one(other),
@@ -133,6 +139,16 @@ impl ClusterState {
 
     fn create_access_token(&mut self, t: &AccessToken, by: &str) -> CommandResult {
         t.check()?;
+        if let Some(n) = t
+            .namespaces
+            .iter()
+            .find(|n| n.as_str() != crate::namespace::ALL_NAMESPACES && !self.namespace_exists(n))
+        {
+            return Err(Error::not_found(format!(
+                "namespace {} does not exist; create it first with `berth namespace create`",
+                quote(n)
+            )));
+        }
         if self.access_tokens.contains_key(&t.accessor) {
             return Err(Error::AlreadyExists(format!(
                 "a token with accessor {} exists",

@@ -517,5 +517,5 @@ impl ClusterState {
 }
 
 fn validate_name(name: &str) -> Result<(), Error> {
-    crate::validate::name("serviceName", name)
+    crate::validate::qualified_name("serviceName", name)
 }

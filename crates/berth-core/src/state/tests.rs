@@ -3,6 +3,7 @@ use proptest::prelude::*;
 
 mod access;
 mod deployments;
+mod namespaces;
 mod scaling;
 mod services;
 mod usage;
@@ -249,6 +250,7 @@ fn stop_is_idempotent_and_agent_down_frees_capacity() {
         task_id: "t1".into(),
         reason: "done".into(),
         code: StopCode::UserInitiated,
+        namespace: None,
     });
     let Ok(Outcome::Task(t)) = r else {
         panic!("{r:?}")
@@ -259,6 +261,7 @@ fn stop_is_idempotent_and_agent_down_frees_capacity() {
         task_id: "t1".into(),
         reason: "other".into(),
         code: StopCode::UserInitiated,
+        namespace: None,
     });
     let Ok(Outcome::Task(t2)) = again else {
         panic!()
@@ -268,7 +271,8 @@ fn stop_is_idempotent_and_agent_down_frees_capacity() {
         h.one(Command::StopTask {
             task_id: "zz".into(),
             reason: String::new(),
-            code: StopCode::UserInitiated
+            code: StopCode::UserInitiated,
+            namespace: None,
         }),
         Err(Error::NotFound(_))
     ));
@@ -408,7 +412,8 @@ fn arb_command() -> impl Strategy<Value = Command> {
         task_id.prop_map(|t| Command::StopTask {
             task_id: t,
             reason: String::new(),
-            code: StopCode::UserInitiated
+            code: StopCode::UserInitiated,
+            namespace: None,
         }),
         (
             agent_id,

@@ -110,6 +110,20 @@ impl ClusterState {
     /// Usage in [since, until), grouped `by`, largest CPU first. Tasks not yet STOPPED count
     /// up to `now` (at least their minute); folded days cut by a bound count in proportion.
     pub fn usage(&self, since: Millis, until: Millis, now: Millis, by: UsageBy) -> Vec<UsageLine> {
+        self.usage_in(None, since, until, now, by)
+    }
+
+    /// [`usage`](Self::usage) of one namespace's tasks only (all with None). Keys of family
+    /// and service lines are the state's qualified names.
+    pub fn usage_in(
+        &self,
+        namespace: Option<&str>,
+        since: Millis,
+        until: Millis,
+        now: Millis,
+        by: UsageBy,
+    ) -> Vec<UsageLine> {
+        let mine = |family: &str| namespace.is_none_or(|n| crate::namespace::of(family) == n);
         let period = (since, until);
         let mut lines: BTreeMap<String, Amount> = BTreeMap::new();
         let mut add = |key: String, a: Amount| {
@@ -120,7 +134,7 @@ impl ClusterState {
         let live = self
             .tasks
             .values()
-            .filter(|t| t.last_status != TaskState::Stopped)
+            .filter(|t| t.last_status != TaskState::Stopped && mine(&t.family))
             .filter_map(|t| record_of(t, now));
         let mut each = |r: &UsageRecord| {
             let billed = r.billed();
@@ -141,7 +155,7 @@ impl ClusterState {
                 }
             }
         };
-        for r in self.usage_records.values() {
+        for r in self.usage_records.values().filter(|r| mine(&r.family)) {
             each(r);
         }
         for r in live {
@@ -154,7 +168,7 @@ impl ClusterState {
             if part == 0 {
                 continue;
             }
-            for d in totals {
+            for d in totals.iter().filter(|d| mine(&d.family)) {
                 let key = match by {
                     UsageBy::Task => FOLDED.to_string(),
                     UsageBy::Family => d.family.clone(),

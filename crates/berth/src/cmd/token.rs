@@ -22,6 +22,11 @@ pub enum TokenCmd {
         /// write tasks, task definitions and services), reader (read only).
         #[arg(long, value_parser = ["admin", "operator", "reader"])]
         role: String,
+        /// A namespace the token may use; repeat for more, `*` for all. Without it, the
+        /// namespace of --namespace (BERTH_NAMESPACE), else `default`. An admin's token
+        /// may use every one.
+        #[arg(long = "for-namespace", value_name = "NAME")]
+        namespaces: Vec<String>,
     },
     /// Every token, revoked ones included (never their text).
     Ls,
@@ -31,12 +36,21 @@ pub enum TokenCmd {
 }
 
 fn tokens_table(tokens: &[AccessToken]) -> Table {
-    let mut t = Table::new(&["ACCESSOR", "NAME", "ROLE", "CREATED", "BY", "REVOKED AT"]);
+    let mut t = Table::new(&[
+        "ACCESSOR",
+        "NAME",
+        "ROLE",
+        "NAMESPACES",
+        "CREATED",
+        "BY",
+        "REVOKED AT",
+    ]);
     for k in tokens {
         t.row(vec![
             k.accessor.clone(),
             k.name.clone(),
             k.role.clone(),
+            k.namespaces.join(","),
             time(Some(k.created_at_ms)),
             if k.created_by.is_empty() {
                 "(first)".into()
@@ -54,8 +68,22 @@ fn tokens_table(tokens: &[AccessToken]) -> Table {
 pub async fn token(opts: &ClientOpts, cmd: TokenCmd) -> Result<ExitCode> {
     let client = Client::for_opts(opts)?;
     match cmd {
-        TokenCmd::Create { name, role } => {
-            let req = CreateTokenRequest { name, role };
+        TokenCmd::Create {
+            name,
+            role,
+            namespaces,
+        } => {
+            // Scoped to the namespaces named, else to the one the call names.
+            let namespaces = if namespaces.is_empty() {
+                opts.namespace.iter().cloned().collect()
+            } else {
+                namespaces
+            };
+            let req = CreateTokenRequest {
+                name,
+                role,
+                namespaces,
+            };
             // Not retried after it may have reached a node: a second token would be made.
             let r = client
                 .unary(Retry::OnlyIfUnsent, &req, |ch, req| async move {
@@ -68,9 +96,12 @@ pub async fn token(opts: &ClientOpts, cmd: TokenCmd) -> Result<ExitCode> {
                     let t = r.token.unwrap_or_default();
                     line(format_args!("{}", r.secret))?;
                     eprintln!(
-                        "token {} ({}, {}): shown once; keep it secret (`--token-file FILE` or \
-                         BERTH_TOKEN pass it to the CLI)",
-                        t.accessor, t.name, t.role
+                        "token {} ({}, {}, namespaces {}): shown once; keep it secret \
+                         (`--token-file FILE` or BERTH_TOKEN pass it to the CLI)",
+                        t.accessor,
+                        t.name,
+                        t.role,
+                        t.namespaces.join(",")
                     );
                 }
             }

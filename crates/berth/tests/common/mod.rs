@@ -294,6 +294,15 @@ impl Cluster {
         Bearer::new(token).expect("token").on(ch)
     }
 
+    /// The node's API with `token`, acting in namespace `ns` (the `berth-namespace` header).
+    pub fn api_in(&self, id: u64, token: &str, ns: &str) -> Api {
+        let ch = channel_trusting(&self.nodes[&id].api.to_string(), &ca_file());
+        Bearer::new(Some(token))
+            .and_then(|b| b.in_namespace(Some(ns)))
+            .expect("token and namespace")
+            .on(ch)
+    }
+
     /// The node's raft port as a control node (node 1's certificate) would call it.
     pub fn raft(&self, id: u64) -> Channel {
         self.raft_as(id, &Identity::control(1))

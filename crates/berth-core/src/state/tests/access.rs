@@ -4,7 +4,7 @@
 use super::*;
 use crate::access::{AccessToken, Role};
 
-fn token(n: u8, role: Role) -> AccessToken {
+pub(super) fn token(n: u8, role: Role) -> AccessToken {
     AccessToken {
         accessor: format!("{n:016x}"),
         name: format!("token {n}"),
@@ -13,10 +13,11 @@ fn token(n: u8, role: Role) -> AccessToken {
         created_at: 0,
         created_by: String::new(),
         revoked_at: None,
+        namespaces: vec!["default".into()],
     }
 }
 
-fn as_(accessor: &AccessToken, command: Command) -> Command {
+pub(super) fn as_(accessor: &AccessToken, command: Command) -> Command {
     Command::As {
         accessor: accessor.accessor.clone(),
         command: Box::new(command),
@@ -190,6 +191,7 @@ fn every_write_made_with_a_token_is_audited_applied_or_refused() {
                 name,
                 action,
                 refused,
+                ..
             } => Some((accessor, name, action, refused.is_some())),
             _ => None,
         })
