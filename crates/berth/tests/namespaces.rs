@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use berth_proto::v1::namespaces_client::NamespacesClient;
+use berth_proto::v1::services_client::ServicesClient;
 use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
@@ -199,6 +200,45 @@ async fn a_namespace_token_never_sees_another_namespace_and_its_quota_holds_acro
             .all(|t| t.namespace == "team-a" && t.family == "web"));
         assert!(tasks.iter().all(|t| t.group == "family:web"), "{tasks:?}");
     }
+
+    // A service in team-b, held to the quota set on it: two tasks of three, and an event
+    // saying why; team-a cannot see it.
+    ok(&c, &["namespace", "set-quota", "team-b", "--tasks", "2"]);
+    ServicesClient::new(c.api_in(1, &b, "team-b"))
+        .create(CreateServiceRequest {
+            service_name: "api".into(),
+            task_definition: "web".into(),
+            desired_count: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("create service");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let svc = loop {
+        let svc = common::service::describe(c.api_in(2, &b, "team-b"), "api").await;
+        let said = svc.events.iter().any(|e| e.message.contains("QUOTA:TASKS"));
+        if said || std::time::Instant::now() > deadline {
+            break svc;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((svc.namespace.as_str(), svc.service_name.as_str()), ("team-b", "api"));
+    assert_eq!(svc.running_count + svc.pending_count, 1, "{svc:?}");
+    assert!(
+        svc.events.iter().any(|e| e.message.contains("quota of 2 running task(s)")),
+        "{:?}",
+        svc.events
+    );
+    let hidden = ServicesClient::new(c.api_in(2, &a, "team-a"))
+        .describe(DescribeServicesRequest {
+            services: vec!["api".into()],
+            stale: false,
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert!(hidden.services.is_empty());
+    assert_eq!(hidden.failures[0].reason, "MISSING");
 
     // Only an admin manages namespaces; an empty one can go, a full one cannot.
     let e = NamespacesClient::new(c.api_in(1, &a, "team-a"))
