@@ -135,6 +135,8 @@ for z in a b c; do
 done
 # A directory made before API tokens gets its admin token; an existing one is kept.
 "$BIN" tls admin-token --dir "$TLS_DIR" >/dev/null
+# And, made before secrets, its secrets key.
+"$BIN" tls secrets-key --dir "$TLS_DIR" >/dev/null
 export BERTH_TLS_CA=$TLS_DIR/ca.pem BERTH_TOKEN_FILE=$TLS_DIR/admin.token
 
 # ---------------------------------------------------------------- 6. compose up

@@ -302,6 +302,19 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
         WriteRequest::DeleteNamespace { name } => {
             Prepared::Command(Command::DeleteNamespace { name })
         }
+        WriteRequest::PutSecret { name, sealed } => {
+            berth_core::secret::check_put(&name, &sealed)?;
+            Prepared::Command(Command::PutSecret { name, sealed })
+        }
+        WriteRequest::DeleteSecret { name } => {
+            if state.secret(&name).is_none() {
+                return Err(ApiError::NotFound(format!(
+                    "secret {} does not exist",
+                    quote(&name)
+                )));
+            }
+            Prepared::Command(Command::DeleteSecret { name })
+        }
         WriteRequest::RevokeAccessToken { accessor } => {
             Prepared::Command(Command::RevokeAccessToken { accessor })
         }
@@ -512,6 +525,24 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
         )));
     }
     validate::overrides(&r.overrides, &def.container_definitions)?;
+    // Every secret the task names must be there to start it (checked again when it is
+    // sent to its agent).
+    let ns = berth_core::namespace::of(&family);
+    for c in &def.container_definitions {
+        for s in &c.secrets {
+            let name = berth_core::namespace::qualified(ns, &s.value_from);
+            if state.secret(&name).is_none() {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "container {}'s {} takes secret {}, which namespace {ns} does not have \
+                     (`berth secret put {}`)",
+                    c.name,
+                    s.name,
+                    quote(&s.value_from),
+                    s.value_from
+                )));
+            }
+        }
+    }
     let group = if r.group.is_empty() {
         format!("family:{family}")
     } else {

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// The cluster's first token (an admin's, from `admin.token` beside the certificates),
     /// written to the state when it has none. Only its digest is held.
     pub initial_admin: Option<berth_core::access::AccessToken>,
+    /// The cluster's secrets key (`secrets.key` beside the certificates): without it the
+    /// node takes no secrets and cannot start a task that names one.
+    pub secrets_key: Option<std::sync::Arc<crate::secrets::SecretsKey>>,
 }
 
 impl NodeConfig {
@@ -63,6 +66,7 @@ impl NodeConfig {
             metrics_listen: None,
             tls: None,
             initial_admin: None,
+            secrets_key: None,
         }
     }
 }

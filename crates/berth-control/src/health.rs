@@ -11,6 +11,7 @@ use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::events_server::EventsServer;
 use berth_proto::v1::namespaces_server::NamespacesServer;
+use berth_proto::v1::secrets_server::SecretsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
@@ -24,6 +25,7 @@ use crate::api::agents::AgentsApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::events::EventsApi;
 use crate::api::namespaces::NamespacesApi;
+use crate::api::secrets::SecretsApi;
 use crate::api::services::ServicesApi;
 use crate::api::task_definitions::TaskDefinitionsApi;
 use crate::api::tasks::TasksApi;
@@ -38,7 +40,7 @@ const EVERY: Duration = Duration::from_millis(500);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The services whose status follows the node's; "" is the whole server's.
-pub(crate) const SERVICES: [&str; 10] = [
+pub(crate) const SERVICES: [&str; 11] = [
     "",
     <TaskDefinitionsServer<TaskDefinitionsApi> as NamedService>::NAME,
     <TasksServer<TasksApi> as NamedService>::NAME,
@@ -49,6 +51,7 @@ pub(crate) const SERVICES: [&str; 10] = [
     <EventsServer<EventsApi> as NamedService>::NAME,
     <TokensServer<TokensApi> as NamedService>::NAME,
     <NamespacesServer<NamespacesApi> as NamedService>::NAME,
+    <SecretsServer<SecretsApi> as NamedService>::NAME,
 ];
 
 /// Whether a node that last served at `last_ok` counts as serving at `now`.

@@ -279,8 +279,70 @@ impl AgentProtocolService {
     }
 }
 
-fn encode_tasks(tasks: impl Iterator<Item = berth_core::AssignedTask>) -> Vec<Vec<u8>> {
-    tasks.filter_map(|t| serde_json::to_vec(&t).ok()).collect()
+fn encode_tasks(
+    state: &berth_core::ClusterState,
+    key: Option<&crate::secrets::SecretsKey>,
+    tasks: impl Iterator<Item = berth_core::AssignedTask>,
+) -> Vec<Vec<u8>> {
+    tasks
+        .map(|t| for_agent(state, key, t))
+        .filter_map(|t| serde_json::to_vec(&t).ok())
+        .collect()
+}
+
+/// The task as its agent gets it: every secret its containers name opened into their
+/// environment, here and only here (the stream is mutual TLS to that agent alone). A task
+/// not started yet whose secret cannot be opened goes as stopped before it started
+/// (TaskFailedToStart, saying which secret and why), so its agent ends it without
+/// starting anything.
+fn for_agent(
+    state: &berth_core::ClusterState,
+    key: Option<&crate::secrets::SecretsKey>,
+    mut at: berth_core::AssignedTask,
+) -> berth_core::AssignedTask {
+    use berth_core::namespace;
+    let ns = namespace::of(&at.task.family).to_string();
+    let mut failed = None;
+    for c in &mut at.definition.container_definitions {
+        for s in std::mem::take(&mut c.secrets) {
+            let name = namespace::qualified(&ns, &s.value_from);
+            let value = match (key, state.secret(&name)) {
+                (None, _) => Err("the control node has no secrets key"),
+                (_, None) => Err("it does not exist"),
+                (Some(k), Some(sealed)) => k
+                    .open(&name, &sealed.sealed)
+                    .map_err(|_| "it does not open with this control node's secrets key")
+                    .and_then(|v| String::from_utf8(v).map_err(|_| "its value is not UTF-8")),
+            };
+            match value {
+                Ok(value) => {
+                    c.environment.retain(|kv| kv.name != s.name);
+                    c.environment.push(berth_core::KeyValue {
+                        name: s.name,
+                        value,
+                    });
+                }
+                Err(why) => {
+                    failed.get_or_insert(format!(
+                        "CannotPullSecretError: secret {} for container {}'s {}: {why}",
+                        s.value_from, c.name, s.name
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(reason) = failed {
+        let t = &mut at.task;
+        if t.last_status == berth_core::TaskState::Provisioning
+            && t.desired_status == berth_core::DesiredStatus::Running
+        {
+            t.desired_status = berth_core::DesiredStatus::Stopped;
+            t.stop_code = Some(berth_core::StopCode::TaskFailedToStart);
+            t.stopped_reason = Some(reason.clone());
+        }
+        tracing::warn!(task = %t.id, %reason, "a task's secret could not be resolved");
+    }
+    at
 }
 
 /// Full set first (unless the agent already has everything up to `from`), then one batch
@@ -306,7 +368,11 @@ async fn assignment_loop(
                 AssignmentBatch {
                     revision: s.state.revision(),
                     full: true,
-                    tasks: encode_tasks(s.state.assigned_tasks(&agent_id)),
+                    tasks: encode_tasks(
+                        &s.state,
+                        node.cfg.secrets_key.as_deref(),
+                        s.state.assigned_tasks(&agent_id),
+                    ),
                 }
             };
             if tx.send(Ok(batch)).await.is_err() {
@@ -358,7 +424,11 @@ async fn assignment_loop(
                         AssignmentBatch {
                             revision,
                             full: false,
-                            tasks: encode_tasks(assigned.into_iter()),
+                            tasks: encode_tasks(
+                                &s.state,
+                                node.cfg.secrets_key.as_deref(),
+                                assigned.into_iter(),
+                            ),
                         }
                     };
                     if tx.send(Ok(batch)).await.is_err() {
@@ -368,6 +438,149 @@ async fn assignment_loop(
                 Ok(StateEvent::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => break,
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::command::{Placement, RunTasks};
+    use berth_core::secret::SecretRef;
+    use berth_core::{Batch, ClusterState, Command, ContainerDefinition, TaskDefinitionSpec};
+
+    /// A state with a task of `family` (qualified) naming secret `from` as DB, and the
+    /// secrets `held` (qualified) sealed with `key`.
+    fn state(
+        family: &str,
+        from: &str,
+        held: &[&str],
+        key: &crate::secrets::SecretsKey,
+    ) -> ClusterState {
+        let mut st = ClusterState::new();
+        let spec = TaskDefinitionSpec {
+            family: family.into(),
+            cpu: Some(256),
+            memory: Some(512),
+            network_mode: None,
+            container_definitions: vec![ContainerDefinition {
+                name: "app".into(),
+                image: "berth/workload".into(),
+                secrets: vec![SecretRef {
+                    name: "DB".into(),
+                    value_from: from.into(),
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut commands = vec![
+            Command::CreateNamespace {
+                name: "team-a".into(),
+                quota: Default::default(),
+            },
+            Command::CreateNamespace {
+                name: "team-b".into(),
+                quota: Default::default(),
+            },
+            Command::RegisterTaskDefinition { spec },
+            Command::RegisterAgent(berth_core::command::AgentRegistration {
+                id: "a1".into(),
+                cpu: 1024,
+                memory: 2048,
+                attributes: Default::default(),
+                address: String::new(),
+            }),
+            Command::RunTasks(RunTasks {
+                family: family.into(),
+                revision: 1,
+                client_token: None,
+                fingerprint: 0,
+                started_by: String::new(),
+                group: format!("family:{family}"),
+                overrides: vec![],
+                placements: vec![Placement {
+                    task_id: "t1".into(),
+                    agent_id: "a1".into(),
+                }],
+                failures: vec![],
+                service: None,
+            }),
+        ];
+        for name in held {
+            commands.push(Command::PutSecret {
+                name: name.to_string(),
+                sealed: key.seal(name, b"hunter2").unwrap(),
+            });
+        }
+        for r in st.apply(1, &Batch { now: 1, commands }) {
+            r.unwrap();
+        }
+        st
+    }
+
+    fn key() -> crate::secrets::SecretsKey {
+        let dir = tempfile::tempdir().unwrap();
+        crate::secrets::ensure_key(dir.path()).unwrap();
+        crate::secrets::read_key(dir.path()).unwrap().unwrap()
+    }
+
+    fn sent(
+        st: &ClusterState,
+        key: Option<&crate::secrets::SecretsKey>,
+    ) -> berth_core::AssignedTask {
+        let at = st.assigned_tasks("a1").next().unwrap();
+        for_agent(st, key, at)
+    }
+
+    #[test]
+    fn the_agent_gets_the_secret_of_the_tasks_namespace_in_its_environment() {
+        let k = key();
+        let st = state("team-a/web", "db", &["team-a/db"], &k);
+        let at = sent(&st, Some(&k));
+        let c = &at.definition.container_definitions[0];
+        assert!(c.secrets.is_empty());
+        assert_eq!(
+            c.environment,
+            vec![berth_core::KeyValue {
+                name: "DB".into(),
+                value: "hunter2".into()
+            }]
+        );
+        assert_eq!(at.task.desired_status, berth_core::DesiredStatus::Running);
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_opened_stops_the_task_before_it_starts_saying_why() {
+        let k = key();
+        // Only team-b has a `db`: team-a's task never gets it.
+        let st = state("team-a/web", "db", &["team-b/db"], &k);
+        let other = key();
+        for (st, key, why) in [
+            (&st, Some(&k), "it does not exist"),
+            (
+                &state("team-a/web", "db", &["team-a/db"], &k),
+                Some(&other),
+                "does not open",
+            ),
+            (
+                &state("team-a/web", "db", &["team-a/db"], &k),
+                None,
+                "no secrets key",
+            ),
+        ] {
+            let at = sent(st, key);
+            let c = &at.definition.container_definitions[0];
+            assert!(c.secrets.is_empty() && c.environment.is_empty(), "{c:?}");
+            assert_eq!(at.task.desired_status, berth_core::DesiredStatus::Stopped);
+            assert_eq!(
+                at.task.stop_code,
+                Some(berth_core::StopCode::TaskFailedToStart)
+            );
+            let reason = at.task.stopped_reason.unwrap_or_default();
+            assert!(
+                reason.contains(why) && reason.contains("secret db"),
+                "{reason}"
+            );
         }
     }
 }

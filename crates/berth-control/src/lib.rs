@@ -21,6 +21,7 @@ mod metrics;
 mod monitor;
 pub mod node;
 mod scheduler;
+pub mod secrets;
 pub mod shutdown;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::events_server::EventsServer;
 use berth_proto::v1::namespaces_server::NamespacesServer;
+use berth_proto::v1::secrets_server::SecretsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
 use berth_proto::v1::tasks_server::TasksServer;
@@ -294,6 +296,9 @@ impl ControlNode {
                 node: node.clone(),
             }))
             .add_service(NamespacesServer::new(api::namespaces::NamespacesApi {
+                node: node.clone(),
+            }))
+            .add_service(SecretsServer::new(api::secrets::SecretsApi {
                 node: node.clone(),
             }));
         let sd = shutdown.clone();

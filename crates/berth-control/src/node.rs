@@ -109,6 +109,14 @@ pub enum WriteRequest {
     DeleteNamespace {
         name: String,
     },
+    /// A secret, sealed by the node that took the call.
+    PutSecret {
+        name: String,
+        sealed: String,
+    },
+    DeleteSecret {
+        name: String,
+    },
     /// `request`, made by the holder of API token `accessor`: refused here unless that
     /// token is live and its role allows it, and checked again where it applies.
     As {

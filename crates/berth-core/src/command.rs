@@ -108,6 +108,14 @@ pub enum Command {
     DeleteNamespace {
         name: String,
     },
+    /// Makes a secret or gives it a new value; `sealed` by the node that took the call.
+    PutSecret {
+        name: String,
+        sealed: String,
+    },
+    DeleteSecret {
+        name: String,
+    },
     /// Sets (or, with none, removes) a service's autoscaling policy.
     PutScalingPolicy {
         name: String,
@@ -184,6 +192,8 @@ impl Command {
             Command::CreateNamespace { name, .. } => format!("CreateNamespace {name}"),
             Command::SetNamespaceQuota { name, .. } => format!("SetNamespaceQuota {name}"),
             Command::DeleteNamespace { name } => format!("DeleteNamespace {name}"),
+            Command::PutSecret { name, .. } => format!("PutSecret {name}"),
+            Command::DeleteSecret { name } => format!("DeleteSecret {name}"),
             Command::As { command, .. } => command.summary(),
             // Not made with tokens (agents' and the leader's own): named by their variant.
             other => format!("{other:?}")
@@ -308,6 +318,7 @@ pub enum Outcome {
     Reported,
     AccessToken(crate::access::AccessToken),
     Namespace(crate::namespace::Namespace),
+    Secret(crate::secret::Secret),
 }
 
 pub type CommandResult = Result<Outcome, Error>;

@@ -69,6 +69,10 @@ pub struct ContainerDefinition {
     /// `uid:gid`, `user:gid` or `uid:group` (names resolved in the image); default the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Environment variables whose values come from the namespace's secrets (ECS's
+    /// `secrets`): resolved for the agent that runs the task, never shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secret::SecretRef>,
 }
 
 impl ContainerDefinition {

@@ -115,6 +115,9 @@ pub struct ClusterState {
     /// API access tokens by accessor, revoked ones included.
     #[serde(default)]
     access_tokens: BTreeMap<String, crate::access::AccessToken>,
+    /// Secrets by qualified name, their values sealed.
+    #[serde(default)]
+    secrets: BTreeMap<String, crate::secret::Secret>,
     /// Namespaces made by an admin, and `default` once it has a quota.
     #[serde(default)]
     namespaces: BTreeMap<String, crate::namespace::Namespace>,
@@ -337,6 +340,8 @@ impl ClusterState {
             Command::CreateNamespace { name, quota } => self.create_namespace(name, quota),
             Command::SetNamespaceQuota { name, quota } => self.set_namespace_quota(name, quota),
             Command::DeleteNamespace { name } => self.delete_namespace(name),
+            Command::PutSecret { name, sealed } => self.put_secret(name, sealed),
+            Command::DeleteSecret { name } => self.delete_secret(name),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -1212,6 +1217,7 @@ mod access;
 mod deployments;
 mod namespaces;
 mod scaling;
+mod secrets;
 mod services;
 mod usage;
 mod utilization;

@@ -55,6 +55,37 @@ pub fn qualified_name(field: &str, value: &str) -> Result<(), Error> {
     name(field, value)
 }
 
+/// A container's `secrets`: variable names as `environment`'s, none named twice or also
+/// given in `environment`, each taken from a secret name.
+fn secrets(p: &str, c: &ContainerDefinition) -> Result<(), Error> {
+    use crate::secret::MAX_CONTAINER_SECRETS;
+    if c.secrets.len() > MAX_CONTAINER_SECRETS {
+        return Err(invalid(format!(
+            "{p}.secrets has {} entries; the limit is {MAX_CONTAINER_SECRETS}",
+            c.secrets.len()
+        )));
+    }
+    let as_env: Vec<KeyValue> = c
+        .secrets
+        .iter()
+        .map(|s| KeyValue {
+            name: s.name.clone(),
+            value: String::new(),
+        })
+        .collect();
+    env(&format!("{p}.secrets"), &as_env)?;
+    for (j, s) in c.secrets.iter().enumerate() {
+        name(&format!("{p}.secrets[{j}].valueFrom"), &s.value_from)?;
+        if c.environment.iter().any(|kv| kv.name == s.name) {
+            return Err(invalid(format!(
+                "{p}.secrets[{j}].name {} is also in environment; give it once",
+                quote(&s.name)
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn bounded(field: &str, value: &str) -> Result<(), Error> {
     if value.len() > MAX_STRING_LEN {
         return Err(invalid(format!(
@@ -182,6 +213,7 @@ fn container(i: usize, c: &ContainerDefinition) -> Result<(), Error> {
     words(&format!("{p}.command"), &c.command)?;
     words(&format!("{p}.entryPoint"), &c.entry_point)?;
     env(&format!("{p}.environment"), &c.environment)?;
+    secrets(&p, c)?;
     if c.port_mappings.len() > MAX_PORTS {
         return Err(invalid(format!(
             "{p}.portMappings has {} entries; the limit is {MAX_PORTS}",

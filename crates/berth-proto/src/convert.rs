@@ -54,6 +54,14 @@ impl From<&core::ContainerDefinition> for v1::ContainerDefinition {
             memory: c.memory,
             readonly_root_filesystem: c.readonly_root_filesystem,
             user: c.user.clone(),
+            secrets: c
+                .secrets
+                .iter()
+                .map(|s| v1::SecretRef {
+                    name: s.name.clone(),
+                    value_from: s.value_from.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -92,6 +100,14 @@ impl From<v1::ContainerDefinition> for core::ContainerDefinition {
             memory: c.memory,
             readonly_root_filesystem: c.readonly_root_filesystem,
             user: c.user,
+            secrets: c
+                .secrets
+                .into_iter()
+                .map(|s| core::secret::SecretRef {
+                    name: s.name,
+                    value_from: s.value_from,
+                })
+                .collect(),
         }
     }
 }

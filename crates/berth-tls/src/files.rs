@@ -17,6 +17,9 @@ pub const CA_KEY: &str = "ca.key";
 /// The cluster's first admin API token (owner-only): control nodes started with the
 /// directory make it the first token; the operator's CLI reads it.
 pub const ADMIN_TOKEN: &str = "admin.token";
+/// The cluster's secrets key (owner-only): every control node seals and opens secrets with
+/// it; it never enters the replicated state.
+pub const SECRETS_KEY: &str = "secrets.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {

@@ -141,6 +141,12 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::token::TokenCmd,
     },
+    /// Secrets: values tasks get in their environment (a container's `secrets`), never
+    /// shown back.
+    Secret {
+        #[command(subcommand)]
+        cmd: cmd::secret::SecretCmd,
+    },
     /// Namespaces and their quotas (creating, setting quotas and deleting are an admin's).
     Namespace {
         #[command(subcommand)]
@@ -223,6 +229,7 @@ fn main() -> ExitCode {
             Command::Top(a) => cmd::top::top(&opts, a).await,
             Command::Token { cmd } => cmd::token::token(&opts, cmd).await,
             Command::Namespace { cmd } => cmd::namespace::namespace(&opts, cmd).await,
+            Command::Secret { cmd } => cmd::secret::secret(&opts, cmd).await,
             Command::Tls { cmd } => cmd::tls::tls(cmd),
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }

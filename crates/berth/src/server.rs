@@ -157,6 +157,10 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
                     .with_context(|| format!("--tls-dir {}", dir.display()))?;
             cfg.tls = Some(std::sync::Arc::new(creds));
             cfg.initial_admin = berth_control::auth::initial_admin(dir)?;
+            cfg.secrets_key = berth_control::secrets::read_key(dir)?.map(std::sync::Arc::new);
+            if cfg.secrets_key.is_none() {
+                tracing::warn!(dir = %dir.display(), "no secrets.key in the TLS directory: this node takes no secrets (`berth tls secrets-key --dir DIR` makes one; every node needs the same)");
+            }
         }
         None if a.insecure => warn_insecure(&format!("{} and {}", a.api, a.raft)),
         None => bail!(
@@ -235,6 +239,7 @@ fn dev_credentials(a: &DevArgs, ids: &[u64]) -> Result<Option<PathBuf>> {
     let made = berth_tls::files::ensure(&dir, &who, berth_tls::CERT_VALIDITY)
         .map_err(|e| anyhow::anyhow!(berth_tls::error_chain(&e)))?;
     berth_control::auth::ensure_admin_token(&dir)?;
+    berth_control::secrets::ensure_key(&dir)?;
     if !made.is_empty() {
         tracing::info!(dir = %dir.display(), files = made.len(), "made the dev cluster's certificates");
     }
@@ -269,6 +274,7 @@ pub async fn dev(a: DevArgs) -> Result<ExitCode> {
         if let Some(dir) = &tls {
             cfg.tls = Some(load_credentials(dir, berth_tls::Identity::control(i))?);
             cfg.initial_admin = berth_control::auth::initial_admin(dir)?;
+            cfg.secrets_key = berth_control::secrets::read_key(dir)?.map(std::sync::Arc::new);
         }
         let node = ControlNode::start(cfg)
             .await

@@ -222,10 +222,15 @@ async fn a_namespace_token_never_sees_another_namespace_and_its_quota_holds_acro
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!((svc.namespace.as_str(), svc.service_name.as_str()), ("team-b", "api"));
+    assert_eq!(
+        (svc.namespace.as_str(), svc.service_name.as_str()),
+        ("team-b", "api")
+    );
     assert_eq!(svc.running_count + svc.pending_count, 1, "{svc:?}");
     assert!(
-        svc.events.iter().any(|e| e.message.contains("quota of 2 running task(s)")),
+        svc.events
+            .iter()
+            .any(|e| e.message.contains("quota of 2 running task(s)")),
         "{:?}",
         svc.events
     );

@@ -221,10 +221,12 @@ pub fn need_of_path(path: &str) -> Option<Need> {
         | ("berth.v1.Events", "Watch")
         | ("berth.v1.Usage", "Get")
         | ("berth.v1.Services", "Describe" | "List")
-        | ("berth.v1.Namespaces", "List") => Need::Read,
+        | ("berth.v1.Namespaces", "List")
+        | ("berth.v1.Secrets", "List") => Need::Read,
         ("berth.v1.TaskDefinitions", "Register" | "Deregister")
         | ("berth.v1.Tasks", "Run" | "Stop")
-        | ("berth.v1.Services", "Create" | "Update" | "Delete" | "PutScalingPolicy") => Need::Write,
+        | ("berth.v1.Services", "Create" | "Update" | "Delete" | "PutScalingPolicy")
+        | ("berth.v1.Secrets", "Put" | "Delete") => Need::Write,
         _ => Need::Admin,
     };
     Some(need)

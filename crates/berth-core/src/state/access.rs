@@ -22,7 +22,9 @@ pub fn need_of(cmd: &Command) -> Option<Need> {
         | Command::CreateService(_)
         | Command::UpdateService(_)
         | Command::DeleteService { .. }
-        | Command::PutScalingPolicy { .. } => Some(Need::Write),
+        | Command::PutScalingPolicy { .. }
+        | Command::PutSecret { .. }
+        | Command::DeleteSecret { .. } => Some(Need::Write),
         Command::UpdateSettings(_)
         | Command::SetAgentStatus { .. }
         | Command::CreateAccessToken(_)

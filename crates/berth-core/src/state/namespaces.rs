@@ -100,7 +100,10 @@ impl ClusterState {
             }
             Command::CreateService(c) => &c.name,
             Command::UpdateService(u) => &u.name,
-            Command::DeleteService { name, .. } | Command::PutScalingPolicy { name, .. } => name,
+            Command::DeleteService { name, .. }
+            | Command::PutScalingPolicy { name, .. }
+            | Command::PutSecret { name, .. }
+            | Command::DeleteSecret { name } => name,
             Command::As { command, .. } => return self.command_namespace(command),
             _ => return None,
         };
@@ -114,6 +117,7 @@ impl ClusterState {
             Command::RegisterTaskDefinition { .. }
                 | Command::RunTasks(_)
                 | Command::CreateService(_)
+                | Command::PutSecret { .. }
         );
         match self.command_namespace(cmd) {
             Some(name) if makes && !self.namespace_exists(&name) => Err(Error::not_found(format!(
@@ -192,6 +196,12 @@ impl ClusterState {
         let n = self.namespace(name).ok_or_else(|| missing(name))?;
         let mine = |q: &String| ns::of(q) == name;
         let families = self.families.keys().filter(|f| mine(f)).count();
+        let secrets = self.secrets.keys().filter(|s| mine(s)).count();
+        if secrets > 0 {
+            return Err(Error::precondition(format!(
+                "namespace {name} holds {secrets} secret(s); delete them first"
+            )));
+        }
         let tasks = self.tasks.values().filter(|t| mine(&t.family)).count();
         let services = self
             .services

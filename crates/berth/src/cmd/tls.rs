@@ -65,6 +65,13 @@ pub enum TlsCmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Make the cluster's secrets key in DIR/secrets.key (`init` makes it too), for a
+    /// directory made before secrets; an existing one is kept. Every control node needs
+    /// the same one.
+    SecretsKey {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Show what certificates say: whose they are, where they may be served, until when.
     Show {
         #[arg(required = true)]
@@ -130,6 +137,7 @@ pub fn tls(cmd: TlsCmd) -> Result<ExitCode> {
                 written(write_pair(&out, stem, pair)?)?;
             }
             admin_token(&out)?;
+            secrets_key(&out)?;
             line(format_args!(
                 "keep {} private: whoever holds it can make certificates for this cluster",
                 out.join(files::CA_KEY).display()
@@ -154,6 +162,7 @@ pub fn tls(cmd: TlsCmd) -> Result<ExitCode> {
             written(write_pair(&dir, &files::stem(&who), &pair)?)?;
         }
         TlsCmd::AdminToken { dir } => admin_token(&dir)?,
+        TlsCmd::SecretsKey { dir } => secrets_key(&dir)?,
         TlsCmd::Show { files } => {
             for f in files {
                 show(&f)?;
@@ -161,6 +170,18 @@ pub fn tls(cmd: TlsCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes DIR/secrets.key unless it exists, and says which.
+fn secrets_key(dir: &Path) -> Result<()> {
+    let made = berth_control::secrets::ensure_key(dir)?;
+    line(format_args!(
+        "{} {}: the key every control node seals secrets with (give each node this \
+         directory's copy). Keep it private.",
+        if made { "wrote" } else { "kept" },
+        dir.join(berth_control::secrets::SECRETS_KEY_FILE).display()
+    ))?;
+    Ok(())
 }
 
 /// Makes DIR/admin.token unless it exists, and says which.

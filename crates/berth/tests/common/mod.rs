@@ -66,6 +66,7 @@ pub fn tls_dir() -> &'static Path {
         let _ = std::fs::remove_dir_all(&d);
         // Before any node starts: control nodes take it as the cluster's first token.
         berth_control::auth::ensure_admin_token(&d).expect("make the admin token");
+        berth_control::secrets::ensure_key(&d).expect("make the secrets key");
         d
     })
 }

@@ -265,3 +265,70 @@ fn a_token_made_before_namespaces_reads_as_scoped_to_default() {
     assert!(t.allows_namespace("default"));
     assert!(!t.allows_namespace("team-a"));
 }
+
+#[test]
+fn secrets_are_kept_sealed_per_namespace_and_a_token_puts_only_its_own() {
+    let (mut h, _admin, a, _b) = cluster();
+    let put = |name: &str, sealed: &str| Command::PutSecret {
+        name: name.into(),
+        sealed: sealed.into(),
+    };
+    let first = h.one(as_(&a, put("team-a/db", "00aa")));
+    let Ok(Outcome::Secret(s)) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!((s.version, s.sealed.as_str()), (1, "00aa"));
+    let again = h.one(as_(&a, put("team-a/db", "00bb")));
+    let Ok(Outcome::Secret(s)) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!((s.version, s.sealed.as_str()), (2, "00bb"));
+    assert!(matches!(
+        h.one(as_(&a, put("team-b/db", "00aa"))),
+        Err(Error::PermissionDenied(_))
+    ));
+    assert!(h.state.secret("team-b/db").is_none());
+    // Only hex is kept: a plaintext value proposed by mistake is refused.
+    assert!(matches!(
+        h.one(as_(&a, put("team-a/pw", "hunter2"))),
+        Err(Error::InvalidArgument(_))
+    ));
+    // A namespace holding a secret stays.
+    assert!(matches!(
+        h.one(Command::DeleteNamespace {
+            name: "team-a".into()
+        }),
+        Err(Error::FailedPrecondition(_))
+    ));
+    h.one(as_(
+        &a,
+        Command::DeleteSecret {
+            name: "team-a/db".into(),
+        },
+    ))
+    .unwrap();
+    assert!(matches!(
+        h.one(as_(
+            &a,
+            Command::DeleteSecret {
+                name: "team-a/db".into()
+            }
+        )),
+        Err(Error::NotFound(_))
+    ));
+    // The audit trail names the secret, never a value.
+    let audits: Vec<String> = h
+        .state
+        .take_changes()
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Audit { action, .. } => Some(action),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        audits.iter().any(|a| a == "PutSecret team-a/db"),
+        "{audits:?}"
+    );
+    assert!(audits.iter().all(|a| !a.contains("00bb")));
+}
