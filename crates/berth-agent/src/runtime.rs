@@ -337,6 +337,37 @@ impl Runtime {
         }
     }
 
+    /// Makes the engine network of a Berth namespace unless it exists. Made once and kept:
+    /// networks are not made and removed per task (this engine's network controller is
+    /// the part that deadlocks under churn).
+    pub async fn ensure_network(&self, name: &str, namespace: &str) -> Result<(), String> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(message(&e)),
+        }
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            // The engine's, not one agent's: every agent on this engine shares it.
+            labels: Some(HashMap::from([(
+                "berth.namespace".to_string(),
+                namespace.to_string(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Made by another task of the namespace a moment ago.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(message(&e)),
+        }
+    }
+
     pub async fn create(&self, plan: &ContainerPlan) -> Result<String, String> {
         self.docker
             .create_container(

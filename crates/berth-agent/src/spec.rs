@@ -4,8 +4,11 @@
 //!
 //! Isolation, per container:
 //! - **Network**: one namespace per task, never the host's. The first essential container
-//!   owns it (default bridge network, all of the task's port mappings, since Docker only
-//!   publishes ports on the owner); every other container joins it with
+//!   owns it (all of the task's port mappings, since Docker only publishes ports on the
+//!   owner) on its Berth namespace's network: the engine's default bridge for `default`,
+//!   `berth-ns-<name>` (a bridge network the agent makes on first use) for the others, so
+//!   the engine's isolation between bridge networks keeps one namespace's tasks from
+//!   reaching another's; every other container joins it with
 //!   `network_mode: container:<owner>`, so they reach each other on `localhost`. No extra
 //!   "pause" container: one create+start less per task, and no image the user did not ask
 //!   for. The owner is essential, so the task stops when it exits anyway.
@@ -86,7 +89,20 @@ pub struct TaskPlan {
     pub containers: Vec<ContainerPlan>,
     /// Index of the namespace owner in `containers`.
     pub owner: usize,
+    /// The engine network the owner joins, when it is one the agent makes (a Berth
+    /// namespace's): its name and the namespace.
+    pub network: Option<(String, String)>,
 }
+
+/// The engine network of a Berth namespace's tasks on the bridge: the engine's default for
+/// `default`, one of the namespace's own for the others.
+pub fn namespace_network(namespace: &str) -> Option<String> {
+    (namespace != berth_core::namespace::DEFAULT_NAMESPACE)
+        .then(|| format!("{NETWORK_PREFIX}{namespace}"))
+}
+
+/// Engine networks the agent makes are named this and the namespace.
+pub const NETWORK_PREFIX: &str = "berth-ns-";
 
 impl TaskPlan {
     /// The order to create and start in: the owner first, then the others in definition
@@ -138,6 +154,13 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
         .iter()
         .position(|c| c.is_essential())
         .unwrap_or(0);
+    let namespace = berth_core::namespace::of(&task.family).to_string();
+    let network = match def.network_mode {
+        berth_core::NetworkMode::Bridge => {
+            namespace_network(&namespace).map(|n| (n, namespace.clone()))
+        }
+        berth_core::NetworkMode::None => None,
+    };
     let owner_name = def
         .container_definitions
         .get(owner)
@@ -214,7 +237,10 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                 cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
                 readonly_rootfs: c.readonly_root_filesystem,
                 network_mode: Some(if is_owner {
-                    def.network_mode.as_str().to_string()
+                    match &network {
+                        Some((name, _)) => name.clone(),
+                        None => def.network_mode.as_str().to_string(),
+                    }
                 } else {
                     format!("container:{owner_name}")
                 }),
@@ -286,6 +312,7 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
         task_id: task.id.clone(),
         containers,
         owner,
+        network,
     }
 }
 
@@ -389,6 +416,28 @@ pub(crate) mod tests {
         assert!(owner.port_bindings.is_none());
         let side = p.containers[1].body.host_config.as_ref().unwrap();
         assert_eq!(side.network_mode.as_deref(), Some("container:berth-t2-app"));
+    }
+
+    #[test]
+    fn a_namespaces_tasks_join_its_own_network_and_defaults_the_engines_bridge() {
+        let mut at = assigned("t3", vec![container("app"), container("side")]);
+        at.task.family = "team-a/web".into();
+        let p = plan("a1", &at, 4096, u64::MAX);
+        assert_eq!(
+            p.network,
+            Some(("berth-ns-team-a".to_string(), "team-a".to_string()))
+        );
+        let owner = p.containers[0].body.host_config.as_ref().unwrap();
+        assert_eq!(owner.network_mode.as_deref(), Some("berth-ns-team-a"));
+        let side = p.containers[1].body.host_config.as_ref().unwrap();
+        assert_eq!(side.network_mode.as_deref(), Some("container:berth-t3-app"));
+        // No network at all stays none, whatever the namespace.
+        at.definition.network_mode = NetworkMode::None;
+        let p = plan("a1", &at, 4096, u64::MAX);
+        assert_eq!(p.network, None);
+        at.task.family = "web".into();
+        at.definition.network_mode = NetworkMode::Bridge;
+        assert_eq!(plan("a1", &at, 4096, u64::MAX).network, None);
     }
 
     #[test]

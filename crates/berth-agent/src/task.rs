@@ -233,6 +233,13 @@ impl Supervisor {
             return Err(End::Stop(stop));
         }
         self.report(TaskState::Activating).await;
+        if let Some((network, namespace)) = &self.ctx.plan.network {
+            if let Err(e) = self.ctx.runtime.ensure_network(network, namespace).await {
+                return Err(End::FailedToStart(format!(
+                    "CannotCreateContainerError: network {network}: {e}"
+                )));
+            }
+        }
         for i in self.ctx.plan.start_order() {
             let plan = &self.ctx.plan.containers[i];
             match self.ctx.runtime.create(plan).await {

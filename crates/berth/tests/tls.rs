@@ -150,9 +150,28 @@ fn init_issue_and_show_make_a_cluster_identity_and_never_overwrite_it() {
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
         .collect();
-    // The CA, three nodes and three agents: a certificate and a key each; and the
-    // cluster's first admin token, its owner's only, kept by `admin-token`.
-    assert_eq!(names.len(), 15, "{names:?}");
+    // The CA, three nodes and three agents: a certificate and a key each; the cluster's
+    // first admin token, its owner's only, kept by `admin-token`; and its secrets key,
+    // likewise.
+    assert_eq!(names.len(), 16, "{names:?}");
+    let key = dir.join("secrets.key");
+    let key_before = std::fs::read_to_string(&key).expect("secrets.key");
+    assert_eq!(key_before.trim().len(), 64, "{key_before}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let o = berth(&["tls", "secrets-key", "--dir", d]);
+    assert!(
+        o.status.success() && text(&o).contains("kept"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key).expect("secrets.key"),
+        key_before
+    );
     let token = dir.join("admin.token");
     let before = std::fs::read_to_string(&token).expect("admin.token");
     assert!(before.starts_with("berth_"), "{before}");

@@ -1,0 +1,168 @@
+//! Tasks of different namespaces cannot reach each other over the network: each Berth
+//! namespace's tasks share an engine network of their own (`default`'s the engine's
+//! bridge), and the engine keeps bridge networks apart. Nor can a task reach a control
+//! node's raft port on a host that binds it to loopback, or the engine's socket. Real
+//! agent, real containers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::namespaces_client::NamespacesClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use common::agent::*;
+use common::*;
+use tokio_stream::StreamExt;
+
+fn workload(family: &str, command: &str) -> TaskDefinitionSpec {
+    let mut spec = quiet_spec(family, &["sh", "-c", command]);
+    spec.network_mode = None;
+    spec
+}
+
+async fn run_with(api: Api, family: &str, env: &[(&str, &str)]) -> String {
+    TasksClient::new(api)
+        .run(RunTaskRequest {
+            task_definition: family.into(),
+            count: 1,
+            overrides: vec![ContainerOverride {
+                name: "app".into(),
+                environment: env
+                    .iter()
+                    .map(|(k, v)| KeyValue {
+                        name: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("run")
+        .into_inner()
+        .tasks
+        .pop()
+        .expect("placed")
+        .task_id
+}
+
+/// The task's output once it holds a line starting with `REACHED` or `BLOCKED`.
+async fn verdict(api: Api, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut out = Vec::new();
+        if let Ok(r) = TasksClient::new(api.clone())
+            .logs(TaskLogsRequest {
+                task_id: id.into(),
+                ..Default::default()
+            })
+            .await
+        {
+            let mut logs = r.into_inner();
+            while let Some(Ok(chunk)) = logs.next().await {
+                out.extend(chunk.data);
+            }
+        }
+        let out = String::from_utf8_lossy(&out).to_string();
+        if out.contains("REACHED") || out.contains("BLOCKED") {
+            return out.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "task {id} said nothing: {out:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cannot_reach_another_namespaces_task_but_reaches_its_own() {
+    require_docker();
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(c.follower_of(leader));
+    let agent = AgentProc::start(&c, "isolation");
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    let admin = admin_token();
+    for ns in ["team-a", "team-b"] {
+        NamespacesClient::new(api.clone())
+            .create(CreateNamespaceRequest {
+                name: ns.into(),
+                quota: None,
+            })
+            .await
+            .expect("create namespace");
+    }
+    // busybox's nc, not its wget (which crashes in this static build).
+    let probe =
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $TARGET ${PORT:-8080} >/dev/null 2>&1 \
+                 && echo REACHED || echo BLOCKED; sleep 3600";
+    let team_a = c.api_in(1, &admin, "team-a");
+    let team_b = c.api_in(2, &admin, "team-b");
+    register(
+        team_a.clone(),
+        workload("srv", "exec berth-cpu-server 8080"),
+    )
+    .await
+    .expect("register");
+    for api in [team_a.clone(), team_b.clone(), c.api(3)] {
+        register(api, workload("probe", probe))
+            .await
+            .expect("register");
+    }
+    let srv = run_with(team_a.clone(), "srv", &[]).await;
+    wait_for(
+        team_a.clone(),
+        &srv,
+        "RUNNING",
+        Duration::from_secs(60),
+        |t| t.last_status == "RUNNING",
+    )
+    .await;
+    let cid = docker(&["ps", "-q", "--filter", &format!("label=berth.task={srv}")]);
+    let net = docker(&[
+        "inspect",
+        "--format",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}{{end}}",
+        &cid,
+    ]);
+    let (network, ip) = net.split_once(' ').expect("one network and its address");
+    assert_eq!(network, "berth-ns-team-a");
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        network,
+    ]);
+
+    // The same probe, from team-a (the control), team-b and default.
+    let mine = run_with(team_a.clone(), "probe", &[("TARGET", ip)]).await;
+    let theirs = run_with(team_b.clone(), "probe", &[("TARGET", ip)]).await;
+    let default = run_with(c.api(3), "probe", &[("TARGET", ip)]).await;
+    assert_eq!(verdict(team_a.clone(), &mine).await, "REACHED");
+    assert_eq!(verdict(team_b.clone(), &theirs).await, "BLOCKED");
+    assert_eq!(verdict(c.api(3), &default).await, "BLOCKED");
+
+    // Nor the host's control plane (it listens on loopback here), nor the engine's socket.
+    let raft = c.nodes[&1].raft.port().to_string();
+    let host = run_with(
+        team_a.clone(),
+        "probe",
+        &[("TARGET", &gateway), ("PORT", &raft)],
+    )
+    .await;
+    assert_eq!(verdict(team_a.clone(), &host).await, "BLOCKED");
+    register(
+        team_a.clone(),
+        workload(
+            "socket",
+            "test -e /var/run/docker.sock -o -e /run/docker.sock && echo REACHED || echo BLOCKED; \
+             sleep 3600",
+        ),
+    )
+    .await
+    .expect("register");
+    let socket = run_with(team_a.clone(), "socket", &[]).await;
+    assert_eq!(verdict(team_a.clone(), &socket).await, "BLOCKED");
+    drop(agent);
+}
