@@ -19,6 +19,7 @@ use berth_core::service::{service_group, RolloutState, ServiceStatus};
 use berth_core::state::{Tally, SERVICE_FULL};
 use berth_core::{ClusterState, DesiredStatus, HealthStatus, Outcome, StopCode, Task, TaskState};
 
+use crate::error::ApiError;
 use crate::node::{Node, WriteRequest};
 
 /// How often services are reconciled when nothing else wakes the scheduler.
@@ -336,36 +337,45 @@ pub(crate) async fn run(node: Arc<Node>) {
                 continue;
             };
             let m = memory.entry(name.clone()).or_default();
-            match result {
-                Ok(Outcome::Tasks { tasks, failures }) => {
-                    if let Action::Launch { .. } = action {
-                        m.watching.extend(tasks.iter().map(|t| t.id.clone()));
-                        let failure = failures.iter().find(|f| f.reason != SERVICE_FULL);
-                        if let Some(f) = failure {
-                            m.failed(now);
-                            let message = format!(
-                                "service {name} was unable to place a task: {} ({})",
-                                f.reason, f.detail
-                            );
-                            let repeat = m.last_event.as_ref().is_some_and(|(msg, at)| {
-                                *msg == message && now.duration_since(*at) < EVENT_REPEAT
-                            });
-                            if !repeat {
-                                m.last_event = Some((message.clone(), now));
-                                let _ = node
-                                    .write(WriteRequest::NoteServiceEvent {
-                                        name: name.clone(),
-                                        message,
-                                    })
-                                    .await;
-                            }
-                        }
-                    }
+            let launch = matches!(action, Action::Launch { .. });
+            // Why the launch placed nothing, for the service's events; None when it did.
+            let failure = match result {
+                Ok(Outcome::Tasks { tasks, failures }) if launch => {
+                    m.watching.extend(tasks.iter().map(|t| t.id.clone()));
+                    failures
+                        .iter()
+                        .find(|f| f.reason != SERVICE_FULL)
+                        .map(|f| format!("{} ({})", f.reason, f.detail))
                 }
-                Ok(_) => {}
+                Ok(_) => None,
+                // Refused before placement for a reason its owner must fix (a secret its
+                // namespace lacks, a definition gone): backed off and told like a failed
+                // placement, not retried silently on every pass.
+                Err(
+                    ApiError::FailedPrecondition(why)
+                    | ApiError::NotFound(why)
+                    | ApiError::InvalidArgument(why),
+                ) if launch => Some(why),
                 Err(e) => {
                     // The next pass tries again; a lost leadership clears this memory.
                     tracing::debug!(service = %name, error = %e, "service scheduler write failed");
+                    None
+                }
+            };
+            if let Some(why) = failure {
+                m.failed(now);
+                let message = format!("service {name} was unable to place a task: {why}");
+                let repeat = m.last_event.as_ref().is_some_and(|(msg, at)| {
+                    *msg == message && now.duration_since(*at) < EVENT_REPEAT
+                });
+                if !repeat {
+                    m.last_event = Some((message.clone(), now));
+                    let _ = node
+                        .write(WriteRequest::NoteServiceEvent {
+                            name: name.clone(),
+                            message,
+                        })
+                        .await;
                 }
             }
         }

@@ -29,6 +29,8 @@ pub enum KeyError {
     Malformed(String),
     #[error("the system's random source failed")]
     Random,
+    #[error("{0}")]
+    Write(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,19 +132,8 @@ pub fn ensure_key(dir: &Path) -> Result<bool, KeyError> {
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| KeyError::Random)?;
-    let path = dir.join(SECRETS_KEY_FILE);
-    let io = |source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&path).map_err(io)?;
-    std::io::Write::write_all(&mut f, format!("{}\n", hex(&bytes)).as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    berth_tls::files::write_private(dir, SECRETS_KEY_FILE, &format!("{}\n", hex(&bytes)))
+        .map_err(|e| KeyError::Write(berth_tls::error_chain(&e)))?;
     Ok(true)
 }
 

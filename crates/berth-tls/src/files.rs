@@ -69,6 +69,15 @@ pub fn write_pair(dir: &Path, stem: &str, pair: &Pair) -> Result<(PathBuf, PathB
     Ok((cert, key))
 }
 
+/// Writes `text` to `dir/name`, readable by its owner only (a token, a key), creating `dir`;
+/// refuses when the file exists. Returns its path.
+pub fn write_private(dir: &Path, name: &str, text: &str) -> Result<PathBuf, FilesError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(name);
+    write_new(&path, text.as_bytes(), 0o600)?;
+    Ok(path)
+}
+
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FilesError> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);

@@ -132,19 +132,8 @@ async fn tasks_run_report_exit_codes_stream_logs_and_survive_an_agent_restart() 
     );
 
     // Logs come from the agent through the control plane.
-    let mut logs = TasksClient::new(api.clone())
-        .logs(TaskLogsRequest {
-            task_id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("logs")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(chunk) = logs.next().await {
-        out.extend(chunk.expect("chunk").data);
-    }
-    assert_eq!(String::from_utf8_lossy(&out).trim(), "started");
+    let out = logs(api.clone(), &id).await.expect("logs");
+    assert_eq!(out.trim(), "started");
 
     // An essential container's exit code is reported.
     let r = run(api.clone(), "three", 1, "three-1").await.expect("run");

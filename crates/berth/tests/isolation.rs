@@ -13,7 +13,6 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use common::agent::*;
 use common::*;
-use tokio_stream::StreamExt;
 
 fn workload(family: &str, command: &str) -> TaskDefinitionSpec {
     let mut spec = quiet_spec(family, &["sh", "-c", command]);
@@ -52,20 +51,7 @@ async fn run_with(api: Api, family: &str, env: &[(&str, &str)]) -> String {
 async fn verdict(api: Api, id: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut out = Vec::new();
-        if let Ok(r) = TasksClient::new(api.clone())
-            .logs(TaskLogsRequest {
-                task_id: id.into(),
-                ..Default::default()
-            })
-            .await
-        {
-            let mut logs = r.into_inner();
-            while let Some(Ok(chunk)) = logs.next().await {
-                out.extend(chunk.data);
-            }
-        }
-        let out = String::from_utf8_lossy(&out).to_string();
+        let out = logs(api.clone(), id).await.unwrap_or_default();
         if out.contains("REACHED") || out.contains("BLOCKED") {
             return out.trim().to_string();
         }

@@ -13,7 +13,6 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use common::agent::*;
 use common::*;
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// Every file under `dir` whose bytes hold `needle`.
@@ -104,19 +103,7 @@ async fn a_task_gets_its_secret_and_the_value_is_nowhere_else() {
     // The container has it: its output says so.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let out = loop {
-        let mut logs = TasksClient::new(api.clone())
-            .logs(TaskLogsRequest {
-                task_id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("logs")
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(chunk) = logs.next().await {
-            out.extend(chunk.expect("chunk").data);
-        }
-        let out = String::from_utf8_lossy(&out).to_string();
+        let out = logs(api.clone(), &id).await.expect("logs");
         if out.contains("DB=") || std::time::Instant::now() > deadline {
             break out;
         }
@@ -169,4 +156,37 @@ async fn a_task_gets_its_secret_and_the_value_is_nowhere_else() {
     assert!(hits.is_empty(), "the value is in {hits:?}");
     // And it was there to find: the files hold the secret's name.
     assert!(!files_holding(c.dir.path(), b"db-pass").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_whose_task_names_a_missing_secret_says_so_in_its_events() {
+    // Its launches were refused before placement, which the scheduler only logged at debug
+    // level and retried on every pass: the service sat at 0 tasks without a word.
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(leader);
+    register(api.clone(), with_secret("nosec", "true", "missing"))
+        .await
+        .expect("register");
+    berth_proto::v1::services_client::ServicesClient::new(api.clone())
+        .create(CreateServiceRequest {
+            service_name: "nosec".into(),
+            task_definition: "nosec".into(),
+            desired_count: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create service");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let svc = common::service::describe(api.clone(), "nosec").await;
+        if svc.events.iter().any(|e| {
+            e.message.contains("unable to place a task")
+                && e.message.contains("berth secret put missing")
+        }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", svc.events);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -84,19 +84,8 @@ pub fn ensure_admin_token(dir: &Path) -> Result<(String, bool), AdminTokenError>
     }
     let (text, _) =
         mint("admin", Role::Admin).map_err(|e| AdminTokenError::Mint(e.message().to_string()))?;
-    let path = dir.join(ADMIN_TOKEN_FILE);
-    let io = |source| AdminTokenError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&path).map_err(io)?;
-    std::io::Write::write_all(&mut f, format!("{text}\n").as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    berth_tls::files::write_private(dir, ADMIN_TOKEN_FILE, &format!("{text}\n"))
+        .map_err(|e| AdminTokenError::Write(berth_tls::error_chain(&e)))?;
     Ok((text, true))
 }
 
@@ -137,6 +126,8 @@ pub enum AdminTokenError {
     Malformed { path: String, why: String },
     #[error("cannot make a token: {0}")]
     Mint(String),
+    #[error("{0}")]
+    Write(String),
 }
 
 /// SHA-256 of a token's text, lowercase hex: what the state keeps.

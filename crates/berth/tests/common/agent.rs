@@ -185,6 +185,24 @@ impl Drop for AgentProc {
     }
 }
 
+/// A task's output so far, through the control plane from its agent; None when the call
+/// is refused (the task is not there yet, its agent is gone).
+pub async fn logs(api: super::Api, id: &str) -> Option<String> {
+    let mut stream = TasksClient::new(api)
+        .logs(TaskLogsRequest {
+            task_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+        out.extend(chunk.ok()?.data);
+    }
+    Some(String::from_utf8_lossy(&out).to_string())
+}
+
 pub async fn task(api: super::Api, id: &str) -> Task {
     TasksClient::new(api)
         .describe(DescribeTasksRequest {
