@@ -508,7 +508,7 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
     }
     let fingerprint = r.fingerprint();
     if let Some(token) = &r.client_token {
-        validate::client_token(token)?;
+        validate::client_token(berth_core::namespace::bare_token(token))?;
         if let Some(answer) = state.replay_token(token, fingerprint) {
             return match answer {
                 Ok(outcome) => Ok(Prepared::Answer(state.revision(), Ok(outcome))),

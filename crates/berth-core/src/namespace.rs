@@ -160,6 +160,22 @@ pub fn of(qualified: &str) -> &str {
     split(qualified).0
 }
 
+/// A RunTask client token of namespace `ns` as the state keys it: one space per namespace,
+/// so a token used in one is new in another. Client tokens hold no spaces, so the
+/// separator is unambiguous; `default`'s stay bare.
+pub fn qualify_token(ns: &str, token: &str) -> String {
+    if ns == DEFAULT_NAMESPACE {
+        token.to_string()
+    } else {
+        format!("{ns} {token}")
+    }
+}
+
+/// A client token as its caller gave it.
+pub fn bare_token(qualified: &str) -> &str {
+    qualified.split_once(' ').map_or(qualified, |(_, t)| t)
+}
+
 /// A task's group as its namespace's users name it: `family:team-a/web` is `family:web`,
 /// `team-a/batch` is `batch`.
 pub fn bare_group(group: &str) -> String {
@@ -192,6 +208,14 @@ mod tests {
         assert_eq!(qualify("team-a", "family", "web").unwrap(), "team-a/web");
         assert_eq!(split("team-a/web"), ("team-a", "web"));
         assert_eq!(split("web"), ("default", "web"));
+        // Client tokens: one space per namespace, whatever characters a token holds.
+        assert_eq!(qualify_token("default", "team-a/x"), "team-a/x");
+        assert_ne!(
+            qualify_token("team-a", "x"),
+            qualify_token("default", "team-a/x")
+        );
+        assert_eq!(bare_token(&qualify_token("team-a", "a/b")), "a/b");
+        assert_eq!(bare_token("t1"), "t1");
         assert!(qualify("team-a", "family", "team-b/web")
             .unwrap_err()
             .to_string()

@@ -204,7 +204,12 @@ impl From<&core::Task> for v1::Task {
             desired_status: t.desired_status.as_str().into(),
             started_by: t.started_by.clone(),
             group: ns::bare_group(&t.group),
-            client_token: t.client_token.clone().unwrap_or_default(),
+            client_token: t
+                .client_token
+                .as_deref()
+                .map(ns::bare_token)
+                .unwrap_or_default()
+                .to_string(),
             overrides: overrides_to_wire(&t.overrides),
             containers: t
                 .containers

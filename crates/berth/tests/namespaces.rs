@@ -245,6 +245,19 @@ async fn a_namespace_token_never_sees_another_namespace_and_its_quota_holds_acro
     assert!(hidden.services.is_empty());
     assert_eq!(hidden.failures[0].reason, "MISSING");
 
+    // A client token is one namespace's: team-a's `a-1` is new to default (it used to be
+    // refused there as "used with different parameters", telling the caller it was used).
+    register(c.api(1), web_spec("web")).await.expect("register");
+    let reused = run(c.api(1), "web", 1, "a-1")
+        .await
+        .expect("another namespace's token is new here")
+        .tasks
+        .remove(0);
+    assert_eq!(
+        (reused.client_token.as_str(), reused.namespace.as_str()),
+        ("a-1", "default")
+    );
+
     // Only an admin manages namespaces; an empty one can go, a full one cannot.
     let e = NamespacesClient::new(c.api_in(1, &a, "team-a"))
         .create(CreateNamespaceRequest {

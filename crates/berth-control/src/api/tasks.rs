@@ -50,9 +50,14 @@ impl Tasks for TasksApi {
         berth_core::validate::overrides_size(&run.overrides).map_err(ApiError::from)?;
         // Every RunTask carries a token from here on, so that this node may retry it
         // across a leader change without ever starting it twice.
-        if run.client_token.is_none() {
-            run.client_token = Some(format!("auto-{}", crate::batcher::new_task_id()));
-        }
+        let token = match run.client_token.take() {
+            Some(t) => {
+                berth_core::validate::client_token(&t).map_err(ApiError::from)?;
+                t
+            }
+            None => format!("auto-{}", crate::batcher::new_task_id()),
+        };
+        run.client_token = Some(berth_core::namespace::qualify_token(&ns, &token));
         let (revision, outcome) = self
             .node
             .write_by(by.as_ref(), WriteRequest::RunTask(run))
