@@ -178,16 +178,7 @@ impl ClusterState {
     pub fn rebuild_indexes(&mut self) {
         self.group_agents.clear();
         self.service_tasks.clear();
-        self.namespace_use.clear();
-        let holding: Vec<Task> = self
-            .tasks
-            .values()
-            .filter(|t| t.holds_capacity())
-            .cloned()
-            .collect();
-        for t in &holding {
-            self.count_in_namespace(t, true);
-        }
+        self.namespace_use = self.count_namespace_use();
         for t in self.tasks.values() {
             if t.desired_status != DesiredStatus::Running {
                 continue;
@@ -1173,15 +1164,7 @@ impl ClusterState {
                 ));
             }
         }
-        let mut in_namespaces: BTreeMap<String, crate::namespace::NamespaceUse> = BTreeMap::new();
-        for t in self.tasks.values().filter(|t| t.holds_capacity()) {
-            let u = in_namespaces
-                .entry(crate::namespace::of(&t.family).to_string())
-                .or_default();
-            u.cpu += u64::from(t.cpu);
-            u.memory += u64::from(t.memory);
-            u.tasks += 1;
-        }
+        let in_namespaces = self.count_namespace_use();
         let recorded: BTreeMap<String, crate::namespace::NamespaceUse> = self
             .namespace_use
             .iter()

@@ -6,7 +6,7 @@ use berth_proto::v1::namespaces_server::Namespaces;
 use berth_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::node::{Node, WriteRequest};
 
 pub struct NamespacesApi {
@@ -127,11 +127,6 @@ impl Namespaces for NamespacesApi {
     ) -> Result<Response<NamespaceResponse>, Status> {
         let by = super::caller(&req);
         let name = name(&req.into_inner().name)?;
-        if name == ns::DEFAULT_NAMESPACE {
-            return Err(
-                ApiError::FailedPrecondition("namespace default cannot be deleted".into()).into(),
-            );
-        }
         self.write(by, WriteRequest::DeleteNamespace { name }).await
     }
 }

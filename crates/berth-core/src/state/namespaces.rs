@@ -4,6 +4,8 @@
 //! objects. Quotas are checked here too, at the command's place in the log: two RunTasks
 //! through two nodes are applied one after the other, and the second sees the first's tasks.
 
+use std::collections::BTreeMap;
+
 use super::ClusterState;
 use crate::access::AccessToken;
 use crate::command::{Command, CommandResult, Outcome};
@@ -44,6 +46,18 @@ impl ClusterState {
     /// What the namespace's tasks hold now.
     pub fn namespace_use(&self, name: &str) -> NamespaceUse {
         self.namespace_use.get(name).copied().unwrap_or_default()
+    }
+
+    /// What each namespace's tasks that hold capacity hold, counted afresh from the tasks.
+    pub(super) fn count_namespace_use(&self) -> BTreeMap<String, NamespaceUse> {
+        let mut out: BTreeMap<String, NamespaceUse> = BTreeMap::new();
+        for t in self.tasks.values().filter(|t| t.holds_capacity()) {
+            let u = out.entry(ns::of(&t.family).to_string()).or_default();
+            u.cpu += u64::from(t.cpu);
+            u.memory += u64::from(t.memory);
+            u.tasks += 1;
+        }
+        out
     }
 
     /// Counts a task that starts (`add`) or stops holding capacity in its namespace.
