@@ -68,6 +68,10 @@ pub struct AgentArgs {
     /// network can pose as them. Only where no one else can reach the hosts.
     #[arg(long, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
+    /// Leave the agent's ports bound beyond loopback open to the task containers on this
+    /// host. By default iptables rules refuse them (see the README's security page).
+    #[arg(long, env = "BERTH_NO_HOST_FIREWALL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_host_firewall: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,7 @@ impl AgentArgs {
         }
         cfg.utilization_window = Duration::from_millis(self.utilization_window_ms);
         cfg.metrics_listen = self.metrics;
+        cfg.host_firewall = !self.no_host_firewall;
         // The same checks the control plane applies at registration, said before starting.
         berth_core::validate::agent(&cfg.id, cfg.cpu, cfg.memory, &cfg.attributes)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -69,6 +69,9 @@ pub struct AgentConfig {
     /// This agent's certificate, key and the cluster CA: calls to control nodes are mutual
     /// TLS as this agent, and the logs port takes only control nodes. None: plaintext.
     pub tls: Option<std::sync::Arc<berth_tls::grpc::Credentials>>,
+    /// Refuse connections from this host's task containers to the agent's ports bound
+    /// beyond loopback (iptables rules, see `berth-hostfw`).
+    pub host_firewall: bool,
 }
 
 impl AgentConfig {
@@ -101,6 +104,7 @@ impl AgentConfig {
             utilization_window: DEFAULT_UTILIZATION_WINDOW,
             metrics_listen: None,
             tls: None,
+            host_firewall: true,
         }
     }
 }

@@ -127,6 +127,20 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             addr: cfg.listen.to_string(),
             source,
         })?;
+    // Held until the agent returns, when dropping it removes the rules.
+    let _firewall = match cfg.host_firewall {
+        true => berth_hostfw::HostFirewall::install_or_warn(
+            &format!("agent {}", cfg.id),
+            &[
+                (listener.local_addr().ok(), "logs"),
+                (
+                    metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                    "metrics",
+                ),
+            ],
+        ),
+        false => None,
+    };
     tracing::info!(
         agent = %cfg.id,
         cpu = cfg.cpu,

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// The cluster's secrets key (`secrets.key` beside the certificates): without it the
     /// node takes no secrets and cannot start a task that names one.
     pub secrets_key: Option<std::sync::Arc<crate::secrets::SecretsKey>>,
+    /// Refuse connections from the host's task containers to the ports this node binds
+    /// beyond loopback (iptables rules, see `berth-hostfw`).
+    pub host_firewall: bool,
 }
 
 impl NodeConfig {
@@ -67,6 +70,7 @@ impl NodeConfig {
             tls: None,
             initial_admin: None,
             secrets_key: None,
+            host_firewall: true,
         }
     }
 }

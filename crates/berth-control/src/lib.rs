@@ -90,6 +90,8 @@ pub struct ControlNode {
     tasks: Vec<JoinHandle<()>>,
     /// The election watch, stopped before Raft is.
     election: JoinHandle<()>,
+    /// Rules keeping this host's tasks off the node's ports; removed when the node stops.
+    _firewall: Option<berth_hostfw::HostFirewall>,
 }
 
 impl ControlNode {
@@ -150,6 +152,21 @@ impl ControlNode {
                 )
             }
             None => None,
+        };
+
+        let firewall = match cfg.host_firewall {
+            true => berth_hostfw::HostFirewall::install_or_warn(
+                &format!("control node {}", cfg.id),
+                &[
+                    (raft_listener.local_addr().ok(), "raft"),
+                    (api_listener.local_addr().ok(), "api"),
+                    (
+                        metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                        "metrics",
+                    ),
+                ],
+            ),
+            false => None,
         };
 
         let shutdown = shutdown::Shutdown::default();
@@ -355,6 +372,7 @@ impl ControlNode {
             node,
             tasks,
             election,
+            _firewall: firewall,
         })
     }
 

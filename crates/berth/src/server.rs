@@ -51,6 +51,10 @@ pub struct ControlArgs {
     /// network no one else can reach.
     #[arg(long, env = "BERTH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
+    /// Leave the ports bound beyond loopback open to task containers on this host. By
+    /// default iptables rules refuse them (see the README's security page).
+    #[arg(long, env = "BERTH_NO_HOST_FIREWALL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_host_firewall: bool,
     #[command(flatten)]
     pub tuning: TuningArgs,
 }
@@ -150,6 +154,7 @@ pub async fn control(a: ControlArgs) -> Result<ExitCode> {
     let mut cfg = NodeConfig::new(a.id, a.api, a.raft, a.data.clone());
     cfg.peers = peers;
     cfg.metrics_listen = a.metrics;
+    cfg.host_firewall = !a.no_host_firewall;
     match &a.tls_dir {
         Some(dir) => {
             let creds =

@@ -1,8 +1,9 @@
 //! Tasks of different namespaces cannot reach each other over the network: each Berth
 //! namespace's tasks share an engine network of their own (`default`'s the engine's
 //! bridge), and the engine keeps bridge networks apart. Nor can a task reach a control
-//! node's raft port on a host that binds it to loopback, or the engine's socket. Real
-//! agent, real containers.
+//! node's raft port on a host that binds it to loopback, the engine's socket, or any port a
+//! control node or agent binds beyond loopback (host firewall rules). Real agent, real
+//! containers, the host's real iptables.
 
 mod common;
 
@@ -151,4 +152,120 @@ async fn a_task_cannot_reach_another_namespaces_task_but_reaches_its_own() {
     let socket = run_with(team_a.clone(), "socket", &[]).await;
     assert_eq!(verdict(team_a.clone(), &socket).await, "BLOCKED");
     drop(agent);
+}
+
+/// The port of the host firewall rule whose comment starts with `owner`, as `iptables -S`
+/// lists it.
+fn refused_port(owner: &str) -> Option<u16> {
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "5", "-S", "INPUT"])
+        .output()
+        .expect("iptables runs (the tests need root and iptables)");
+    let rules = String::from_utf8_lossy(&out.stdout).to_string();
+    rules
+        .lines()
+        .find(|l| l.contains(&format!("\"berth {owner}:")) && l.contains("-i docker0"))
+        .and_then(|l| l.split("--dport ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cannot_reach_berth_ports_the_host_binds_beyond_loopback() {
+    require_docker();
+    remove_stale_rules();
+    // Node 1 serves its metrics on all addresses.
+    let mut c = Cluster::start(3, &[]);
+    c.stop(1);
+    let node_metrics = free_port();
+    c.nodes.get_mut(&1).expect("node 1").metrics =
+        std::net::SocketAddr::from(([0, 0, 0, 0], node_metrics));
+    c.spawn(1);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(c.follower_of(leader));
+    let agent_metrics = free_port();
+    let agent = AgentProc::start_with(
+        &c,
+        "hostfw",
+        "a",
+        &[],
+        &["--metrics", &format!("0.0.0.0:{agent_metrics}")],
+    );
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    assert_eq!(refused_port("control node 1 metrics"), Some(node_metrics));
+    assert_eq!(
+        refused_port(&format!("agent {} metrics", agent.id)),
+        Some(agent_metrics)
+    );
+    // The cluster's other ports are on loopback, out of the containers' reach already.
+    assert_eq!(refused_port("control node 1 raft"), None);
+
+    // A port of the host that is not Berth's stays reachable: what blocks is the rule.
+    let open = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let open_port = open.local_addr().expect("addr").port().to_string();
+    std::thread::spawn(move || {
+        for conn in open.incoming() {
+            drop(conn);
+        }
+    });
+    let admin = admin_token();
+    NamespacesClient::new(api.clone())
+        .create(CreateNamespaceRequest {
+            name: "team-h".into(),
+            quota: None,
+        })
+        .await
+        .expect("create namespace");
+    let team = c.api_in(1, &admin, "team-h");
+    let probe = "GW=$(ip route | awk '/default/ {print $3}'); \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $GW $PORT >/dev/null 2>&1 \
+         && echo REACHED || echo BLOCKED; sleep 3600";
+    for api in [team.clone(), c.api(2)] {
+        register(api, workload("hostprobe", probe))
+            .await
+            .expect("register");
+    }
+    // Through the engine's default bridge (default) and a network it made (team-h).
+    for (api, port, want) in [
+        (c.api(2), node_metrics.to_string(), "BLOCKED"),
+        (team.clone(), agent_metrics.to_string(), "BLOCKED"),
+        (team.clone(), node_metrics.to_string(), "BLOCKED"),
+        (c.api(2), open_port.clone(), "REACHED"),
+        (team.clone(), open_port.clone(), "REACHED"),
+    ] {
+        let id = run_with(api.clone(), "hostprobe", &[("PORT", &port)]).await;
+        assert_eq!(verdict(api, &id).await, want, "port {port}");
+    }
+
+    // The rules go with the processes that put them, when they stop cleanly.
+    agent.signal("-TERM");
+    let owner = format!("agent {} metrics", agent.id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused_port(&owner).is_some() {
+        assert!(Instant::now() < deadline, "the agent's rule outlived it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(agent);
+    for id in 1..=3 {
+        c.stop(id);
+    }
+    assert_eq!(refused_port("control node 1 metrics"), None);
+}
+
+/// Removes rules a killed earlier run of this test left (a SIGKILLed process cannot), so
+/// the ports found are this run's.
+fn remove_stale_rules() {
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "5", "-S", "INPUT"])
+        .output()
+        .expect("iptables runs (the tests need root and iptables)");
+    for rule in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(spec) = rule.strip_prefix("-A INPUT ") {
+            if spec.contains("--comment \"berth ") {
+                let _ = std::process::Command::new("sh")
+                    .args(["-c", &format!("iptables -w 5 -D INPUT {spec}")])
+                    .status();
+            }
+        }
+    }
 }
