@@ -39,8 +39,14 @@ pub const DEFAULT_HEALTH_INTERVAL_S: u32 = 30;
 pub const DEFAULT_HEALTH_TIMEOUT_S: u32 = 5;
 pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
 pub const MAX_STOP_TIMEOUT_S: u32 = 120;
-/// How long a clientToken remembers its first answer.
-pub const CLIENT_TOKEN_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// How long a clientToken remembers its first answer: as long as a STOPPED task stays
+/// visible, so a replay inside the window still finds the tasks it started. Past it the
+/// token is new again (ECS's rule too), so the records grow with the call rate over one
+/// hour, not over a day.
+pub const CLIENT_TOKEN_TTL_MS: u64 = 60 * 60 * 1000;
+/// Most clientToken records kept, whatever the call rate: past it the oldest is forgotten
+/// first (at ~150 bytes each, about 15 MB). 100,000 in an hour is 28 RunTasks a second.
+pub const MAX_CLIENT_TOKENS: usize = 100_000;
 /// How long a STOPPED task stays visible before it is collected.
 pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Length of a stop reason kept on a task.

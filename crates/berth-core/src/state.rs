@@ -5,7 +5,7 @@
 //!   its capacity (a placement that would oversubscribe is refused at apply, whatever the
 //!   proposer believed);
 //! - a task's `last_status` only moves forward;
-//! - a client token maps to exactly one answer for 24 hours.
+//! - a client token maps to exactly one answer for an hour (the newest 100,000 tokens).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -560,6 +560,12 @@ impl ClusterState {
             );
             self.token_expiry
                 .insert((self.clock + CLIENT_TOKEN_TTL_MS, token.clone()));
+            while self.tokens.len() > MAX_CLIENT_TOKENS {
+                let Some((_, oldest)) = self.token_expiry.pop_first() else {
+                    break;
+                };
+                self.tokens.remove(&oldest);
+            }
         }
         Ok(Outcome::Tasks { tasks, failures })
     }
@@ -930,6 +936,11 @@ impl ClusterState {
         self.tasks.len()
     }
 
+    /// Client-token records held (bounded by `MAX_CLIENT_TOKENS`).
+    pub fn client_token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
     // -----------------------------------------------------------------------------------
     // Agents
 
@@ -1083,7 +1094,7 @@ impl ClusterState {
     // -----------------------------------------------------------------------------------
     // Housekeeping
 
-    /// Forgets client tokens past 24 h and STOPPED tasks past their retention. Driven by the
+    /// Forgets client tokens past their hour and STOPPED tasks past their retention. Driven by the
     /// clock carried in batches, so every replica collects the same things at the same
     /// revision.
     fn collect_expired(&mut self) {

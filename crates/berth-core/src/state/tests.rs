@@ -228,15 +228,42 @@ fn client_token_replays_first_answer_and_refuses_other_parameters() {
 }
 
 #[test]
-fn tokens_expire_after_a_day() {
+fn tokens_expire_after_an_hour() {
     let mut h = Harness::new();
     h.one(Command::RegisterTaskDefinition { spec: spec("web") })
         .unwrap();
     h.one(agent("a1", 16384, 32768)).unwrap();
     tasks_of(h.one(run(Some("tok"), 7, &[("t1", "a1")])));
-    h.now += CLIENT_TOKEN_TTL_MS + 1;
+    h.now += CLIENT_TOKEN_TTL_MS - 1;
+    let (tasks, _) = tasks_of(h.one(run(Some("tok"), 7, &[("t3", "a1")])));
+    assert_eq!(
+        tasks[0].id, "t1",
+        "inside the window the first answer is replayed"
+    );
+    h.now += 2;
     let (tasks, _) = tasks_of(h.one(run(Some("tok"), 8, &[("t2", "a1")])));
     assert_eq!(tasks[0].id, "t2", "an expired token is a new request");
+}
+
+#[test]
+fn client_token_records_stay_bounded_at_any_call_rate() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    // Calls that place nothing still leave a record; all inside one window.
+    let batch: Vec<Command> = (0..=MAX_CLIENT_TOKENS)
+        .map(|i| run(Some(&format!("tok{i}")), 1, &[("x", "ghost")]))
+        .collect();
+    h.apply(batch);
+    assert_eq!(h.state.client_token_count(), MAX_CLIENT_TOKENS);
+    // The oldest went first: it is a new request now, the newest still replays.
+    let (tasks, _) = tasks_of(h.one(run(Some("tok0"), 1, &[("t1", "a1")])));
+    assert_eq!(tasks.len(), 1, "a forgotten token starts its task");
+    let last = format!("tok{MAX_CLIENT_TOKENS}");
+    let (tasks, failures) = tasks_of(h.one(run(Some(&last), 1, &[("t2", "a1")])));
+    assert!(tasks.is_empty() && failures.len() == 1, "replayed, not run");
+    assert_eq!(h.state.client_token_count(), MAX_CLIENT_TOKENS);
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub enum TaskCmd {
         /// 1..10 tasks.
         #[arg(long, default_value_t = 1)]
         count: u32,
-        /// Makes the call idempotent for 24 h (generated when absent, so the CLI's own
+        /// Makes the call idempotent for an hour (generated when absent, so the CLI's own
         /// retries never start a task twice).
         #[arg(long)]
         client_token: Option<String>,
