@@ -47,6 +47,9 @@ pub const CLIENT_TOKEN_TTL_MS: u64 = 60 * 60 * 1000;
 /// Most clientToken records kept, whatever the call rate: past it the oldest is forgotten
 /// first (at ~150 bytes each, about 15 MB). 100,000 in an hour is 28 RunTasks a second.
 pub const MAX_CLIENT_TOKENS: usize = 100_000;
+/// How long an agent stays listed DOWN before it is collected (Nomad's node GC threshold).
+/// One that registers again afterwards is a new agent.
+pub const DOWN_AGENT_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// How long a STOPPED task stays visible before it is collected.
 pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Length of a stop reason kept on a task.

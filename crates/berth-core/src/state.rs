@@ -87,6 +87,10 @@ pub struct ClusterState {
     token_expiry: BTreeSet<(Millis, String)>,
     /// (collection time, task id): STOPPED tasks are collected after the retention.
     stopped_expiry: BTreeSet<(Millis, String)>,
+    /// (collection time, agent id): DOWN agents are collected after the retention. Derived
+    /// from the agents (each DOWN one's `down_at`), so not written to snapshots.
+    #[serde(skip)]
+    down_expiry: BTreeSet<(Millis, String)>,
     /// Services by name, INACTIVE ones until they are collected.
     #[serde(default)]
     services: BTreeMap<String, Service>,
@@ -178,6 +182,12 @@ impl ClusterState {
     pub fn rebuild_indexes(&mut self) {
         self.group_agents.clear();
         self.service_tasks.clear();
+        self.down_expiry = self
+            .agents
+            .values()
+            .filter(|a| a.status == AgentStatus::Down)
+            .map(|a| (a.down_at.unwrap_or(0) + DOWN_AGENT_RETENTION_MS, a.id.clone()))
+            .collect();
         self.namespace_use = self.count_namespace_use();
         for t in self.tasks.values() {
             if t.desired_status != DesiredStatus::Running {
@@ -1014,6 +1024,8 @@ impl ClusterState {
             agent.epoch += 1;
             agent.down_at = Some(self.clock);
             agent.back_at = None;
+            self.down_expiry
+                .insert((self.clock + DOWN_AGENT_RETENTION_MS, agent_id.to_string()));
             let ids: Vec<String> = self
                 .agent_tasks
                 .get(agent_id)
@@ -1094,9 +1106,9 @@ impl ClusterState {
     // -----------------------------------------------------------------------------------
     // Housekeeping
 
-    /// Forgets client tokens past their hour and STOPPED tasks past their retention. Driven by the
-    /// clock carried in batches, so every replica collects the same things at the same
-    /// revision.
+    /// Forgets client tokens past their hour, STOPPED tasks and DOWN agents past their
+    /// retention. Driven by the clock carried in batches, so every replica collects the
+    /// same things at the same revision.
     fn collect_expired(&mut self) {
         let now = self.clock;
         while let Some((at, token)) = self.token_expiry.first().cloned() {
@@ -1113,6 +1125,23 @@ impl ClusterState {
             self.stopped_expiry.pop_first();
             self.tasks.remove(&id);
             self.utilization.remove(&id);
+        }
+        while let Some((at, id)) = self.down_expiry.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.down_expiry.pop_first();
+            // Only if it is still DOWN since then: one that came back keeps its record.
+            let collect = self.agents.get(&id).is_some_and(|a| {
+                a.status == AgentStatus::Down
+                    && a.down_at.unwrap_or(0) + DOWN_AGENT_RETENTION_MS <= now
+                    && a.task_count == 0
+            });
+            if collect {
+                self.agents.remove(&id);
+                self.agent_tasks.remove(&id);
+                self.agent_changed.remove(&id);
+            }
         }
         self.collect_services();
         self.fold_usage();

@@ -401,6 +401,53 @@ fn shrinking_an_agent_below_its_load_is_refused() {
     assert_eq!(a.epoch, 2);
 }
 
+fn set_status(id: &str, status: AgentStatus) -> Command {
+    Command::SetAgentStatus {
+        agent_id: id.into(),
+        status,
+        reason: String::new(),
+    }
+}
+
+#[test]
+fn down_agents_are_collected_after_their_retention_unless_they_came_back() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    for a in ["gone", "back", "restored"] {
+        h.one(agent(a, 4096, 8192)).unwrap();
+    }
+    tasks_of(h.one(run(None, 0, &[("t1", "gone")])));
+    for a in ["gone", "back", "restored"] {
+        h.one(set_status(a, AgentStatus::Down)).unwrap();
+    }
+    h.now += DOWN_AGENT_RETENTION_MS / 2;
+    h.one(agent("back", 4096, 8192)).unwrap();
+    // A replica that took a snapshot here carries the schedule on.
+    let mut copy: ClusterState =
+        serde_json::from_slice(&serde_json::to_vec(&h.state).unwrap()).unwrap();
+    copy.rebuild_indexes();
+    h.now += DOWN_AGENT_RETENTION_MS / 2 - 1;
+    h.one(set_status("back", AgentStatus::Ready)).unwrap();
+    assert!(h.state.agent("gone").is_some(), "not before its time");
+    h.now += 1;
+    h.one(set_status("back", AgentStatus::Ready)).unwrap();
+    assert!(h.state.agent("gone").is_none());
+    assert!(h.state.agent("restored").is_none());
+    assert!(h.state.agent("back").is_some(), "it came back");
+    h.state.check_invariants().unwrap();
+
+    let batch = Batch {
+        now: h.now,
+        commands: vec![set_status("back", AgentStatus::Ready)],
+    };
+    copy.apply(h.index + 1, &batch);
+    assert!(copy.agent("gone").is_none() && copy.agent("back").is_some());
+    // A collected agent that registers again is a new one.
+    h.one(agent("gone", 1024, 2048)).unwrap();
+    assert_eq!(h.state.agent("gone").map(|a| a.cpu), Some(1024));
+}
+
 #[test]
 fn snapshot_round_trip_keeps_digest() {
     let mut h = Harness::new();
