@@ -4,9 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_core::state::Change;
-use berth_raft::store::StateEvent;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
@@ -170,14 +168,14 @@ impl AgentProtocol for AgentProtocolService {
         self.speaks_for(&req, &req.get_ref().agent_id)?;
         let r = req.into_inner();
         // Subscribe before reading, so nothing applied in between is missed.
-        let events = self.node.state.subscribe();
+        let sub = self.node.assignments.subscribe(&r.agent_id);
         self.node.read_barrier(false).await?;
         self.check_registration(&r.agent_id, r.epoch)?;
         let (tx, rx) = mpsc::channel(ASSIGNMENT_BUFFER);
         let node = self.node.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = assignment_loop(node.clone(), r.agent_id, r.epoch, r.from_revision, events, tx) => {}
+                _ = assignment_loop(node.clone(), r.agent_id, r.epoch, r.from_revision, sub, tx) => {}
                 _ = node.shutdown.wait() => {}
             }
         });
@@ -238,8 +236,8 @@ const READ_INDEX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 
 /// Reports accepted in one ReportTasks call; agents batch up to this.
 pub const MAX_REPORTS: usize = 1000;
-/// Batches buffered per assignment stream before the agent counts as slow and is resent
-/// the full set instead.
+/// Batches buffered per assignment stream on their way to the agent (a slow agent holds
+/// up its own stream's router queue, which then asks for the full set).
 const ASSIGNMENT_BUFFER: usize = 64;
 
 impl AgentProtocolService {
@@ -354,90 +352,96 @@ async fn assignment_loop(
     agent_id: String,
     epoch: u64,
     from: u64,
-    mut events: broadcast::Receiver<StateEvent>,
+    mut sub: crate::assignments::Subscription,
     tx: mpsc::Sender<Result<AssignmentBatch, Status>>,
 ) {
+    use crate::assignments::Message;
+    let stale = |current: u64| {
+        Status::failed_precondition(format!(
+            "agent {agent_id} registered again (registration {current}); this stream belongs \
+             to registration {epoch}"
+        ))
+    };
     let mut send_full = {
         let s = node.state.read();
         from == 0 || s.state.agent_tasks_changed_at(&agent_id) > from
     };
+    // The revision of the last full set sent: a delta at or below it is already in it
+    // (the router may hand over entries applied before the set was read).
+    let mut sent_through = 0;
     loop {
-        if send_full {
+        if send_full || sub.take_missed() {
+            send_full = false;
             let batch = {
                 let s = node.state.read();
-                AssignmentBatch {
-                    revision: s.state.revision(),
-                    full: true,
-                    tasks: encode_tasks(
-                        &s.state,
-                        node.cfg.secrets_key.as_deref(),
-                        s.state.assigned_tasks(&agent_id),
-                    ),
+                let current = s.state.agent(&agent_id).map(|a| a.epoch).unwrap_or(0);
+                if current == epoch {
+                    sent_through = s.state.revision();
+                    Ok(AssignmentBatch {
+                        revision: sent_through,
+                        full: true,
+                        tasks: encode_tasks(
+                            &s.state,
+                            node.cfg.secrets_key.as_deref(),
+                            s.state.assigned_tasks(&agent_id),
+                        ),
+                    })
+                } else {
+                    Err(stale(current))
                 }
             };
-            if tx.send(Ok(batch)).await.is_err() {
+            let end = batch.is_err();
+            if tx.send(batch).await.is_err() || end {
                 return;
             }
         }
-        send_full = true;
-        loop {
-            match events.recv().await {
-                Ok(StateEvent::Applied { revision, changes }) => {
-                    let mut touched = Vec::new();
-                    let mut stale = false;
-                    for c in changes.iter() {
-                        match c {
-                            Change::Task(t) if t.agent_id == agent_id => touched.push(t.clone()),
-                            Change::Agent(a) if a.id == agent_id && a.epoch != epoch => {
-                                stale = true
-                            }
-                            _ => {}
-                        }
-                    }
-                    if stale {
-                        let _ = tx
-                            .send(Err(Status::failed_precondition(format!(
-                                "agent {agent_id} registered again; this stream belongs to registration {epoch}"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    if touched.is_empty() {
-                        continue;
-                    }
-                    let batch = {
-                        let s = node.state.read();
-                        let assigned: Vec<berth_core::AssignedTask> = touched
-                            .into_iter()
-                            .filter_map(|t| {
-                                let def = s
-                                    .state
-                                    .task_definition(&t.family, Some(t.revision))
-                                    .ok()?
-                                    .clone();
-                                Some(berth_core::AssignedTask {
-                                    task: t,
-                                    definition: def,
-                                })
-                            })
-                            .collect();
-                        AssignmentBatch {
-                            revision,
-                            full: false,
-                            tasks: encode_tasks(
-                                &s.state,
-                                node.cfg.secrets_key.as_deref(),
-                                assigned.into_iter(),
-                            ),
-                        }
-                    };
-                    if tx.send(Ok(batch)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(StateEvent::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => return,
+        let (revision, touched, agent) = match sub.rx.recv().await {
+            None => return,
+            Some(Message::Resync) => {
+                send_full = true;
+                continue;
             }
+            Some(Message::Delta {
+                revision,
+                tasks,
+                agent,
+            }) => (revision, tasks, agent),
+        };
+        if let Some(a) = agent.filter(|a| a.epoch != epoch) {
+            let _ = tx.send(Err(stale(a.epoch))).await;
+            return;
+        }
+        if revision <= sent_through || touched.is_empty() {
+            continue;
+        }
+        let batch = {
+            let s = node.state.read();
+            let assigned: Vec<berth_core::AssignedTask> = touched
+                .into_iter()
+                .filter_map(|t| {
+                    let def = s
+                        .state
+                        .task_definition(&t.family, Some(t.revision))
+                        .ok()?
+                        .clone();
+                    Some(berth_core::AssignedTask {
+                        task: t,
+                        definition: def,
+                    })
+                })
+                .collect();
+            AssignmentBatch {
+                revision,
+                full: false,
+                tasks: encode_tasks(
+                    &s.state,
+                    node.cfg.secrets_key.as_deref(),
+                    assigned.into_iter(),
+                ),
+            }
+        };
+        if tx.send(Ok(batch)).await.is_err() {
+            return;
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+mod assignments;
 mod autoscaler;
 mod batcher;
 mod bootstrap;
@@ -350,6 +351,7 @@ impl ControlNode {
         tasks.push(tokio::spawn(bootstrap::run(node.clone())));
         tasks.push(tokio::spawn(monitor::run(node.clone())));
         tasks.push(tokio::spawn(events::run(node.clone())));
+        tasks.push(tokio::spawn(assignments::run(node.clone())));
         tasks.push(tokio::spawn(scheduler::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
         tasks.push(tokio::spawn(auth::bootstrap_when_leader(node.clone())));

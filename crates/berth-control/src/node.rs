@@ -234,6 +234,8 @@ pub struct Node {
     pub(crate) engine_reports: Mutex<HashMap<String, (u64, Option<String>)>>,
     /// The recent applied changes as events, for the Events stream.
     pub(crate) events: crate::events::EventLog,
+    /// Routes applied changes to the agents' assignment streams, each its own agent's.
+    pub(crate) assignments: Arc<crate::assignments::Hub>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -277,13 +279,14 @@ impl Node {
             id: cfg.id,
             cfg,
             raft,
-            state,
+            state: state.clone(),
             shutdown,
             batcher,
             channels,
             heartbeats: Mutex::new(HashMap::new()),
             engine_reports: Mutex::new(HashMap::new()),
             events: crate::events::EventLog::default(),
+            assignments: Arc::new(crate::assignments::Hub::new(state.subscribe())),
             metrics: Arc::default(),
         }
     }
