@@ -6,19 +6,15 @@
 //!
 //! One batch is in flight at a time: the next batch is placed against a state that
 //! already holds the previous one, so the proposer never oversubscribes knowingly (and
-//! `apply` refuses it if it ever did).
+//! `apply` refuses it if it ever did). Placement uses the engine kept between batches
+//! (`placement`), brought up to date from the applied changes before each one.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_core::command::{
-    Placement, PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks,
-};
+use berth_core::command::{PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks};
 use berth_core::limits::{MAX_CONSTRAINTS, MAX_STRATEGIES, MAX_STRATEGY_FIELD_LEN};
 use berth_core::service::{ServiceCreate, ServiceUpdate};
-use berth_core::{
-    quote, validate, AgentStatus, Batch, ClusterState, Command, CommandResult, Failure, Revision,
-};
+use berth_core::{quote, validate, Batch, ClusterState, Command, CommandResult, Revision};
 use berth_raft::store::StateHandle;
 use berth_raft::Raft;
 use berth_sched as sched;
@@ -50,6 +46,9 @@ pub(crate) struct Batcher {
     pub rx: mpsc::Receiver<Pending>,
     pub shutdown: Shutdown,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The placement engine kept between batches; None until the first RunTask, and
+    /// again whenever it cannot follow the applied state.
+    pub planner: Option<crate::placement::Planner>,
 }
 
 /// What a request became before proposing.
@@ -122,14 +121,17 @@ impl Batcher {
 
     /// Commits one batch; false when leadership may be in doubt (the next batch must
     /// confirm it first).
-    async fn commit(&self, batch: Vec<Pending>) -> bool {
+    async fn commit(&mut self, batch: Vec<Pending>) -> bool {
         let now = now_ms();
         let mut commands = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
         {
             let applied = self.state.read();
             let state = &applied.state;
-            let mut runs = Vec::new();
+            if self.planner.as_mut().is_some_and(|p| !p.follow()) {
+                self.planner = None;
+            }
+            let mut runs = false;
             let mut prepared = Vec::with_capacity(batch.len());
             for p in batch {
                 match prepare(p.req, state) {
@@ -140,16 +142,31 @@ impl Batcher {
                         let _ = p.reply.send(Ok((rev, result)));
                     }
                     Ok(Prepared::Run(run, demand, actor)) => {
-                        runs.push(demand.group.clone());
+                        runs = true;
                         prepared.push((Prepared::Run(run, demand, actor), p.reply));
                     }
                     Ok(other) => prepared.push((other, p.reply)),
                 }
             }
             // One engine for the whole batch: later requests see what earlier ones placed.
-            let mut planner = (!runs.is_empty()).then(|| Planner::new(state, &runs));
+            if runs {
+                match self.planner.as_mut() {
+                    Some(p) => {
+                        p.refresh(state);
+                    }
+                    // Subscribing under the read lock misses nothing: an entry applied
+                    // after the lock is released is sent after this subscription.
+                    None => {
+                        self.planner = Some(crate::placement::Planner::from_state(
+                            self.state.subscribe(),
+                            state,
+                        ));
+                    }
+                }
+            }
+            let mut planner = if runs { self.planner.as_mut() } else { None };
             for (prep, reply) in prepared {
-                match (prep, planner.as_mut()) {
+                match (prep, planner.as_deref_mut()) {
                     (Prepared::Command(c), _) => {
                         commands.push(c);
                         waiting.push(reply);
@@ -673,75 +690,6 @@ pub(crate) fn constraints(c: &[PlacementConstraint]) -> ApiResult<Vec<sched::Con
             }
         })
         .collect()
-}
-
-/// The placement engine loaded with the applied state's agents, for one batch. It keeps
-/// its own placements, so each request in the batch sees the ones placed before it.
-struct Planner {
-    engine: sched::Engine,
-    seed: u64,
-}
-
-impl Planner {
-    /// Group counts matter only to spread and distinctInstance, and only for the groups
-    /// this batch places, so only those are loaded.
-    fn new(state: &ClusterState, groups: &[String]) -> Self {
-        let counts: Vec<(&String, Option<&BTreeMap<String, u32>>)> = groups
-            .iter()
-            .map(|g| (g, state.group_placement(g)))
-            .collect();
-        let agents: Vec<sched::AgentInfo> = state
-            .agents()
-            .map(|a| sched::AgentInfo {
-                id: a.id.clone(),
-                cpu: a.cpu,
-                memory: a.memory,
-                used_cpu: a.used_cpu,
-                used_memory: a.used_memory,
-                attributes: a.attributes.clone(),
-                eligibility: match a.status {
-                    // An engine that does not answer could not start the task.
-                    AgentStatus::Ready if a.engine_error.is_some() => sched::Eligibility::Draining,
-                    AgentStatus::Ready => sched::Eligibility::Eligible,
-                    AgentStatus::Draining => sched::Eligibility::Draining,
-                    AgentStatus::Down => sched::Eligibility::Down,
-                },
-                groups: counts
-                    .iter()
-                    .filter_map(|(g, c)| c.and_then(|c| c.get(&a.id)).map(|n| ((*g).clone(), *n)))
-                    .collect(),
-            })
-            .collect();
-        Planner {
-            engine: sched::Engine::new(&agents),
-            seed: state.revision(),
-        }
-    }
-
-    fn place(&mut self, demand: &sched::Demand, run: &mut RunTasks) -> ApiResult<()> {
-        let outcome = self
-            .engine
-            .place(std::slice::from_ref(demand), self.seed)
-            .map_err(|e| ApiError::invalid(e.to_string()))?
-            .pop()
-            .unwrap_or_default();
-        self.seed = self.seed.wrapping_add(1);
-        for i in outcome.placements {
-            let Some(agent) = self.engine.agent_id(i) else {
-                continue;
-            };
-            run.placements.push(Placement {
-                task_id: new_task_id(),
-                agent_id: agent.to_string(),
-            });
-        }
-        run.failures
-            .extend(outcome.failures.into_iter().map(|f| Failure {
-                reason: f.reason,
-                detail: f.detail,
-            }));
-        Ok(())
-    }
 }
 
 /// 32 hex characters, like an ECS task id.

@@ -8,8 +8,8 @@
 //! ```
 
 pub mod api;
-pub mod auth;
 mod assignments;
+pub mod auth;
 mod autoscaler;
 mod batcher;
 mod bootstrap;
@@ -21,6 +21,7 @@ pub mod internal;
 mod metrics;
 mod monitor;
 pub mod node;
+mod placement;
 mod scheduler;
 pub mod secrets;
 pub mod shutdown;
@@ -337,6 +338,7 @@ impl ControlNode {
                 rx,
                 shutdown: shutdown.clone(),
                 metrics: node.metrics.clone(),
+                planner: None,
             }
             .run(),
         ));

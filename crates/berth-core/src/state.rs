@@ -80,6 +80,10 @@ pub struct ClusterState {
     /// Group → agent → tasks of that group there whose desired status is RUNNING; spread
     /// and distinctInstance read it instead of scanning every task.
     group_agents: BTreeMap<String, BTreeMap<String, u32>>,
+    /// The same counts by agent first: agent → group → tasks, what the leader's placement
+    /// engine reloads an agent from. Derived, so not written to snapshots.
+    #[serde(skip)]
+    agent_groups: BTreeMap<String, BTreeMap<String, u32>>,
     /// Agent id → revision of the last change to any of its tasks.
     agent_changed: BTreeMap<String, Revision>,
     tokens: BTreeMap<String, TokenRecord>,
@@ -181,12 +185,18 @@ impl ClusterState {
     /// (the group index once counted stopping tasks) is read as this release derives them.
     pub fn rebuild_indexes(&mut self) {
         self.group_agents.clear();
+        self.agent_groups.clear();
         self.service_tasks.clear();
         self.down_expiry = self
             .agents
             .values()
             .filter(|a| a.status == AgentStatus::Down)
-            .map(|a| (a.down_at.unwrap_or(0) + DOWN_AGENT_RETENTION_MS, a.id.clone()))
+            .map(|a| {
+                (
+                    a.down_at.unwrap_or(0) + DOWN_AGENT_RETENTION_MS,
+                    a.id.clone(),
+                )
+            })
             .collect();
         self.namespace_use = self.count_namespace_use();
         for t in self.tasks.values() {
@@ -198,6 +208,12 @@ impl ClusterState {
                 .entry(t.group.clone())
                 .or_default()
                 .entry(t.agent_id.clone())
+                .or_default() += 1;
+            *self
+                .agent_groups
+                .entry(t.agent_id.clone())
+                .or_default()
+                .entry(t.group.clone())
                 .or_default() += 1;
             if let Some(name) = crate::service::service_of_group(&t.group) {
                 self.service_tasks
@@ -635,6 +651,12 @@ impl ClusterState {
             .or_default()
             .entry(task.agent_id.clone())
             .or_default() += 1;
+        *self
+            .agent_groups
+            .entry(task.agent_id.clone())
+            .or_default()
+            .entry(task.group.clone())
+            .or_default() += 1;
     }
 
     fn release(&mut self, task: &Task) {
@@ -674,6 +696,17 @@ impl ClusterState {
             }
             if agents.is_empty() {
                 self.group_agents.remove(&group);
+            }
+        }
+        if let Some(groups) = self.agent_groups.get_mut(&agent) {
+            if let Some(n) = groups.get_mut(&group) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    groups.remove(&group);
+                }
+            }
+            if groups.is_empty() {
+                self.agent_groups.remove(&agent);
             }
         }
     }
@@ -1095,6 +1128,11 @@ impl ClusterState {
         self.group_agents.get(group)
     }
 
+    /// Group → tasks of it whose desired status is RUNNING on agent `agent_id`.
+    pub fn agent_groups(&self, agent_id: &str) -> Option<&BTreeMap<String, u32>> {
+        self.agent_groups.get(agent_id)
+    }
+
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.get(id)
     }
@@ -1231,6 +1269,25 @@ impl ClusterState {
             .collect();
         if indexed != groups {
             return Err("the group index disagrees with the tasks".into());
+        }
+        let mut by_agent: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
+        for (g, m) in &groups {
+            for (a, n) in m {
+                by_agent.entry(*a).or_default().insert(*g, *n);
+            }
+        }
+        let reverse: BTreeMap<&str, BTreeMap<&str, u32>> = self
+            .agent_groups
+            .iter()
+            .map(|(a, m)| {
+                (
+                    a.as_str(),
+                    m.iter().map(|(g, n)| (g.as_str(), *n)).collect(),
+                )
+            })
+            .collect();
+        if reverse != by_agent {
+            return Err("the agent → group index disagrees with the tasks".into());
         }
         self.check_service_index()
     }
