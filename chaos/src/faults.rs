@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cluster::Cluster;
 use crate::history::{FaultRecord, History};
-use crate::simagent::SimAgent;
+use berth_simagent::SimAgent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {

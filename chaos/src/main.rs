@@ -10,7 +10,6 @@ mod history;
 mod linear;
 mod report;
 mod services;
-mod simagent;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -33,8 +32,8 @@ use crate::checks::CheckResult;
 use crate::cluster::{agent_channel, lazy_channel, Cluster};
 use crate::faults::{FaultKind, Nemesis};
 use crate::history::History;
-use crate::simagent::SimAgent;
 use crate::workload::{Known, WorkloadConfig};
+use berth_simagent::{self as simagent, SimAgent};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum AgentsMode {
@@ -232,14 +231,7 @@ async fn run(args: Args) -> Result<bool> {
                 .iter()
                 .map(|&i| agent_channel(&cluster.raft_endpoint(i), Duration::from_secs(5), &id))
                 .collect::<Result<_>>()?;
-            let a = Arc::new(SimAgent {
-                id,
-                cpu: 8192,
-                memory: 16384,
-                zone: z.to_string(),
-                dead: AtomicBool::new(false),
-                paused: AtomicBool::new(false),
-            });
+            let a = Arc::new(SimAgent::new(&id, 8192, 16384, z));
             sim_agents.push(a.clone());
             agent_tasks.push(tokio::spawn(simagent::run(a, raft, stop_agents.clone())));
         }

@@ -48,6 +48,8 @@ pub struct Metrics {
     term: Gauge,
     last_log: Gauge,
     applied: Gauge,
+    /// Assignment streams open on this node (one per connected agent).
+    streams: Gauge,
     tasks: Family<State, Gauge>,
     services: Family<Rollout, Gauge>,
     agent_cpu: Family<AgentUse, Gauge>,
@@ -126,8 +128,15 @@ impl Default for Metrics {
             Unit::Seconds,
             heartbeat_age.clone(),
         );
+        let streams = Gauge::default();
+        r.register(
+            "assignment_streams",
+            "Agents' assignment streams this node serves",
+            streams.clone(),
+        );
         Metrics {
             registry: r,
+            streams,
             proposal,
             batch,
             placement,
@@ -165,6 +174,7 @@ impl Metrics {
         self.last_log.set(to_i64(m.last_log_index.unwrap_or(0)));
         self.applied
             .set(to_i64(m.last_applied.map_or(0, |l| l.index)));
+        self.streams.set(to_i64(node.assignments.streams() as u64));
         {
             let s = node.state.read();
             let state = &s.state;

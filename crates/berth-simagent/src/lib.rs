@@ -1,4 +1,5 @@
-//! Simulated agents: capacity for RunTask to place on when no real agent runs. Each one
+//! Simulated agents: capacity for RunTask to place on when no real agent runs (the chaos
+//! suite's simulated agents, the scale benchmark's thousands). Each one
 //! speaks the agent protocol on the control nodes' raft ports as `berth agent` does —
 //! Register, Heartbeat, the Assignments stream, ReportTasks — and moves its tasks forward
 //! instantly (RUNNING when assigned, STOPPED when asked to stop), so tasks have a life and
@@ -6,7 +7,7 @@
 //! freezes it past the TTL and thaws it under its old registration.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,26 @@ pub struct SimAgent {
     /// Set by the fault injector: the agent is frozen (as a paused process is) and goes on
     /// under the registration it had when it is thawed, as a real agent does.
     pub paused: AtomicBool,
+    /// Registrations made: more than one means a session ended (a stream or heartbeat
+    /// refused, as after being marked DOWN) and the agent registered again.
+    pub registrations: AtomicU64,
+    /// Heartbeats the control plane answered.
+    pub heartbeats: AtomicU64,
+}
+
+impl SimAgent {
+    pub fn new(id: &str, cpu: u32, memory: u32, zone: &str) -> Self {
+        SimAgent {
+            id: id.to_string(),
+            cpu,
+            memory,
+            zone: zone.to_string(),
+            dead: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            registrations: AtomicU64::new(0),
+            heartbeats: AtomicU64::new(0),
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -70,6 +91,7 @@ async fn session(agent: &SimAgent, ch: Channel, stop: &AtomicBool) -> Result<(),
         .await
         .map_err(drop)?
         .into_inner();
+    agent.registrations.fetch_add(1, Ordering::Relaxed);
     let epoch = reg.epoch;
     let hb_every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(200, 2000));
     let mut stream = client
@@ -100,6 +122,7 @@ async fn session(agent: &SimAgent, ch: Channel, stop: &AtomicBool) -> Result<(),
                     .heartbeat(HeartbeatRequest { agent_id: agent.id.clone(), epoch, engine_error: String::new() })
                     .await
                     .map_err(drop)?;
+                agent.heartbeats.fetch_add(1, Ordering::Relaxed);
                 if last_batch.elapsed() > STREAM_SILENCE {
                     return Err(());
                 }

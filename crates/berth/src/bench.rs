@@ -21,6 +21,8 @@ use berth_proto::v1::*;
 use berth_tls::grpc::Credentials;
 use berth_tls::Identity;
 use clap::{Args, Subcommand};
+
+mod scale;
 use tonic::transport::{Certificate, Channel, Endpoint};
 
 #[derive(Args)]
@@ -74,6 +76,26 @@ pub enum Which {
         #[arg(long, default_value = "berth/workload")]
         image: String,
     },
+    /// Many simulated agents (real protocol, mutual TLS, heartbeating every second) and
+    /// many live tasks, then a steady RunTask/StopTask load: false DOWNs, elections, each
+    /// node's CPU and memory, RunTask latency and snapshot costs.
+    Scale {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Live tasks placed before the steady load (at most 16 per agent).
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Length of the steady load.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// RunTask calls per second of the steady load (each followed by a StopTask).
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Where agents send heartbeats: `leader`, or `any` (spread over the nodes;
+        /// followers forward them).
+        #[arg(long, default_value = "leader")]
+        heartbeats_via: String,
+    },
     /// Steady load for a while, counting elections (there should be none).
     Steady {
         #[arg(long, default_value_t = 600)]
@@ -99,6 +121,8 @@ struct LocalCluster {
     tls: Option<PathBuf>,
     /// What every API call carries: the admin token of `tls`; none without TLS.
     bearer: Bearer,
+    /// The nodes' RUST_LOG.
+    log: &'static str,
 }
 
 fn free_port() -> Result<u16> {
@@ -126,7 +150,7 @@ fn channel(addr: SocketAddr, tls: Option<&Path>, who: Option<&Identity>) -> Resu
 }
 
 impl LocalCluster {
-    fn start(dir: &Path, insecure: bool) -> Result<Self> {
+    fn start(dir: &Path, insecure: bool, log: &'static str) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut bearer = Bearer::default();
@@ -167,6 +191,7 @@ impl LocalCluster {
             peers,
             tls,
             bearer,
+            log,
         };
         for id in 1..=3 {
             c.spawn(id)?;
@@ -186,6 +211,7 @@ impl LocalCluster {
         let dir = self.dir.clone();
         let peers = self.peers.clone();
         let security = self.security_args();
+        let log_filter = self.log;
         let n = self.node(id)?;
         let log = std::fs::File::create(dir.join(format!("node-{id}.log")))?;
         let child = Command::new(exe)
@@ -199,7 +225,7 @@ impl LocalCluster {
             ])
             .args(["--peers", &peers])
             .args(&security)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()?;
@@ -386,7 +412,37 @@ fn local_agent_id() -> String {
 }
 
 pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
-    let mut c = LocalCluster::start(&a.dir, insecure)?;
+    // Snapshot builds are logged at info: the scale run reads what they cost from there.
+    let log = match a.which {
+        Which::Scale { .. } => "warn,berth_raft::store=info",
+        _ => "warn",
+    };
+    let mut c = LocalCluster::start(&a.dir, insecure, log)?;
+    if let Which::Scale {
+        agents,
+        tasks,
+        seconds,
+        rate,
+        heartbeats_via,
+    } = a.which
+    {
+        println!(
+            "cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append, mutual TLS",
+            a.dir.display()
+        );
+        scale::scale(
+            &mut c,
+            scale::ScaleArgs {
+                agents,
+                tasks,
+                seconds,
+                rate,
+                heartbeats_via,
+            },
+        )
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     c.prepare().await?;
     println!(
         "cluster: 3 `berth control` processes on loopback, data in {}, fsync on every append, {}",
@@ -408,6 +464,7 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
         Which::Start { tasks, image } => start_latency(&c, &a.dir, tasks, &image).await?,
+        Which::Scale { .. } => bail!("bench scale is answered before the shared preparation"),
     }
     Ok(ExitCode::SUCCESS)
 }

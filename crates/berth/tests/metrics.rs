@@ -92,10 +92,12 @@ async fn every_node_and_agent_serves_the_named_series_in_prometheus_text() {
     .await;
 
     let mut leaders = 0.0;
+    let mut streams = 0.0;
     for (node, p) in &c.nodes {
         // Every node applies the same log: the same task figures everywhere (once applied).
         let m = scrape(p.metrics);
         leaders += value(&m, "berth_raft_leader");
+        streams += value(&m, "berth_assignment_streams");
         assert!(value(&m, "berth_raft_term") >= 1.0);
         assert!(value(&m, "berth_raft_applied_index") > 0.0);
         assert!(value(&m, "berth_raft_last_log_index") >= value(&m, "berth_raft_applied_index"));
@@ -115,6 +117,10 @@ async fn every_node_and_agent_serves_the_named_series_in_prometheus_text() {
         }
     }
     assert_eq!(leaders, 1.0, "exactly one node says it leads");
+    assert_eq!(
+        streams, 1.0,
+        "the one agent's assignment stream, on one node"
+    );
 
     let m = scrape(agent_metrics);
     assert_eq!(value(&m, "berth_agent_tasks"), 1.0);

@@ -1,0 +1,456 @@
+//! `berth bench scale`: thousands of simulated agents (the real agent protocol over mutual
+//! TLS, each on its own certificate, heartbeating every second) and tens of thousands of
+//! live tasks on a three-node cluster of real processes, then a steady RunTask/StopTask
+//! load while the control plane is watched: false DOWNs, elections, each node's CPU and
+//! resident memory, RunTask latency, and what snapshots cost. Every figure is measured in
+//! the run that prints it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::bearer::Api;
+use berth_proto::v1::agents_client::AgentsClient;
+use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
+use berth_proto::v1::tasks_client::TasksClient;
+use berth_proto::v1::*;
+use berth_simagent::SimAgent;
+use berth_tls::grpc::Credentials;
+use berth_tls::Identity;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{ms, percentile, LocalCluster};
+
+/// What each simulated agent offers: room for 16 of the benchmark's 0.25 vCPU / 512 MiB
+/// tasks, so `--tasks` = 10 × `--agents` fills them to 62 %.
+const AGENT_CPU: u32 = 4096;
+const AGENT_MEMORY: u32 = 8192;
+/// Agents started per second: registrations and TLS handshakes arrive as a fleet that is
+/// being brought up, not all in the same instant.
+const START_RATE: usize = 1000;
+/// Concurrent RunTask callers while filling.
+const FILL_CALLERS: usize = 32;
+/// Linux's USER_HZ, the unit of /proc/PID/stat's CPU times, on every architecture Berth
+/// builds for.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+pub struct ScaleArgs {
+    pub agents: usize,
+    pub tasks: u64,
+    pub seconds: u64,
+    pub rate: u64,
+    pub heartbeats_via: String,
+}
+
+/// One node process's CPU time (seconds) and resident memory (bytes), from /proc.
+fn process_figures(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks as f64 / TICKS_PER_SECOND, rss_kib * 1024))
+}
+
+/// A raft-port channel as `agent`, with its credentials loaded once for every node.
+fn agent_channels(c: &LocalCluster, agent: &str, nodes: &[u64]) -> Result<Vec<Channel>> {
+    let dir = c
+        .tls
+        .as_deref()
+        .ok_or_else(|| anyhow!("bench scale runs with TLS, as a cluster does by default"))?;
+    let creds = Credentials::load(dir, &Identity::agent(agent)?)
+        .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+    nodes
+        .iter()
+        .map(|id| {
+            let n = c
+                .nodes
+                .iter()
+                .find(|n| n.id == *id)
+                .ok_or_else(|| anyhow!("no node {id}"))?;
+            let ep = Endpoint::from_shared(berth_tls::grpc::uri(&n.raft.to_string(), true))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .tcp_nodelay(true);
+            Ok(creds.secure(ep)?.connect_lazy())
+        })
+        .collect()
+}
+
+/// Every agent's status, page by page.
+async fn agent_statuses(api: Api) -> Result<Vec<(String, String)>> {
+    let mut client = AgentsClient::new(api);
+    let mut out = Vec::new();
+    let mut next = String::new();
+    loop {
+        let page = client
+            .list(ListAgentsRequest {
+                stale: true,
+                max_results: 1000,
+                next_token: next,
+            })
+            .await?
+            .into_inner();
+        out.extend(page.agents.into_iter().map(|a| (a.agent_id, a.status)));
+        if page.next_token.is_empty() {
+            return Ok(out);
+        }
+        next = page.next_token;
+    }
+}
+
+/// Snapshot lines of a node's log: (bytes, ms the state was held for the copy, ms in all).
+fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split(&format!("{name}="))
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    log.lines()
+        .filter(|l| l.contains("snapshot built"))
+        .filter_map(|l| {
+            Some((
+                field(l, "bytes")?,
+                field(l, "copy_ms")?,
+                field(l, "took_ms")?,
+            ))
+        })
+        .collect()
+}
+
+pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
+    if a.agents == 0 || a.tasks == 0 || a.rate == 0 {
+        bail!("--agents, --tasks and --rate must be above 0");
+    }
+    let room = a.agents as u64 * (AGENT_CPU / 256) as u64;
+    if a.tasks > room {
+        bail!(
+            "--tasks {} does not fit on {} agents (at most {room})",
+            a.tasks,
+            a.agents
+        );
+    }
+    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
+    TaskDefinitionsClient::new(c.api(leader)?)
+        .register(RegisterTaskDefinitionRequest {
+            task_definition: Some(TaskDefinitionSpec {
+                family: "bench".into(),
+                cpu: Some(256),
+                memory: Some(512),
+                network_mode: None,
+                container_definitions: vec![ContainerDefinition {
+                    name: "app".into(),
+                    image: "berth/workload".into(),
+                    ..Default::default()
+                }],
+            }),
+        })
+        .await?;
+
+    // Certificates: one per agent, as each real agent has its own.
+    let ids: Vec<String> = (0..a.agents).map(|i| format!("sim-{i:05}")).collect();
+    let t0 = Instant::now();
+    let who: Vec<Identity> = ids
+        .iter()
+        .map(|id| Identity::agent(id))
+        .collect::<Result<_, _>>()?;
+    let dir = c.tls.clone().context("bench scale runs with TLS")?;
+    berth_tls::files::ensure(&dir, &who, berth_tls::CERT_VALIDITY)
+        .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+    println!(
+        "agents: {} certificates issued in {:.1} s",
+        a.agents,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let all: Vec<u64> = c.running();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sims = Vec::with_capacity(a.agents);
+    let mut handles = Vec::with_capacity(a.agents);
+    let t0 = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        // Via the leader: every heartbeat lands where it is kept. Via any: each agent
+        // starts on one node in turn and followers forward its heartbeats.
+        let nodes: Vec<u64> = match a.heartbeats_via.as_str() {
+            "leader" => vec![leader],
+            "any" => (0..all.len()).map(|k| all[(i + k) % all.len()]).collect(),
+            other => bail!("--heartbeats-via {other}: use leader or any"),
+        };
+        let chans = agent_channels(c, id, &nodes)?;
+        let zone = ["a", "b", "c"][i % 3];
+        let sim = Arc::new(SimAgent::new(id, AGENT_CPU, AGENT_MEMORY, zone));
+        sims.push(sim.clone());
+        handles.push(tokio::spawn(berth_simagent::run(sim, chans, stop.clone())));
+        if (i + 1) % START_RATE == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let api = c.api(leader)?;
+    let deadline = Instant::now() + Duration::from_secs(60 + a.agents as u64 / 100);
+    loop {
+        let ready = agent_statuses(api.clone())
+            .await?
+            .iter()
+            .filter(|(_, s)| s == "READY")
+            .count();
+        if ready >= a.agents {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {} agents READY", a.agents);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!(
+        "agents: {} READY {:.1} s after the first started ({START_RATE}/s started), heartbeats every second via {}",
+        a.agents,
+        t0.elapsed().as_secs_f64(),
+        a.heartbeats_via
+    );
+
+    // Fill: RunTask count 10 from many callers, through every node.
+    let t0 = Instant::now();
+    let placed = Arc::new(AtomicU64::new(0));
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut fill = Vec::new();
+    for w in 0..FILL_CALLERS {
+        let ch = c.api(all[w % all.len()])?;
+        let (placed, calls, target) = (placed.clone(), calls.clone(), a.tasks);
+        fill.push(tokio::spawn(async move {
+            let mut client = TasksClient::new(ch);
+            let mut n = 0u64;
+            while placed.load(Ordering::Relaxed) < target {
+                n += 1;
+                let left = target.saturating_sub(placed.load(Ordering::Relaxed));
+                let count = left.clamp(1, 10) as u32;
+                if let Ok(r) = client
+                    .run(super::run_req(count, format!("fill{w}-{n}")))
+                    .await
+                {
+                    placed.fetch_add(r.into_inner().tasks.len() as u64, Ordering::Relaxed);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for h in fill {
+        let _ = h.await;
+    }
+    let fill_secs = t0.elapsed().as_secs_f64();
+    let live = placed.load(Ordering::Relaxed);
+    println!(
+        "fill: {live} tasks placed by {} RunTask calls in {fill_secs:.1} s ({:.0} tasks/s) while {} agents heartbeat",
+        calls.load(Ordering::Relaxed),
+        live as f64 / fill_secs,
+        a.agents
+    );
+    // Let the agents' RUNNING reports land before measuring.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // Steady: RunTask count 1 at the rate (latency recorded), each followed by a StopTask of
+    // an earlier one, so the live count stays level; sampled every second.
+    let registrations_before: u64 = sims
+        .iter()
+        .map(|s| s.registrations.load(Ordering::Relaxed))
+        .sum();
+    let heartbeats_before: u64 = sims
+        .iter()
+        .map(|s| s.heartbeats.load(Ordering::Relaxed))
+        .sum();
+    let (_, term0) = c.leader(Duration::from_secs(10)).await?;
+    let pids: Vec<(u64, u32)> = c
+        .nodes
+        .iter()
+        .filter_map(|n| n.child.as_ref().map(|ch| (n.id, ch.id())))
+        .collect();
+    let cpu0: Vec<f64> = pids
+        .iter()
+        .map(|(_, pid)| process_figures(*pid).map(|f| f.0).unwrap_or(0.0))
+        .collect();
+    let mut rss_max = vec![0u64; pids.len()];
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let errors = Arc::new(AtomicU64::new(0));
+    let churn_stop = Arc::new(AtomicBool::new(false));
+    let targets: Vec<Api> = all.iter().map(|id| c.api(*id)).collect::<Result<_>>()?;
+    let churn = {
+        let (latencies, errors, stop) = (latencies.clone(), errors.clone(), churn_stop.clone());
+        let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
+        tokio::spawn(async move {
+            let started: Arc<Mutex<VecDeque<String>>> = Arc::default();
+            let mut next = Instant::now();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                next += interval;
+                tokio::time::sleep_until(next.into()).await;
+                i += 1;
+                let ch = targets[(i as usize) % targets.len()].clone();
+                let (latencies, errors, started) =
+                    (latencies.clone(), errors.clone(), started.clone());
+                // Open loop: a slow answer cannot delay the calls behind it.
+                tokio::spawn(async move {
+                    let mut tasks = TasksClient::new(ch);
+                    let t0 = Instant::now();
+                    match tasks.run(super::run_req(1, format!("churn{i}"))).await {
+                        Ok(r) => {
+                            if let Ok(mut l) = latencies.lock() {
+                                l.push(t0.elapsed());
+                            }
+                            let ids = r.into_inner().tasks.into_iter().map(|t| t.task_id);
+                            let old = started.lock().ok().and_then(|mut s| {
+                                s.extend(ids);
+                                (s.len() > 1).then(|| s.pop_front()).flatten()
+                            });
+                            if let Some(old) = old {
+                                let _ = tasks
+                                    .stop(StopTaskRequest {
+                                        task_id: old,
+                                        reason: "bench churn".into(),
+                                    })
+                                    .await;
+                            }
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut terms = vec![term0];
+    let mut leaders = vec![leader];
+    while t0.elapsed() < Duration::from_secs(a.seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (k, (_, pid)) in pids.iter().enumerate() {
+            if let Some((_, rss)) = process_figures(*pid) {
+                rss_max[k] = rss_max[k].max(rss);
+            }
+        }
+        if let Ok((l, t)) = c.leader(Duration::from_secs(5)).await {
+            if terms.last() != Some(&t) {
+                terms.push(t);
+            }
+            if leaders.last() != Some(&l) {
+                leaders.push(l);
+            }
+        }
+    }
+    let steady_secs = t0.elapsed().as_secs_f64();
+    churn_stop.store(true, Ordering::Relaxed);
+    let _ = churn.await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu1: Vec<f64> = pids
+        .iter()
+        .map(|(_, pid)| process_figures(*pid).map(|f| f.0).unwrap_or(0.0))
+        .collect();
+    let registrations_after: u64 = sims
+        .iter()
+        .map(|s| s.registrations.load(Ordering::Relaxed))
+        .sum();
+    let heartbeats_after: u64 = sims
+        .iter()
+        .map(|s| s.heartbeats.load(Ordering::Relaxed))
+        .sum();
+    let down = agent_statuses(c.api(leaders[leaders.len() - 1])?)
+        .await?
+        .iter()
+        .filter(|(_, s)| s != "READY")
+        .count();
+    stop.store(true, Ordering::Relaxed);
+
+    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort();
+    println!(
+        "steady: {steady_secs:.0} s, RunTask count 1 at {} calls/s each followed by a StopTask, {} live tasks on {} agents",
+        a.rate, live, a.agents
+    );
+    println!(
+        "  RunTask p50 {}  p99 {}  max {} ({} answered, {} errors)",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+        lat.len(),
+        errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "  heartbeats answered: {:.0}/s of {} expected; re-registrations (an agent refused, as after a false DOWN): {}; agents not READY at the end: {down}",
+        (heartbeats_after - heartbeats_before) as f64 / steady_secs,
+        a.agents,
+        registrations_after - registrations_before
+    );
+    println!(
+        "  elections: {} (terms {:?}), leaders {:?}",
+        terms.len() - 1,
+        terms,
+        leaders
+    );
+    for (k, (id, _)) in pids.iter().enumerate() {
+        let busy = (cpu1[k] - cpu0[k]) / steady_secs;
+        println!(
+            "  node {id}{}: CPU {:.2} cores, max RSS {} MiB",
+            if *id == leader {
+                " (leader at start)"
+            } else {
+                ""
+            },
+            busy,
+            rss_max[k] / (1024 * 1024)
+        );
+    }
+    for n in &c.nodes {
+        let log =
+            std::fs::read_to_string(c.dir.join(format!("node-{}.log", n.id))).unwrap_or_default();
+        let snaps = snapshots_logged(&log);
+        if let Some(&(bytes, _, _)) = snaps.last() {
+            let copy_max = snaps.iter().map(|s| s.1).max().unwrap_or(0);
+            let took_max = snaps.iter().map(|s| s.2).max().unwrap_or(0);
+            println!(
+                "  node {} snapshots: {} built, last {} MB ({:.0} bytes per live task), state held for the copy up to {copy_max} ms, build up to {took_max} ms",
+                n.id,
+                snaps.len(),
+                bytes / 1_000_000,
+                bytes as f64 / live.max(1) as f64
+            );
+        }
+    }
+    for h in handles {
+        h.abort();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_lines_are_read_from_a_nodes_log() {
+        let log = "2026-12-01T02:00:00Z  INFO berth_raft::store: snapshot built snapshot=3-20001 bytes=123456 copy_ms=41 took_ms=900\nother line\n";
+        assert_eq!(snapshots_logged(log), vec![(123456, 41, 900)]);
+    }
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let (cpu, rss) = process_figures(std::process::id()).expect("figures from /proc");
+        assert!(cpu >= 0.0);
+        assert!(
+            rss > 1024 * 1024,
+            "a test process holds more than 1 MiB: {rss}"
+        );
+    }
+}
