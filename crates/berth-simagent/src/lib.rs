@@ -19,8 +19,9 @@ use berth_proto::internal::{
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-/// A stream silent this long is re-opened (its node may be cut off and stale).
-const STREAM_SILENCE: Duration = Duration::from_secs(5);
+/// By default a stream silent this long is re-opened (its node may be cut off and stale):
+/// the chaos suite's few agents see changes every second or so.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(5);
 
 pub struct SimAgent {
     pub id: String,
@@ -38,6 +39,10 @@ pub struct SimAgent {
     pub registrations: AtomicU64,
     /// Heartbeats the control plane answered.
     pub heartbeats: AtomicU64,
+    /// Silence on the assignment stream after which the session is started again; None:
+    /// never (a quiet stream is normal where thousands of agents share a modest load, and
+    /// a real agent does not re-open one either).
+    pub reopen_after: Option<Duration>,
 }
 
 impl SimAgent {
@@ -51,6 +56,7 @@ impl SimAgent {
             paused: AtomicBool::new(false),
             registrations: AtomicU64::new(0),
             heartbeats: AtomicU64::new(0),
+            reopen_after: Some(STREAM_SILENCE),
         }
     }
 }
@@ -123,7 +129,7 @@ async fn session(agent: &SimAgent, ch: Channel, stop: &AtomicBool) -> Result<(),
                     .await
                     .map_err(drop)?;
                 agent.heartbeats.fetch_add(1, Ordering::Relaxed);
-                if last_batch.elapsed() > STREAM_SILENCE {
+                if agent.reopen_after.is_some_and(|d| last_batch.elapsed() > d) {
                     return Err(());
                 }
             }
