@@ -31,8 +31,8 @@ pub enum Message {
         revision: u64,
         tasks: Vec<Task>,
         /// The agent's record, when the entry changed it: a new registration ends the
-        /// streams of older ones.
-        agent: Option<Agent>,
+        /// streams of older ones. Boxed: most deltas carry none.
+        agent: Option<Box<Agent>>,
     },
     /// Something was missed; send the agent's full set.
     Resync,
@@ -154,7 +154,7 @@ impl Hub {
                     Message::Delta {
                         revision,
                         tasks: tasks.clone(),
-                        agent: agent.clone(),
+                        agent: agent.clone().map(Box::new),
                     },
                 );
             }
