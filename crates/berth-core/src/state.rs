@@ -9,6 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The state's top-level collections. Persistent maps: cloning one shares its nodes and a
+/// later write copies only the path it touches, so a snapshot's copy of the whole state
+/// takes microseconds however large it is, and apply is never held back by it.
+pub(crate) type Map<K, V> = imbl::OrdMap<K, V>;
+pub(crate) type Set<T> = imbl::OrdSet<T>;
+
 use serde::{Deserialize, Serialize};
 
 use crate::command::*;
@@ -72,67 +78,67 @@ pub struct ClusterState {
     clock: Millis,
     settings: Settings,
     /// Family name → revisions; revision `n` sits at index `n - 1`.
-    families: BTreeMap<String, Vec<TaskDefinition>>,
-    tasks: BTreeMap<String, Task>,
-    agents: BTreeMap<String, Agent>,
+    families: Map<String, Vec<TaskDefinition>>,
+    tasks: Map<String, Task>,
+    agents: Map<String, Agent>,
     /// Agent id → ids of its tasks that hold capacity (not STOPPED).
-    agent_tasks: BTreeMap<String, BTreeSet<String>>,
+    agent_tasks: Map<String, BTreeSet<String>>,
     /// Group → agent → tasks of that group there whose desired status is RUNNING; spread
     /// and distinctInstance read it instead of scanning every task.
-    group_agents: BTreeMap<String, BTreeMap<String, u32>>,
+    group_agents: Map<String, BTreeMap<String, u32>>,
     /// The same counts by agent first: agent → group → tasks, what the leader's placement
     /// engine reloads an agent from. Derived, so not written to snapshots.
     #[serde(skip)]
-    agent_groups: BTreeMap<String, BTreeMap<String, u32>>,
+    agent_groups: Map<String, BTreeMap<String, u32>>,
     /// Agent id → revision of the last change to any of its tasks.
-    agent_changed: BTreeMap<String, Revision>,
-    tokens: BTreeMap<String, TokenRecord>,
+    agent_changed: Map<String, Revision>,
+    tokens: Map<String, TokenRecord>,
     /// (expiry time, token): tokens leave in order of age.
-    token_expiry: BTreeSet<(Millis, String)>,
+    token_expiry: Set<(Millis, String)>,
     /// (collection time, task id): STOPPED tasks are collected after the retention.
-    stopped_expiry: BTreeSet<(Millis, String)>,
+    stopped_expiry: Set<(Millis, String)>,
     /// (collection time, agent id): DOWN agents are collected after the retention. Derived
     /// from the agents (each DOWN one's `down_at`), so not written to snapshots.
     #[serde(skip)]
-    down_expiry: BTreeSet<(Millis, String)>,
+    down_expiry: Set<(Millis, String)>,
     /// Services by name, INACTIVE ones until they are collected.
     #[serde(default)]
-    services: BTreeMap<String, Service>,
+    services: Map<String, Service>,
     /// Service → ids of its tasks whose desired status is RUNNING: what the scheduler
     /// compares with the desired count, and what apply re-checks a launch against.
     #[serde(default)]
-    service_tasks: BTreeMap<String, BTreeSet<String>>,
+    service_tasks: Map<String, BTreeSet<String>>,
     /// (collection time, name): INACTIVE services are collected after the retention.
     #[serde(default)]
-    service_expiry: BTreeSet<(Millis, String)>,
+    service_expiry: Set<(Millis, String)>,
     /// Task id → final usage of a stopped task, until folded into `usage_days`.
     #[serde(default)]
-    usage_records: BTreeMap<String, crate::usage::UsageRecord>,
+    usage_records: Map<String, crate::usage::UsageRecord>,
     /// (fold time, task id): records are folded after the retention.
     #[serde(default)]
-    usage_expiry: BTreeSet<(Millis, String)>,
+    usage_expiry: Set<(Millis, String)>,
     /// UTC day (days since the epoch) → folded totals.
     #[serde(default)]
-    usage_days: BTreeMap<u64, Vec<usage::UsageDay>>,
+    usage_days: Map<u64, Vec<usage::UsageDay>>,
     /// Deployments ever started; the next one's id is `berth-svc/<this + 1>`.
     #[serde(default)]
     deployment_seq: u64,
     /// Task id → measured use, until the task is collected.
     #[serde(default)]
-    utilization: BTreeMap<String, crate::utilization::TaskUtilization>,
+    utilization: Map<String, crate::utilization::TaskUtilization>,
     /// API access tokens by accessor, revoked ones included.
     #[serde(default)]
-    access_tokens: BTreeMap<String, crate::access::AccessToken>,
+    access_tokens: Map<String, crate::access::AccessToken>,
     /// Secrets by qualified name, their values sealed.
     #[serde(default)]
-    secrets: BTreeMap<String, crate::secret::Secret>,
+    secrets: Map<String, crate::secret::Secret>,
     /// Namespaces made by an admin, and `default` once it has a quota.
     #[serde(default)]
-    namespaces: BTreeMap<String, crate::namespace::Namespace>,
+    namespaces: Map<String, crate::namespace::Namespace>,
     /// Namespace → what its tasks that hold capacity hold. Derived from the tasks (and
     /// derived again by `rebuild_indexes` from a snapshot written before it existed).
     #[serde(default)]
-    namespace_use: BTreeMap<String, crate::namespace::NamespaceUse>,
+    namespace_use: Map<String, crate::namespace::NamespaceUse>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -198,7 +204,7 @@ impl ClusterState {
                 )
             })
             .collect();
-        self.namespace_use = self.count_namespace_use();
+        self.namespace_use = self.count_namespace_use().into_iter().collect();
         for t in self.tasks.values() {
             if t.desired_status != DesiredStatus::Running {
                 continue;
@@ -587,7 +593,7 @@ impl ClusterState {
             self.token_expiry
                 .insert((self.clock + CLIENT_TOKEN_TTL_MS, token.clone()));
             while self.tokens.len() > MAX_CLIENT_TOKENS {
-                let Some((_, oldest)) = self.token_expiry.pop_first() else {
+                let Some((_, oldest)) = self.token_expiry.remove_min() else {
                     break;
                 };
                 self.tokens.remove(&oldest);
@@ -1149,26 +1155,26 @@ impl ClusterState {
     /// same things at the same revision.
     fn collect_expired(&mut self) {
         let now = self.clock;
-        while let Some((at, token)) = self.token_expiry.first().cloned() {
+        while let Some((at, token)) = self.token_expiry.get_min().cloned() {
             if at > now {
                 break;
             }
-            self.token_expiry.pop_first();
+            self.token_expiry.remove_min();
             self.tokens.remove(&token);
         }
-        while let Some((at, id)) = self.stopped_expiry.first().cloned() {
+        while let Some((at, id)) = self.stopped_expiry.get_min().cloned() {
             if at > now {
                 break;
             }
-            self.stopped_expiry.pop_first();
+            self.stopped_expiry.remove_min();
             self.tasks.remove(&id);
             self.utilization.remove(&id);
         }
-        while let Some((at, id)) = self.down_expiry.first().cloned() {
+        while let Some((at, id)) = self.down_expiry.get_min().cloned() {
             if at > now {
                 break;
             }
-            self.down_expiry.pop_first();
+            self.down_expiry.remove_min();
             // Only if it is still DOWN since then: one that came back keeps its record.
             let collect = self.agents.get(&id).is_some_and(|a| {
                 a.status == AgentStatus::Down

@@ -633,9 +633,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let started = Instant::now();
         // A copy, so apply (which takes the write lock on the Raft state machine's task)
-        // waits only for the copy, not for encoding and writing megabytes.
-        let (meta, state) = {
+        // waits only for the copy, not for encoding and writing megabytes. The state's maps
+        // are persistent, so the copy shares them: microseconds at any size.
+        let (meta, state, held) = {
             let applied = self.handle.read();
+            let locked = Instant::now();
             // One log id names one state, so it names the snapshot too.
             let id = match &applied.last_applied {
                 Some(l) => format!("{}-{}", l.leader_id.term, l.index),
@@ -646,9 +648,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: applied.membership.clone(),
                 snapshot_id: id,
             };
-            (meta, applied.state.clone())
+            let state = applied.state.clone();
+            // How long apply could have been kept waiting by this build.
+            (meta, state, locked.elapsed())
         };
-        let copied = started.elapsed();
         let data = off_runtime(move || encode(&state).map_err(std::io::Error::other))
             .await
             .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
@@ -656,7 +659,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tracing::info!(
             snapshot = %meta.snapshot_id,
             bytes = data.len(),
-            copy_ms = copied.as_millis() as u64,
+            held_us = held.as_micros() as u64,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot built"
         );

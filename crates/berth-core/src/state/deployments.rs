@@ -57,7 +57,7 @@ pub struct DeploymentCount {
 /// essential container a health check), after a report changed it; not ready clears it.
 pub(super) fn mark_ready(
     task: &mut Task,
-    families: &BTreeMap<String, Vec<TaskDefinition>>,
+    families: &super::Map<String, Vec<TaskDefinition>>,
     clock: Millis,
 ) {
     let checked = has_health_check(families, &task.family, task.revision);
@@ -80,7 +80,7 @@ fn is_ready(t: &Task, checked: bool) -> bool {
 }
 
 fn has_health_check(
-    families: &BTreeMap<String, Vec<TaskDefinition>>,
+    families: &super::Map<String, Vec<TaskDefinition>>,
     family: &str,
     revision: u32,
 ) -> bool {

@@ -462,11 +462,11 @@ impl ClusterState {
     /// under the name in the meantime is kept).
     pub(super) fn collect_services(&mut self) {
         let now = self.clock;
-        while let Some((at, name)) = self.service_expiry.first().cloned() {
+        while let Some((at, name)) = self.service_expiry.get_min().cloned() {
             if at > now {
                 break;
             }
-            self.service_expiry.pop_first();
+            self.service_expiry.remove_min();
             let expired = self.services.get(&name).is_some_and(|s| {
                 s.status == ServiceStatus::Inactive
                     && s.inactive_at

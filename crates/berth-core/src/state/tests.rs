@@ -461,6 +461,61 @@ fn snapshot_round_trip_keeps_digest() {
     assert_eq!(restored.revision(), h.state.revision());
 }
 
+#[test]
+fn a_snapshot_copy_shares_the_state_and_later_writes_do_not_reach_it() {
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    tasks_of(h.one(run(Some("k"), 1, &[("t1", "a1"), ("t2", "a1")])));
+    let copy = h.state.clone();
+    // What a snapshot build takes under the state's lock: shared maps, not a deep copy.
+    assert!(copy.tasks.ptr_eq(&h.state.tasks));
+    assert!(copy.agents.ptr_eq(&h.state.agents));
+    assert!(copy.tokens.ptr_eq(&h.state.tokens));
+    let digest = copy.digest();
+    h.one(Command::StopTask {
+        task_id: "t1".into(),
+        reason: "done".into(),
+        code: StopCode::UserInitiated,
+        namespace: None,
+    })
+    .unwrap();
+    assert!(!copy.tasks.ptr_eq(&h.state.tasks));
+    assert_eq!(copy.digest(), digest, "a write after the copy reached it");
+    assert_eq!(
+        copy.task("t1").unwrap().desired_status,
+        DesiredStatus::Running
+    );
+    assert_eq!(
+        h.state.task("t1").unwrap().desired_status,
+        DesiredStatus::Stopped
+    );
+}
+
+#[test]
+fn persistent_maps_are_written_as_the_std_maps_were() {
+    // Snapshots written before the state's maps were persistent must still read.
+    let mut h = Harness::new();
+    h.one(Command::RegisterTaskDefinition { spec: spec("web") })
+        .unwrap();
+    h.one(agent("a1", 4096, 8192)).unwrap();
+    tasks_of(h.one(run(Some("k"), 1, &[("t1", "a1")])));
+    let std_tasks: BTreeMap<_, _> = h.state.tasks.clone().into_iter().collect();
+    let std_expiry: BTreeSet<_> = h.state.token_expiry.clone().into_iter().collect();
+    assert_eq!(
+        serde_json::to_string(&h.state.tasks).unwrap(),
+        serde_json::to_string(&std_tasks).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_string(&h.state.token_expiry).unwrap(),
+        serde_json::to_string(&std_expiry).unwrap()
+    );
+    let old = serde_json::to_vec(&std_tasks).unwrap();
+    let read: Map<String, Task> = serde_json::from_slice(&old).unwrap();
+    assert_eq!(read, h.state.tasks);
+}
+
 // ---------------------------------------------------------------------------------------
 // Property: whatever sequence of commands arrives, the invariants hold and two replicas
 // applying the same log end identical.

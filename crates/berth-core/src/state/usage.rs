@@ -77,11 +77,11 @@ impl ClusterState {
     /// Folds records past the retention into per-day totals.
     pub(super) fn fold_usage(&mut self) {
         let now = self.clock;
-        while let Some((at, id)) = self.usage_expiry.first().cloned() {
+        while let Some((at, id)) = self.usage_expiry.get_min().cloned() {
             if at > now {
                 break;
             }
-            self.usage_expiry.pop_first();
+            self.usage_expiry.remove_min();
             let Some(r) = self.usage_records.remove(&id) else {
                 continue;
             };

@@ -114,7 +114,7 @@ async fn agent_statuses(api: Api) -> Result<Vec<(String, String, bool)>> {
     }
 }
 
-/// Snapshot lines of a node's log: (bytes, ms the state was held for the copy, ms in all).
+/// Snapshot lines of a node's log: (bytes, µs the state was held for the copy, ms in all).
 fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
     let field = |line: &str, name: &str| -> Option<u64> {
         line.split(&format!("{name}="))
@@ -129,7 +129,7 @@ fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
         .filter_map(|l| {
             Some((
                 field(l, "bytes")?,
-                field(l, "copy_ms")?,
+                field(l, "held_us")?,
                 field(l, "took_ms")?,
             ))
         })
@@ -430,7 +430,7 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
             let copy_max = snaps.iter().map(|s| s.1).max().unwrap_or(0);
             let took_max = snaps.iter().map(|s| s.2).max().unwrap_or(0);
             println!(
-                "  node {} snapshots: {} built, last {} MB ({:.0} bytes per live task), state held for the copy up to {copy_max} ms, build up to {took_max} ms",
+                "  node {} snapshots: {} built, last {} MB ({:.0} bytes per live task), state held for the copy up to {copy_max} µs, build up to {took_max} ms",
                 n.id,
                 snaps.len(),
                 bytes / 1_000_000,
@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn snapshot_lines_are_read_from_a_nodes_log() {
-        let log = "2026-12-01T02:00:00Z  INFO berth_raft::store: snapshot built snapshot=3-20001 bytes=123456 copy_ms=41 took_ms=900\nother line\n";
+        let log = "2026-12-01T02:00:00Z  INFO berth_raft::store: snapshot built snapshot=3-20001 bytes=123456 held_us=41 took_ms=900\nother line\n";
         assert_eq!(snapshots_logged(log), vec![(123456, 41, 900)]);
     }
 
