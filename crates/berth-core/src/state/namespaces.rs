@@ -75,6 +75,11 @@ impl ClusterState {
             u.cpu = u.cpu.saturating_sub(cpu);
             u.memory = u.memory.saturating_sub(memory);
             u.tasks = u.tasks.saturating_sub(1);
+            // An empty count is dropped, as a count made afresh from the tasks (a replica
+            // restored from a snapshot) never holds one: the replicas' states must match.
+            if u.tasks == 0 {
+                self.namespace_use.remove(ns::of(&task.family));
+            }
         }
     }
 
@@ -209,7 +214,13 @@ impl ClusterState {
         }
         let n = self.namespace(name).ok_or_else(|| missing(name))?;
         let mine = |q: &String| ns::of(q) == name;
-        let families = self.families.keys().filter(|f| mine(f)).count();
+        // A family whose revisions were all collected holds nothing; it stays only to
+        // keep its revision numbers from being reused.
+        let families = self
+            .families
+            .iter()
+            .filter(|(f, revs)| mine(f) && !revs.is_empty())
+            .count();
         let secrets = self.secrets.keys().filter(|s| mine(s)).count();
         if secrets > 0 {
             return Err(Error::precondition(format!(
