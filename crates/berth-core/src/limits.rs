@@ -50,6 +50,10 @@ pub const MAX_CLIENT_TOKENS: usize = 100_000;
 /// How long an agent stays listed DOWN before it is collected (Nomad's node GC threshold).
 /// One that registers again afterwards is a new agent.
 pub const DOWN_AGENT_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+/// How long a deregistered (INACTIVE) task definition revision stays describable before it
+/// is collected, as soon as no task or service names it any more. Its number is never
+/// given to another revision.
+pub const INACTIVE_DEFINITION_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// How long a STOPPED task stays visible before it is collected.
 pub const STOPPED_TASK_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Length of a stop reason kept on a task.

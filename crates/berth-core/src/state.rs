@@ -77,8 +77,8 @@ pub struct ClusterState {
     /// change of leader; taking the maximum keeps time monotonic inside the state.
     clock: Millis,
     settings: Settings,
-    /// Family name → revisions; revision `n` sits at index `n - 1`.
-    families: Map<String, Vec<TaskDefinition>>,
+    /// Family name → its revisions (INACTIVE ones until they are collected).
+    families: Map<String, definitions::Family>,
     tasks: Map<String, Task>,
     agents: Map<String, Agent>,
     /// Agent id → ids of its tasks that hold capacity (not STOPPED).
@@ -97,6 +97,17 @@ pub struct ClusterState {
     token_expiry: Set<(Millis, String)>,
     /// (collection time, task id): STOPPED tasks are collected after the retention.
     stopped_expiry: Set<(Millis, String)>,
+    /// (collection time, family, revision): INACTIVE revisions are considered for
+    /// collection after the retention. Derived from the revisions, so not written.
+    #[serde(skip)]
+    definition_expiry: Set<(Millis, String, u32)>,
+    /// INACTIVE revisions past their retention that a task or service still names; each
+    /// collection pass looks at them again. Derived.
+    #[serde(skip)]
+    definitions_due: Set<(String, u32)>,
+    /// (family, revision) → tasks in the state (STOPPED ones included) naming it. Derived.
+    #[serde(skip)]
+    revision_tasks: Map<(String, u32), u32>,
     /// (collection time, agent id): DOWN agents are collected after the retention. Derived
     /// from the agents (each DOWN one's `down_at`), so not written to snapshots.
     #[serde(skip)]
@@ -205,6 +216,7 @@ impl ClusterState {
             })
             .collect();
         self.namespace_use = self.count_namespace_use().into_iter().collect();
+        self.rebuild_definition_indexes();
         for t in self.tasks.values() {
             if t.desired_status != DesiredStatus::Running {
                 continue;
@@ -373,97 +385,6 @@ impl ClusterState {
     }
 
     // -----------------------------------------------------------------------------------
-    // Task definitions
-
-    fn register_task_definition(&mut self, spec: &TaskDefinitionSpec) -> CommandResult {
-        let (cpu, memory) = validate::task_definition(spec, self.settings.free_sizing)?;
-        let network_mode = validate::network_mode(spec)?;
-        let revisions = self.families.entry(spec.family.clone()).or_default();
-        let revision = u32::try_from(revisions.len() + 1).map_err(|_| {
-            Error::precondition(format!("family {} has too many revisions", spec.family))
-        })?;
-        let def = TaskDefinition {
-            family: spec.family.clone(),
-            revision,
-            cpu,
-            memory,
-            network_mode,
-            container_definitions: spec.container_definitions.clone(),
-            status: TaskDefinitionStatus::Active,
-            registered_at: self.clock,
-            deregistered_at: None,
-        };
-        revisions.push(def.clone());
-        self.changes.push(Change::TaskDefinition(def.clone()));
-        Ok(Outcome::TaskDefinition(def))
-    }
-
-    fn deregister_task_definition(&mut self, family: &str, revision: u32) -> CommandResult {
-        let clock = self.clock;
-        let def = self
-            .families
-            .get_mut(family)
-            .and_then(|revs| revs.get_mut((revision as usize).wrapping_sub(1)))
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "task definition {family}:{revision} does not exist"
-                ))
-            })?;
-        if def.status == TaskDefinitionStatus::Active {
-            def.status = TaskDefinitionStatus::Inactive;
-            def.deregistered_at = Some(clock);
-            self.changes.push(Change::TaskDefinition(def.clone()));
-        }
-        Ok(Outcome::TaskDefinition(def.clone()))
-    }
-
-    /// A revision, or the family's latest ACTIVE revision when none is given.
-    pub fn task_definition(
-        &self,
-        family: &str,
-        revision: Option<u32>,
-    ) -> Result<&TaskDefinition, Error> {
-        let revs = self.families.get(family).ok_or_else(|| {
-            Error::not_found(format!(
-                "task definition family {} does not exist",
-                quote(family)
-            ))
-        })?;
-        match revision {
-            Some(r) => revs.get((r as usize).wrapping_sub(1)).ok_or_else(|| {
-                Error::not_found(format!(
-                    "task definition {} does not exist (latest revision is {})",
-                    quote(&format!("{family}:{r}")),
-                    revs.len()
-                ))
-            }),
-            None => revs
-                .iter()
-                .rev()
-                .find(|d| d.status == TaskDefinitionStatus::Active)
-                .ok_or_else(|| {
-                    Error::not_found(format!(
-                        "task definition family {} has no ACTIVE revision",
-                        quote(family)
-                    ))
-                }),
-        }
-    }
-
-    /// Every revision, by family then revision, optionally of one family or status.
-    pub fn task_definitions<'a>(
-        &'a self,
-        family: Option<&'a str>,
-        status: Option<TaskDefinitionStatus>,
-    ) -> impl Iterator<Item = &'a TaskDefinition> + 'a {
-        self.families
-            .iter()
-            .filter(move |(f, _)| family.is_none_or(|want| want == f.as_str()))
-            .flat_map(|(_, revs)| revs.iter())
-            .filter(move |d| status.is_none_or(|s| d.status == s))
-    }
-
-    // -----------------------------------------------------------------------------------
     // Tasks
 
     /// The first answer given to `token`, if it is still remembered: the tasks as they
@@ -573,6 +494,7 @@ impl ClusterState {
                 }],
             };
             self.allocate(&task);
+            self.count_revision_task(&task, true);
             self.tasks.insert(task.id.clone(), task.clone());
             self.note_task(task.clone());
             tasks.push(task);
@@ -871,7 +793,7 @@ impl ClusterState {
                 let def = self
                     .families
                     .get(&task.family)
-                    .and_then(|f| f.get((task.revision as usize).wrapping_sub(1)));
+                    .and_then(|f| f.get(task.revision));
                 task.health_status = match def {
                     Some(def) => HealthStatus::of_task(task.containers.iter().map(|c| {
                         let essential = def
@@ -938,10 +860,7 @@ impl ClusterState {
             .flat_map(|ids| ids.iter())
             .filter_map(|id| self.tasks.get(id))
             .filter_map(|t| {
-                let def = self
-                    .families
-                    .get(&t.family)?
-                    .get((t.revision as usize).wrapping_sub(1))?;
+                let def = self.families.get(&t.family)?.get(t.revision)?;
                 Some(AssignedTask {
                     task: t.clone(),
                     definition: def.clone(),
@@ -1150,8 +1069,8 @@ impl ClusterState {
     // -----------------------------------------------------------------------------------
     // Housekeeping
 
-    /// Forgets client tokens past their hour, STOPPED tasks and DOWN agents past their
-    /// retention. Driven by the clock carried in batches, so every replica collects the
+    /// Forgets client tokens past their hour, STOPPED tasks, DOWN agents and unused
+    /// INACTIVE task definition revisions past their retention. Driven by the clock carried in batches, so every replica collects the
     /// same things at the same revision.
     fn collect_expired(&mut self) {
         let now = self.clock;
@@ -1167,7 +1086,9 @@ impl ClusterState {
                 break;
             }
             self.stopped_expiry.remove_min();
-            self.tasks.remove(&id);
+            if let Some(t) = self.tasks.remove(&id) {
+                self.count_revision_task(&t, false);
+            }
             self.utilization.remove(&id);
         }
         while let Some((at, id)) = self.down_expiry.get_min().cloned() {
@@ -1188,6 +1109,7 @@ impl ClusterState {
             }
         }
         self.collect_services();
+        self.collect_definitions();
         self.fold_usage();
     }
 
@@ -1295,11 +1217,13 @@ impl ClusterState {
         if reverse != by_agent {
             return Err("the agent → group index disagrees with the tasks".into());
         }
+        self.check_definition_index()?;
         self.check_service_index()
     }
 }
 
 mod access;
+mod definitions;
 mod deployments;
 mod namespaces;
 mod scaling;

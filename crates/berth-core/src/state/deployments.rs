@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 
 use super::ClusterState;
 use crate::limits::MAX_INACTIVE_DEPLOYMENTS;
-use crate::model::{
-    DesiredStatus, HealthStatus, Millis, StopCode, Task, TaskDefinition, TaskState,
-};
+use crate::model::{DesiredStatus, HealthStatus, Millis, StopCode, Task, TaskState};
 use crate::service::*;
 
 /// The stop reason of a service task replaced for failing its health check (ECS's words).
@@ -57,7 +55,7 @@ pub struct DeploymentCount {
 /// essential container a health check), after a report changed it; not ready clears it.
 pub(super) fn mark_ready(
     task: &mut Task,
-    families: &super::Map<String, Vec<TaskDefinition>>,
+    families: &super::Map<String, super::definitions::Family>,
     clock: Millis,
 ) {
     let checked = has_health_check(families, &task.family, task.revision);
@@ -80,13 +78,13 @@ fn is_ready(t: &Task, checked: bool) -> bool {
 }
 
 fn has_health_check(
-    families: &super::Map<String, Vec<TaskDefinition>>,
+    families: &super::Map<String, super::definitions::Family>,
     family: &str,
     revision: u32,
 ) -> bool {
     families
         .get(family)
-        .and_then(|f| f.get((revision as usize).wrapping_sub(1)))
+        .and_then(|f| f.get(revision))
         .is_some_and(|d| {
             d.container_definitions
                 .iter()
