@@ -8,6 +8,7 @@
 // its traits return them by value; boxing them here would fight its API.
 #![allow(clippy::result_large_err)]
 
+pub mod codec;
 pub mod election;
 pub mod network;
 pub mod service;

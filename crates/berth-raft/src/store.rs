@@ -102,7 +102,7 @@ async fn off_runtime<T: Send + 'static>(
 
 /// Writes a snapshot so that a crash at any point leaves either the previous file or
 /// this one: a temporary file, synced, renamed over the last, and the directory synced.
-/// Layout: metadata length (u64, big-endian), metadata (JSON), state (JSON).
+/// Layout: metadata length (u64, big-endian), metadata (JSON), state (see `codec`).
 fn write_snapshot_file(dir: &Path, meta: &[u8], data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(SNAPSHOT_TMP);
     let mut f = std::fs::File::create(&tmp)?;
@@ -251,6 +251,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt snapshot in the store: {0}")]
     Snapshot(#[from] serde_json::Error),
+    #[error("snapshot in the store: {0}")]
+    SnapshotState(#[from] crate::codec::CodecError),
     #[error("snapshot file: {0}")]
     SnapshotFile(#[from] std::io::Error),
     #[error("{0}")]
@@ -538,7 +540,7 @@ impl StateMachine {
             persist_lock: Arc::default(),
         };
         if let Some((meta, data)) = snapshots.read()? {
-            applied.state = decode(&data)?;
+            applied.state = crate::codec::decode(&data)?;
             applied.state.rebuild_indexes();
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership;
@@ -652,7 +654,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // How long apply could have been kept waiting by this build.
             (meta, state, locked.elapsed())
         };
-        let data = off_runtime(move || encode(&state).map_err(std::io::Error::other))
+        let data = off_runtime(move || crate::codec::encode(&state).map_err(std::io::Error::other))
             .await
             .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         let data = self.snapshots.persist(&meta, data).await?;
@@ -746,7 +748,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         // Decoding megabytes is kept off the workers the Raft loop runs on.
         let (state, data) = off_runtime(move || {
-            let mut state: ClusterState = decode(&data).map_err(std::io::Error::other)?;
+            let mut state = crate::codec::decode(&data).map_err(std::io::Error::other)?;
             state.rebuild_indexes();
             Ok((state, data))
         })
