@@ -9,7 +9,7 @@
 //! a state written before frames (bare JSON) and are read as such, so a node of this
 //! release reads what a node of the previous one wrote or sent.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 
 use berth_core::ClusterState;
 
@@ -58,7 +58,11 @@ pub fn encode(state: &ClusterState) -> Result<Vec<u8>, CodecError> {
         crc: crc32fast::Hasher::new(),
     };
     let mut lz = lz4_flex::frame::FrameEncoder::new(summing);
-    serde_json::to_writer(&mut lz, state)?;
+    // serde_json writes a few bytes at a time; the compressor wants blocks.
+    let mut buffered = BufWriter::with_capacity(64 * 1024, &mut lz);
+    serde_json::to_writer(&mut buffered, state)?;
+    buffered.flush()?;
+    drop(buffered);
     let summing = lz
         .finish()
         .map_err(|e| CodecError::Io(std::io::Error::other(e)))?;
