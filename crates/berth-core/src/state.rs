@@ -15,6 +15,17 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) type Map<K, V> = imbl::OrdMap<K, V>;
 pub(crate) type Set<T> = imbl::OrdSet<T>;
 
+/// Takes out of a (time, key) schedule every key due at `now`, oldest first.
+fn take_due<K: Ord + Clone>(schedule: &mut Set<(Millis, K)>, now: Millis) -> Vec<K> {
+    let mut due = Vec::new();
+    while schedule.get_min().is_some_and(|(at, _)| *at <= now) {
+        if let Some((_, key)) = schedule.remove_min() {
+            due.push(key);
+        }
+    }
+    due
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::command::*;
@@ -97,10 +108,10 @@ pub struct ClusterState {
     token_expiry: Set<(Millis, String)>,
     /// (collection time, task id): STOPPED tasks are collected after the retention.
     stopped_expiry: Set<(Millis, String)>,
-    /// (collection time, family, revision): INACTIVE revisions are considered for
+    /// (collection time, (family, revision)): INACTIVE revisions are considered for
     /// collection after the retention. Derived from the revisions, so not written.
     #[serde(skip)]
-    definition_expiry: Set<(Millis, String, u32)>,
+    definition_expiry: Set<(Millis, (String, u32))>,
     /// INACTIVE revisions past their retention that a task or service still names; each
     /// collection pass looks at them again. Derived.
     #[serde(skip)]
@@ -1074,28 +1085,16 @@ impl ClusterState {
     /// same things at the same revision.
     fn collect_expired(&mut self) {
         let now = self.clock;
-        while let Some((at, token)) = self.token_expiry.get_min().cloned() {
-            if at > now {
-                break;
-            }
-            self.token_expiry.remove_min();
+        for token in take_due(&mut self.token_expiry, now) {
             self.tokens.remove(&token);
         }
-        while let Some((at, id)) = self.stopped_expiry.get_min().cloned() {
-            if at > now {
-                break;
-            }
-            self.stopped_expiry.remove_min();
+        for id in take_due(&mut self.stopped_expiry, now) {
             if let Some(t) = self.tasks.remove(&id) {
                 self.count_revision_task(&t, false);
             }
             self.utilization.remove(&id);
         }
-        while let Some((at, id)) = self.down_expiry.get_min().cloned() {
-            if at > now {
-                break;
-            }
-            self.down_expiry.remove_min();
+        for id in take_due(&mut self.down_expiry, now) {
             // Only if it is still DOWN since then: one that came back keeps its record.
             let collect = self.agents.get(&id).is_some_and(|a| {
                 a.status == AgentStatus::Down

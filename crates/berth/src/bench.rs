@@ -329,9 +329,8 @@ impl LocalCluster {
         }
     }
 
-    /// A task definition and one agent big enough never to be the limit.
-    async fn prepare(&self) -> Result<()> {
-        let (leader, _) = self.leader(Duration::from_secs(30)).await?;
+    /// Registers `bench:1`, the smallest Fargate size, which every bench runs.
+    async fn register_bench_definition(&self, leader: u64) -> Result<()> {
         TaskDefinitionsClient::new(self.api(leader)?)
             .register(RegisterTaskDefinitionRequest {
                 task_definition: Some(TaskDefinitionSpec {
@@ -347,6 +346,13 @@ impl LocalCluster {
                 }),
             })
             .await?;
+        Ok(())
+    }
+
+    /// A task definition and one agent big enough never to be the limit.
+    async fn prepare(&self) -> Result<()> {
+        let (leader, _) = self.leader(Duration::from_secs(30)).await?;
+        self.register_bench_definition(leader).await?;
         AgentProtocolClient::new(self.raft_as_agent(leader, PREPARED_AGENT)?)
             .register(AgentRegisterRequest {
                 agent_id: PREPARED_AGENT.into(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Change, ClusterState};
+use super::{take_due, Change, ClusterState};
 use crate::command::{CommandResult, Outcome};
 use crate::error::Error;
 use crate::limits::INACTIVE_DEFINITION_RETENTION_MS;
@@ -124,8 +124,7 @@ impl ClusterState {
             let def = def.clone();
             self.definition_expiry.insert((
                 clock + INACTIVE_DEFINITION_RETENTION_MS,
-                def.family.clone(),
-                def.revision,
+                (def.family.clone(), def.revision),
             ));
             self.changes.push(Change::TaskDefinition(def.clone()));
             return Ok(Outcome::TaskDefinition(def));
@@ -211,12 +210,8 @@ impl ClusterState {
     /// every pass until it is not; there are few of those, and the task count is indexed.
     pub(super) fn collect_definitions(&mut self) {
         let now = self.clock;
-        while let Some((at, family, revision)) = self.definition_expiry.get_min().cloned() {
-            if at > now {
-                break;
-            }
-            self.definition_expiry.remove_min();
-            self.definitions_due.insert((family, revision));
+        for key in take_due(&mut self.definition_expiry, now) {
+            self.definitions_due.insert(key);
         }
         if self.definitions_due.is_empty() {
             return;
@@ -275,8 +270,7 @@ impl ClusterState {
             .map(|d| {
                 (
                     d.deregistered_at.unwrap_or(0) + INACTIVE_DEFINITION_RETENTION_MS,
-                    d.family.clone(),
-                    d.revision,
+                    (d.family.clone(), d.revision),
                 )
             })
             .collect();

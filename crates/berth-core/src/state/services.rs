@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::deployments::UNHEALTHY_REASON;
-use super::ClusterState;
+use super::{take_due, ClusterState};
 use crate::command::{CommandResult, Outcome, RunTasks};
 use crate::error::Error;
 use crate::limits::*;
@@ -462,11 +462,7 @@ impl ClusterState {
     /// under the name in the meantime is kept).
     pub(super) fn collect_services(&mut self) {
         let now = self.clock;
-        while let Some((at, name)) = self.service_expiry.get_min().cloned() {
-            if at > now {
-                break;
-            }
-            self.service_expiry.remove_min();
+        for name in take_due(&mut self.service_expiry, now) {
             let expired = self.services.get(&name).is_some_and(|s| {
                 s.status == ServiceStatus::Inactive
                     && s.inactive_at

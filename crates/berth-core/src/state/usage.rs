@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ClusterState;
+use super::{take_due, ClusterState};
 use crate::limits::USAGE_RECORD_RETENTION_MS;
 use crate::model::{Millis, Task, TaskState};
 use crate::service::service_of_group;
@@ -77,11 +77,7 @@ impl ClusterState {
     /// Folds records past the retention into per-day totals.
     pub(super) fn fold_usage(&mut self) {
         let now = self.clock;
-        while let Some((at, id)) = self.usage_expiry.get_min().cloned() {
-            if at > now {
-                break;
-            }
-            self.usage_expiry.remove_min();
+        for id in take_due(&mut self.usage_expiry, now) {
             let Some(r) = self.usage_records.remove(&id) else {
                 continue;
             };

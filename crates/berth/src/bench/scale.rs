@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::bearer::Api;
 use berth_proto::v1::agents_client::AgentsClient;
-use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use berth_simagent::SimAgent;
@@ -149,21 +148,7 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         );
     }
     let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    TaskDefinitionsClient::new(c.api(leader)?)
-        .register(RegisterTaskDefinitionRequest {
-            task_definition: Some(TaskDefinitionSpec {
-                family: "bench".into(),
-                cpu: Some(256),
-                memory: Some(512),
-                network_mode: None,
-                container_definitions: vec![ContainerDefinition {
-                    name: "app".into(),
-                    image: "berth/workload".into(),
-                    ..Default::default()
-                }],
-            }),
-        })
-        .await?;
+    c.register_bench_definition(leader).await?;
 
     // Certificates: one per agent, as each real agent has its own.
     let ids: Vec<String> = (0..a.agents).map(|i| format!("sim-{i:05}")).collect();
