@@ -8,18 +8,31 @@ use berth_proto::v1::*;
 
 use super::Api;
 
+/// A linearizable describe. UNAVAILABLE (a leader that has not heard a majority for a
+/// moment, on a loaded machine) is retried for a while, as a client is told to.
 pub async fn describe(api: Api, name: &str) -> Service {
-    ServicesClient::new(api)
-        .describe(DescribeServicesRequest {
-            services: vec![name.into()],
-            stale: false,
-        })
-        .await
-        .expect("describe service")
-        .into_inner()
-        .services
-        .pop()
-        .expect("service exists")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = ServicesClient::new(api.clone())
+            .describe(DescribeServicesRequest {
+                services: vec![name.into()],
+                stale: false,
+            })
+            .await;
+        match answer {
+            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            answer => {
+                return answer
+                    .expect("describe service")
+                    .into_inner()
+                    .services
+                    .pop()
+                    .expect("service exists")
+            }
+        }
+    }
 }
 
 pub async fn update(api: Api, name: &str, desired: i64) -> Result<Service, tonic::Status> {
