@@ -113,6 +113,13 @@ async fn agent_statuses(api: Api) -> Result<Vec<(String, String, bool)>> {
     }
 }
 
+/// One counter summed over every simulated agent.
+fn total(sims: &[Arc<SimAgent>], counter: impl Fn(&SimAgent) -> &AtomicU64) -> u64 {
+    sims.iter()
+        .map(|s| counter(s).load(Ordering::Relaxed))
+        .sum()
+}
+
 /// Snapshot lines of a node's log: (bytes, µs the state was held for the copy, ms in all).
 fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
     let field = |line: &str, name: &str| -> Option<u64> {
@@ -260,14 +267,8 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
 
     // Steady: RunTask count 1 at the rate (latency recorded), each followed by a StopTask of
     // an earlier one, so the live count stays level; sampled every second.
-    let registrations_before: u64 = sims
-        .iter()
-        .map(|s| s.registrations.load(Ordering::Relaxed))
-        .sum();
-    let heartbeats_before: u64 = sims
-        .iter()
-        .map(|s| s.heartbeats.load(Ordering::Relaxed))
-        .sum();
+    let registrations_before = total(&sims, |s| &s.registrations);
+    let heartbeats_before = total(&sims, |s| &s.heartbeats);
     let (_, term0) = c.leader(Duration::from_secs(10)).await?;
     let pids: Vec<(u64, u32)> = c
         .nodes
@@ -355,14 +356,8 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         .iter()
         .map(|(_, pid)| process_figures(*pid).map(|f| f.0).unwrap_or(0.0))
         .collect();
-    let registrations_after: u64 = sims
-        .iter()
-        .map(|s| s.registrations.load(Ordering::Relaxed))
-        .sum();
-    let heartbeats_after: u64 = sims
-        .iter()
-        .map(|s| s.heartbeats.load(Ordering::Relaxed))
-        .sum();
+    let registrations_after = total(&sims, |s| &s.registrations);
+    let heartbeats_after = total(&sims, |s| &s.heartbeats);
     let statuses = agent_statuses(c.api(leaders[leaders.len() - 1])?).await?;
     let not_ready = statuses.iter().filter(|(_, s, _)| s != "READY").count();
     let marked_down = statuses.iter().filter(|(_, _, down)| *down).count();
