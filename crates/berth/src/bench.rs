@@ -22,6 +22,8 @@ use berth_tls::grpc::Credentials;
 use berth_tls::Identity;
 use clap::{Args, Subcommand};
 
+mod etcd;
+mod placement;
 mod scale;
 use tonic::transport::{Certificate, Channel, Endpoint};
 
@@ -50,6 +52,10 @@ pub enum Which {
         /// Send calls to the leader, or to followers (which forward).
         #[arg(long, default_value = "leader")]
         via: String,
+        /// HTTP/2 connections the callers share (spread over the targets); by default one
+        /// per target node.
+        #[arg(long)]
+        conns: Option<usize>,
     },
     /// Latency of RunTask (count 1) at a fixed arrival rate (open loop).
     Latency {
@@ -95,6 +101,42 @@ pub enum Which {
         /// followers forward them).
         #[arg(long, default_value = "leader")]
         heartbeats_via: String,
+        /// Also write every figure as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// How tightly placement packs through the control plane: a random Fargate size mix on
+    /// simulated agents, agents used at each fill beside offline first-fit-decreasing.
+    Placement {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Fills to report at, percent of the cluster's CPU or memory, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "50,70")]
+        fills: Vec<u32>,
+        /// Seed of the size sequence.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Puts per second against an etcd v3 cluster (no Berth cluster is started), driven as
+    /// `throughput` drives Berth: `scripts/bench-etcd.sh` sets the two side by side.
+    Etcd {
+        /// The members' client URLs, comma-separated (`http://127.0.0.1:2379,...`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Distinct keys the puts are drawn from.
+        #[arg(long, default_value_t = 100_000)]
+        key_space: u64,
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        /// Send puts to the leader, or spread them over every member.
+        #[arg(long, default_value = "leader")]
+        via: String,
     },
     /// Steady load for a while, counting elections (there should be none).
     Steady {
@@ -213,7 +255,11 @@ impl LocalCluster {
         let security = self.security_args();
         let log_filter = self.log;
         let n = self.node(id)?;
-        let log = std::fs::File::create(dir.join(format!("node-{id}.log")))?;
+        // Appended to: a node started again keeps its earlier log beside the new one.
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("node-{id}.log")))?;
         let child = Command::new(exe)
             .arg("control")
             .args(["--id", &id.to_string()])
@@ -398,15 +444,22 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Api>> {
+async fn target_ids(c: &LocalCluster, via: &str) -> Result<Vec<u64>> {
     let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    let ids: Vec<u64> = match via {
+    Ok(match via {
         "leader" => vec![leader],
         "follower" | "followers" => c.running().into_iter().filter(|i| *i != leader).collect(),
         "all" => c.running(),
         other => bail!("--via {other}: use leader, followers or all"),
-    };
-    ids.into_iter().map(|i| c.api(i)).collect()
+    })
+}
+
+async fn targets(c: &LocalCluster, via: &str) -> Result<Vec<Api>> {
+    target_ids(c, via)
+        .await?
+        .into_iter()
+        .map(|i| c.api(i))
+        .collect()
 }
 
 /// The capacity-only agent `prepare` registers.
@@ -418,18 +471,61 @@ fn local_agent_id() -> String {
 }
 
 pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
+    if let Which::Etcd {
+        endpoints,
+        clients,
+        conns,
+        seconds,
+        key_space,
+        value_size,
+        via,
+    } = a.which
+    {
+        etcd::etcd(etcd::EtcdArgs {
+            endpoints,
+            clients,
+            conns,
+            seconds,
+            key_space,
+            value_size,
+            via,
+        })
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // Snapshot builds are logged at info: the scale run reads what they cost from there.
     let log = match a.which {
         Which::Scale { .. } => "warn,berth_raft::store=info",
         _ => "warn",
     };
+    if let Which::Scale { agents, .. } | Which::Placement { agents, .. } = a.which {
+        scale::raise_open_files(3 * agents as u64 + 1024)?;
+    }
     let mut c = LocalCluster::start(&a.dir, insecure, log)?;
+    if let Which::Placement {
+        agents,
+        fills,
+        seed,
+    } = a.which
+    {
+        placement::placement(
+            &mut c,
+            placement::PlacementArgs {
+                agents,
+                fills,
+                seed,
+            },
+        )
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Which::Scale {
         agents,
         tasks,
         seconds,
         rate,
         heartbeats_via,
+        report,
     } = a.which
     {
         println!(
@@ -444,6 +540,7 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
                 seconds,
                 rate,
                 heartbeats_via,
+                report,
             },
         )
         .await?;
@@ -465,12 +562,15 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
             count,
             seconds,
             via,
-        } => throughput(&c, clients, count, seconds, &via).await?,
+            conns,
+        } => throughput(&c, clients, count, seconds, &via, conns).await?,
         Which::Latency { rate, seconds, via } => latency(&c, rate, seconds, &via).await?,
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
         Which::Start { tasks, image } => start_latency(&c, &a.dir, tasks, &image).await?,
-        Which::Scale { .. } => bail!("bench scale is answered before the shared preparation"),
+        Which::Scale { .. } | Which::Etcd { .. } | Which::Placement { .. } => {
+            bail!("bench scale, placement and etcd are answered before the shared preparation")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -481,8 +581,17 @@ async fn throughput(
     count: u32,
     seconds: u64,
     via: &str,
+    conns: Option<usize>,
 ) -> Result<()> {
-    let targets = targets(c, via).await?;
+    let ids = target_ids(c, via).await?;
+    if ids.is_empty() {
+        bail!("no running node to send to via {via}");
+    }
+    // `c.api` opens a connection per channel; callers share them round-robin.
+    let conns = conns.unwrap_or(ids.len()).max(1);
+    let targets: Vec<Api> = (0..conns)
+        .map(|i| c.api(ids[i % ids.len()]))
+        .collect::<Result<_>>()?;
     let (_, term0) = c.leader(Duration::from_secs(5)).await?;
     let tasks = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));
@@ -520,7 +629,8 @@ async fn throughput(
     let (_, term1) = c.leader(Duration::from_secs(5)).await?;
     let secs = elapsed.as_secs_f64();
     println!(
-        "throughput: {clients} concurrent callers via {via}, RunTask count {count}, {secs:.1} s"
+        "throughput: {clients} concurrent callers over {} connections via {via}, RunTask count {count}, {secs:.1} s",
+        targets.len()
     );
     println!(
         "  committed tasks: {} ({:.0} tasks/s), calls: {} ({:.0} calls/s), errors: {}, elections during run: {}",

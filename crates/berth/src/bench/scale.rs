@@ -41,6 +41,89 @@ pub struct ScaleArgs {
     pub seconds: u64,
     pub rate: u64,
     pub heartbeats_via: String,
+    /// Where to write the figures as JSON (the suite's scaled-down test reads them).
+    pub report: Option<std::path::PathBuf>,
+}
+
+/// Every figure the run prints, for `--report`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ScaleReport {
+    pub agents: usize,
+    pub live_tasks: u64,
+    pub ready_secs: f64,
+    pub fill_secs: f64,
+    pub steady_secs: f64,
+    pub runtask_answered: usize,
+    pub runtask_errors: u64,
+    pub runtask_first_error: Option<String>,
+    pub runtask_p50_ms: f64,
+    pub runtask_p99_ms: f64,
+    pub heartbeats_per_sec: f64,
+    pub agents_marked_down: usize,
+    pub agents_not_ready: usize,
+    pub reregistrations: u64,
+    pub elections: usize,
+    /// The leader's applied log index when the steady load ended.
+    pub applied_index: u64,
+    pub nodes: Vec<NodeFigures>,
+    /// A follower's data wiped and the node restarted: until it has applied what the
+    /// leader had applied when it came back.
+    pub catch_up_ms: u64,
+    /// Whether that follower installed a snapshot (rather than replaying the whole log).
+    pub catch_up_by_snapshot: bool,
+    /// Every node SIGKILLed and started again: until a RunTask is answered.
+    pub restart_to_serving_ms: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct NodeFigures {
+    pub id: u64,
+    pub leader_at_start: bool,
+    pub cpu_cores: f64,
+    pub max_rss_bytes: u64,
+    pub snapshots_built: usize,
+    pub last_snapshot_bytes: u64,
+    pub snapshot_held_us_max: u64,
+    pub snapshot_build_ms_max: u64,
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Raises this process's open-file limit to at least `wanted` (up to the hard limit), before
+/// the nodes are started so they inherit it: each simulated agent holds a connection to
+/// every node it talks to, and the leader one per agent.
+pub fn raise_open_files(wanted: u64) -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed, which lives on this stack frame.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!(
+            "reading the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if lim.rlim_cur >= wanted {
+        return Ok(());
+    }
+    if lim.rlim_max < wanted {
+        bail!(
+            "this many agents needs about {wanted} open files, above the hard limit of {}; raise it (`ulimit -Hn {wanted}` as root) first",
+            lim.rlim_max
+        );
+    }
+    lim.rlim_cur = wanted;
+    // SAFETY: setrlimit only reads the struct passed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        bail!(
+            "raising the open-file limit to {wanted}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// One node process's CPU time (seconds) and resident memory (bytes), from /proc.
@@ -142,6 +225,91 @@ fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
+/// A running fleet of simulated agents.
+pub(super) struct Fleet {
+    pub sims: Vec<Arc<SimAgent>>,
+    pub handles: Vec<tokio::task::JoinHandle<()>>,
+    /// Set to stop every agent's loop.
+    pub stop: Arc<AtomicBool>,
+    /// From the first agent started to every agent READY.
+    pub ready_secs: f64,
+}
+
+/// Issues a certificate per agent (as each real agent has its own), starts `count`
+/// simulated agents of `size` (CPU units, MiB) in zones a, b, c in turn, and waits until
+/// every one is READY. `via` is `leader` or `any`.
+pub(super) async fn start_fleet(
+    c: &LocalCluster,
+    leader: u64,
+    count: usize,
+    size: (u32, u32),
+    via: &str,
+) -> Result<Fleet> {
+    let ids: Vec<String> = (0..count).map(|i| format!("sim-{i:05}")).collect();
+    let t0 = Instant::now();
+    let who: Vec<Identity> = ids
+        .iter()
+        .map(|id| Identity::agent(id))
+        .collect::<Result<_, _>>()?;
+    let dir = c
+        .tls
+        .clone()
+        .context("the simulated agents need TLS, as a cluster runs by default")?;
+    berth_tls::files::ensure(&dir, &who, berth_tls::CERT_VALIDITY)
+        .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
+    println!(
+        "agents: {count} certificates issued in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let all: Vec<u64> = c.running();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sims = Vec::with_capacity(count);
+    let mut handles = Vec::with_capacity(count);
+    let t0 = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        // Via the leader: every heartbeat lands where it is kept. Via any: each agent
+        // starts on one node in turn and followers forward its heartbeats.
+        let nodes: Vec<u64> = match via {
+            "leader" => vec![leader],
+            "any" => (0..all.len()).map(|k| all[(i + k) % all.len()]).collect(),
+            other => bail!("--heartbeats-via {other}: use leader or any"),
+        };
+        let chans = agent_channels(c, id, &nodes)?;
+        let zone = ["a", "b", "c"][i % 3];
+        let mut sim = SimAgent::new(id, size.0, size.1, zone);
+        sim.reopen_after = None;
+        let sim = Arc::new(sim);
+        sims.push(sim.clone());
+        handles.push(tokio::spawn(berth_simagent::run(sim, chans, stop.clone())));
+        if (i + 1) % START_RATE == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let api = c.api(leader)?;
+    let deadline = Instant::now() + Duration::from_secs(60 + count as u64 / 100);
+    loop {
+        let ready = agent_statuses(api.clone())
+            .await?
+            .iter()
+            .filter(|(_, s, _)| s == "READY")
+            .count();
+        if ready >= count {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {count} agents READY");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(Fleet {
+        sims,
+        handles,
+        stop,
+        ready_secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
 pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     if a.agents == 0 || a.tasks == 0 || a.rate == 0 {
         bail!("--agents, --tasks and --rate must be above 0");
@@ -157,67 +325,28 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     let (leader, _) = c.leader(Duration::from_secs(30)).await?;
     c.register_bench_definition(leader).await?;
 
-    // Certificates: one per agent, as each real agent has its own.
-    let ids: Vec<String> = (0..a.agents).map(|i| format!("sim-{i:05}")).collect();
-    let t0 = Instant::now();
-    let who: Vec<Identity> = ids
-        .iter()
-        .map(|id| Identity::agent(id))
-        .collect::<Result<_, _>>()?;
-    let dir = c.tls.clone().context("bench scale runs with TLS")?;
-    berth_tls::files::ensure(&dir, &who, berth_tls::CERT_VALIDITY)
-        .map_err(|e| anyhow!(berth_tls::error_chain(&e)))?;
-    println!(
-        "agents: {} certificates issued in {:.1} s",
+    let Fleet {
+        sims,
+        handles,
+        stop,
+        ready_secs,
+    } = start_fleet(
+        c,
+        leader,
         a.agents,
-        t0.elapsed().as_secs_f64()
-    );
-
+        (AGENT_CPU, AGENT_MEMORY),
+        &a.heartbeats_via,
+    )
+    .await?;
     let all: Vec<u64> = c.running();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut sims = Vec::with_capacity(a.agents);
-    let mut handles = Vec::with_capacity(a.agents);
-    let t0 = Instant::now();
-    for (i, id) in ids.iter().enumerate() {
-        // Via the leader: every heartbeat lands where it is kept. Via any: each agent
-        // starts on one node in turn and followers forward its heartbeats.
-        let nodes: Vec<u64> = match a.heartbeats_via.as_str() {
-            "leader" => vec![leader],
-            "any" => (0..all.len()).map(|k| all[(i + k) % all.len()]).collect(),
-            other => bail!("--heartbeats-via {other}: use leader or any"),
-        };
-        let chans = agent_channels(c, id, &nodes)?;
-        let zone = ["a", "b", "c"][i % 3];
-        let mut sim = SimAgent::new(id, AGENT_CPU, AGENT_MEMORY, zone);
-        sim.reopen_after = None;
-        let sim = Arc::new(sim);
-        sims.push(sim.clone());
-        handles.push(tokio::spawn(berth_simagent::run(sim, chans, stop.clone())));
-        if (i + 1) % START_RATE == 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-    let api = c.api(leader)?;
-    let deadline = Instant::now() + Duration::from_secs(60 + a.agents as u64 / 100);
-    loop {
-        let ready = agent_statuses(api.clone())
-            .await?
-            .iter()
-            .filter(|(_, s, _)| s == "READY")
-            .count();
-        if ready >= a.agents {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {ready} of {} agents READY", a.agents);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let mut report = ScaleReport {
+        agents: a.agents,
+        ready_secs,
+        ..Default::default()
+    };
     println!(
         "agents: {} READY {:.1} s after the first started ({START_RATE}/s started), heartbeats every second via {}",
-        a.agents,
-        t0.elapsed().as_secs_f64(),
-        a.heartbeats_via
+        a.agents, report.ready_secs, a.heartbeats_via
     );
 
     // Fill: RunTask count 10 from many callers, through every node.
@@ -256,6 +385,8 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     }
     let fill_secs = t0.elapsed().as_secs_f64();
     let live = placed.load(Ordering::Relaxed);
+    report.fill_secs = fill_secs;
+    report.live_tasks = live;
     println!(
         "fill: {live} tasks placed by {} RunTask calls in {fill_secs:.1} s ({:.0} tasks/s) while {} agents heartbeat",
         calls.load(Ordering::Relaxed),
@@ -282,10 +413,16 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     let mut rss_max = vec![0u64; pids.len()];
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
     let churn_stop = Arc::new(AtomicBool::new(false));
     let targets: Vec<Api> = all.iter().map(|id| c.api(*id)).collect::<Result<_>>()?;
     let churn = {
-        let (latencies, errors, stop) = (latencies.clone(), errors.clone(), churn_stop.clone());
+        let (latencies, errors, stop, first_error) = (
+            latencies.clone(),
+            errors.clone(),
+            churn_stop.clone(),
+            first_error.clone(),
+        );
         let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
         tokio::spawn(async move {
             let started: Arc<Mutex<VecDeque<String>>> = Arc::default();
@@ -296,8 +433,12 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
                 tokio::time::sleep_until(next.into()).await;
                 i += 1;
                 let ch = targets[(i as usize) % targets.len()].clone();
-                let (latencies, errors, started) =
-                    (latencies.clone(), errors.clone(), started.clone());
+                let (latencies, errors, started, first_error) = (
+                    latencies.clone(),
+                    errors.clone(),
+                    started.clone(),
+                    first_error.clone(),
+                );
                 // Open loop: a slow answer cannot delay the calls behind it.
                 tokio::spawn(async move {
                     let mut tasks = TasksClient::new(ch);
@@ -321,8 +462,11 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
                                     .await;
                             }
                         }
-                        Err(_) => {
+                        Err(e) => {
                             errors.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut f) = first_error.lock() {
+                                f.get_or_insert_with(|| e.to_string());
+                            }
                         }
                     }
                 });
@@ -365,6 +509,18 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
 
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort();
+    report.steady_secs = steady_secs;
+    report.runtask_answered = lat.len();
+    report.runtask_errors = errors.load(Ordering::Relaxed);
+    report.runtask_first_error = first_error.lock().ok().and_then(|f| f.clone());
+    report.runtask_p50_ms = millis(percentile(&lat, 0.5));
+    report.runtask_p99_ms = millis(percentile(&lat, 0.99));
+    report.heartbeats_per_sec = (heartbeats_after - heartbeats_before) as f64 / steady_secs;
+    report.agents_marked_down = marked_down;
+    report.agents_not_ready = not_ready;
+    report.reregistrations = registrations_after - registrations_before;
+    report.elections = terms.len() - 1;
+    report.applied_index = c.applied(leaders[leaders.len() - 1]).await.unwrap_or(0);
     println!(
         "steady: {steady_secs:.0} s, RunTask count 1 at {} calls/s each followed by a StopTask, {} live tasks on {} agents",
         a.rate, live, a.agents
@@ -377,6 +533,9 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         lat.len(),
         errors.load(Ordering::Relaxed)
     );
+    if let Some(e) = &report.runtask_first_error {
+        println!("  first RunTask error: {e}");
+    }
     println!(
         "  heartbeats answered: {:.0}/s of {} expected; agents ever marked DOWN: {marked_down}; re-registrations during the load: {}; agents not READY at the end: {not_ready}",
         (heartbeats_after - heartbeats_before) as f64 / steady_secs,
@@ -384,44 +543,143 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         registrations_after - registrations_before
     );
     println!(
-        "  elections: {} (terms {:?}), leaders {:?}",
+        "  elections: {} (terms {:?}), leaders {:?}; log entries applied: {}",
         terms.len() - 1,
         terms,
-        leaders
+        leaders,
+        report.applied_index
     );
     for (k, (id, _)) in pids.iter().enumerate() {
-        let busy = (cpu1[k] - cpu0[k]) / steady_secs;
+        let log = std::fs::read_to_string(c.dir.join(format!("node-{id}.log"))).unwrap_or_default();
+        let snaps = snapshots_logged(&log);
+        let n = NodeFigures {
+            id: *id,
+            leader_at_start: *id == leader,
+            cpu_cores: (cpu1[k] - cpu0[k]) / steady_secs,
+            max_rss_bytes: rss_max[k],
+            snapshots_built: snaps.len(),
+            last_snapshot_bytes: snaps.last().map(|s| s.0).unwrap_or(0),
+            snapshot_held_us_max: snaps.iter().map(|s| s.1).max().unwrap_or(0),
+            snapshot_build_ms_max: snaps.iter().map(|s| s.2).max().unwrap_or(0),
+        };
         println!(
             "  node {id}{}: CPU {:.2} cores, max RSS {} MiB",
-            if *id == leader {
+            if n.leader_at_start {
                 " (leader at start)"
             } else {
                 ""
             },
-            busy,
-            rss_max[k] / (1024 * 1024)
+            n.cpu_cores,
+            n.max_rss_bytes / (1024 * 1024)
         );
-    }
-    for n in &c.nodes {
-        let log =
-            std::fs::read_to_string(c.dir.join(format!("node-{}.log", n.id))).unwrap_or_default();
-        let snaps = snapshots_logged(&log);
-        if let Some(&(bytes, _, _)) = snaps.last() {
-            let copy_max = snaps.iter().map(|s| s.1).max().unwrap_or(0);
-            let took_max = snaps.iter().map(|s| s.2).max().unwrap_or(0);
+        if n.snapshots_built > 0 {
             println!(
-                "  node {} snapshots: {} built, last {} MB ({:.0} bytes per live task), state held for the copy up to {copy_max} µs, build up to {took_max} ms",
-                n.id,
-                snaps.len(),
-                bytes / 1_000_000,
-                bytes as f64 / live.max(1) as f64
+                "  node {id} snapshots: {} built, last {} MB ({:.0} bytes per live task), state held for the copy up to {} µs, build up to {} ms",
+                n.snapshots_built,
+                n.last_snapshot_bytes / 1_000_000,
+                n.last_snapshot_bytes as f64 / live.max(1) as f64,
+                n.snapshot_held_us_max,
+                n.snapshot_build_ms_max
             );
         }
+        report.nodes.push(n);
+    }
+
+    // The agents keep heartbeating through both: what a fleet sees while its control plane
+    // recovers.
+    let (caught_up, by_snapshot) = catch_up(c).await?;
+    report.catch_up_ms = caught_up.as_millis() as u64;
+    report.catch_up_by_snapshot = by_snapshot;
+    println!(
+        "catch-up: a follower's data wiped and the node restarted, level with the leader's applied index {} s later ({})",
+        fmt_secs(caught_up),
+        if by_snapshot {
+            "by snapshot"
+        } else {
+            "from the log: no snapshot was needed"
+        }
+    );
+    let serving = full_restart(c).await?;
+    report.restart_to_serving_ms = serving.as_millis() as u64;
+    println!(
+        "restart: every node SIGKILLed and started again, a RunTask answered {} s later",
+        fmt_secs(serving)
+    );
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     for h in handles {
         h.abort();
     }
     Ok(())
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
+}
+
+/// Wipes a follower's data and restarts it: how long until it has applied what the leader
+/// had when it came back, and whether it got there by installing a snapshot.
+async fn catch_up(c: &mut LocalCluster) -> Result<(Duration, bool)> {
+    let (leader, _) = c.leader(Duration::from_secs(10)).await?;
+    let follower = c
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .ok_or_else(|| anyhow!("no follower to wipe"))?;
+    c.kill(follower)?;
+    let data = c.dir.join(format!("node-{follower}"));
+    std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))?;
+    let target = c
+        .applied(leader)
+        .await
+        .ok_or_else(|| anyhow!("the leader (node {leader}) does not answer Info"))?;
+    let log_path = c.dir.join(format!("node-{follower}.log"));
+    let earlier = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
+    let t0 = Instant::now();
+    c.spawn(follower)?;
+    loop {
+        if c.applied(follower).await.is_some_and(|a| a >= target) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            bail!("node {follower} had not caught up to {target} after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t0.elapsed();
+    let log = std::fs::read(&log_path).unwrap_or_default();
+    let since = String::from_utf8_lossy(log.get(earlier..).unwrap_or_default());
+    Ok((took, since.contains("snapshot installed")))
+}
+
+/// SIGKILLs every node, starts them all again, and times until a RunTask is answered.
+async fn full_restart(c: &mut LocalCluster) -> Result<Duration> {
+    let ids = c.running();
+    for id in &ids {
+        c.kill(*id)?;
+    }
+    let t0 = Instant::now();
+    for id in &ids {
+        c.spawn(*id)?;
+    }
+    let apis: Vec<Api> = ids.iter().map(|id| c.api(*id)).collect::<Result<_>>()?;
+    let mut n = 0u64;
+    loop {
+        for api in &apis {
+            n += 1;
+            let mut tasks = TasksClient::new(api.clone());
+            let call = tasks.run(super::run_req(1, format!("restart{n}")));
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                return Ok(t0.elapsed());
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            bail!("no RunTask answered within 300 s of the restart");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[cfg(test)]
