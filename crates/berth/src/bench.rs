@@ -88,7 +88,7 @@ pub enum Which {
     Scale {
         #[arg(long, default_value_t = 10_000)]
         agents: usize,
-        /// Live tasks placed before the steady load (at most 16 per agent).
+        /// Live tasks placed before the steady load (at most 4 per vCPU of each agent).
         #[arg(long, default_value_t = 100_000)]
         tasks: u64,
         /// Length of the steady load.
@@ -101,6 +101,9 @@ pub enum Which {
         /// followers forward them).
         #[arg(long, default_value = "leader")]
         heartbeats_via: String,
+        /// Each simulated agent's vCPUs (2 GiB of memory each): room for 4 tasks per vCPU.
+        #[arg(long, default_value_t = 4)]
+        agent_vcpus: u32,
         /// Also write every figure as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -498,8 +501,18 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
         Which::Scale { .. } => "warn,berth_raft::store=info",
         _ => "warn",
     };
-    if let Which::Scale { agents, .. } | Which::Placement { agents, .. } = a.which {
-        scale::raise_open_files(3 * agents as u64 + 1024)?;
+    // An agent holds a connection to each node it heartbeats to: the leader, or all three.
+    match &a.which {
+        Which::Scale {
+            agents,
+            heartbeats_via,
+            ..
+        } => {
+            let per_agent = if heartbeats_via == "any" { 3 } else { 1 };
+            scale::raise_open_files(per_agent * *agents as u64 + 2048)?;
+        }
+        Which::Placement { agents, .. } => scale::raise_open_files(*agents as u64 + 2048)?,
+        _ => {}
     }
     let mut c = LocalCluster::start(&a.dir, insecure, log)?;
     if let Which::Placement {
@@ -525,6 +538,7 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
         seconds,
         rate,
         heartbeats_via,
+        agent_vcpus,
         report,
     } = a.which
     {
@@ -540,6 +554,7 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
                 seconds,
                 rate,
                 heartbeats_via,
+                agent_vcpus,
                 report,
             },
         )

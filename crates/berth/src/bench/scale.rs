@@ -22,10 +22,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{ms, percentile, LocalCluster};
 
-/// What each simulated agent offers: room for 16 of the benchmark's 0.25 vCPU / 512 MiB
-/// tasks, so `--tasks` = 10 × `--agents` fills them to 62 %.
-const AGENT_CPU: u32 = 4096;
-const AGENT_MEMORY: u32 = 8192;
+/// What each simulated agent offers per vCPU of `--agent-vcpus`: room for 4 of the
+/// benchmark's 0.25 vCPU / 512 MiB tasks. With the default 4 vCPU, `--tasks` = 10 ×
+/// `--agents` fills them to 62 %.
+const CPU_PER_VCPU: u32 = 1024;
+const MEMORY_PER_VCPU: u32 = 2048;
 /// Agents started per second: registrations and TLS handshakes arrive as a fleet that is
 /// being brought up, not all in the same instant.
 const START_RATE: usize = 1000;
@@ -41,6 +42,8 @@ pub struct ScaleArgs {
     pub seconds: u64,
     pub rate: u64,
     pub heartbeats_via: String,
+    /// Each agent's size: vCPUs, with 2 GiB of memory each.
+    pub agent_vcpus: u32,
     /// Where to write the figures as JSON (the suite's scaled-down test reads them).
     pub report: Option<std::path::PathBuf>,
 }
@@ -314,7 +317,14 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     if a.agents == 0 || a.tasks == 0 || a.rate == 0 {
         bail!("--agents, --tasks and --rate must be above 0");
     }
-    let room = a.agents as u64 * (AGENT_CPU / 256) as u64;
+    if a.agent_vcpus == 0 || a.agent_vcpus > 1024 {
+        bail!("--agent-vcpus must be 1 to 1024");
+    }
+    let size = (
+        a.agent_vcpus * CPU_PER_VCPU,
+        a.agent_vcpus * MEMORY_PER_VCPU,
+    );
+    let room = a.agents as u64 * (size.0 / 256) as u64;
     if a.tasks > room {
         bail!(
             "--tasks {} does not fit on {} agents (at most {room})",
@@ -330,14 +340,7 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         handles,
         stop,
         ready_secs,
-    } = start_fleet(
-        c,
-        leader,
-        a.agents,
-        (AGENT_CPU, AGENT_MEMORY),
-        &a.heartbeats_via,
-    )
-    .await?;
+    } = start_fleet(c, leader, a.agents, size, &a.heartbeats_via).await?;
     let all: Vec<u64> = c.running();
     let mut report = ScaleReport {
         agents: a.agents,
@@ -631,10 +634,13 @@ async fn catch_up(c: &mut LocalCluster) -> Result<(Duration, bool)> {
     c.kill(follower)?;
     let data = c.dir.join(format!("node-{follower}"));
     std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))?;
-    let target = c
-        .applied(leader)
-        .await
-        .ok_or_else(|| anyhow!("the leader (node {leader}) does not answer Info"))?;
+    let mut target = None;
+    let asked = Instant::now();
+    while target.is_none() && asked.elapsed() < Duration::from_secs(30) {
+        target = c.applied(leader).await;
+    }
+    let target =
+        target.ok_or_else(|| anyhow!("the leader (node {leader}) did not answer Info in 30 s"))?;
     let log_path = c.dir.join(format!("node-{follower}.log"));
     let earlier = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
     let t0 = Instant::now();
