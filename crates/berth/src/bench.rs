@@ -110,37 +110,10 @@ pub enum Which {
     },
     /// How tightly placement packs through the control plane: a random Fargate size mix on
     /// simulated agents, agents used at each fill beside offline first-fit-decreasing.
-    Placement {
-        #[arg(long, default_value_t = 1000)]
-        agents: usize,
-        /// Fills to report at, percent of the cluster's CPU or memory, ascending.
-        #[arg(long, value_delimiter = ',', default_value = "50,70")]
-        fills: Vec<u32>,
-        /// Seed of the size sequence.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Placement(placement::PlacementArgs),
     /// Puts per second against an etcd v3 cluster (no Berth cluster is started), driven as
     /// `throughput` drives Berth: `scripts/bench-etcd.sh` sets the two side by side.
-    Etcd {
-        /// The members' client URLs, comma-separated (`http://127.0.0.1:2379,...`).
-        #[arg(long, value_delimiter = ',', required = true)]
-        endpoints: Vec<String>,
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        #[arg(long, default_value_t = 64)]
-        conns: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Distinct keys the puts are drawn from.
-        #[arg(long, default_value_t = 100_000)]
-        key_space: u64,
-        #[arg(long, default_value_t = 256)]
-        value_size: usize,
-        /// Send puts to the leader, or spread them over every member.
-        #[arg(long, default_value = "leader")]
-        via: String,
-    },
+    Etcd(etcd::EtcdArgs),
     /// Steady load for a while, counting elections (there should be none).
     Steady {
         #[arg(long, default_value_t = 600)]
@@ -380,12 +353,23 @@ impl LocalCluster {
 
     /// Registers `bench:1`, the smallest Fargate size, which every bench runs.
     async fn register_bench_definition(&self, leader: u64) -> Result<()> {
+        self.register_definition(leader, "bench", 256, 512).await
+    }
+
+    /// Registers `family` (one `berth/workload` container) at a size of CPU units and MiB.
+    async fn register_definition(
+        &self,
+        leader: u64,
+        family: &str,
+        cpu: u32,
+        memory: u32,
+    ) -> Result<()> {
         TaskDefinitionsClient::new(self.api(leader)?)
             .register(RegisterTaskDefinitionRequest {
                 task_definition: Some(TaskDefinitionSpec {
-                    family: "bench".into(),
-                    cpu: Some(256),
-                    memory: Some(512),
+                    family: family.into(),
+                    cpu: Some(cpu),
+                    memory: Some(memory),
                     network_mode: None,
                     container_definitions: vec![ContainerDefinition {
                         name: "app".into(),
@@ -474,26 +458,8 @@ fn local_agent_id() -> String {
 }
 
 pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
-    if let Which::Etcd {
-        endpoints,
-        clients,
-        conns,
-        seconds,
-        key_space,
-        value_size,
-        via,
-    } = a.which
-    {
-        etcd::etcd(etcd::EtcdArgs {
-            endpoints,
-            clients,
-            conns,
-            seconds,
-            key_space,
-            value_size,
-            via,
-        })
-        .await?;
+    if let Which::Etcd(args) = a.which {
+        etcd::etcd(args).await?;
         return Ok(ExitCode::SUCCESS);
     }
     // Snapshot builds are logged at info: the scale run reads what they cost from there.
@@ -511,25 +477,12 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
             let per_agent = if heartbeats_via == "any" { 3 } else { 1 };
             scale::raise_open_files(per_agent * *agents as u64 + 2048)?;
         }
-        Which::Placement { agents, .. } => scale::raise_open_files(*agents as u64 + 2048)?,
+        Which::Placement(p) => scale::raise_open_files(p.agents as u64 + 2048)?,
         _ => {}
     }
     let mut c = LocalCluster::start(&a.dir, insecure, log)?;
-    if let Which::Placement {
-        agents,
-        fills,
-        seed,
-    } = a.which
-    {
-        placement::placement(
-            &mut c,
-            placement::PlacementArgs {
-                agents,
-                fills,
-                seed,
-            },
-        )
-        .await?;
+    if let Which::Placement(args) = a.which {
+        placement::placement(&mut c, args).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Which::Scale {
@@ -583,7 +536,7 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
         Which::Start { tasks, image } => start_latency(&c, &a.dir, tasks, &image).await?,
-        Which::Scale { .. } | Which::Etcd { .. } | Which::Placement { .. } => {
+        Which::Scale { .. } | Which::Etcd(_) | Which::Placement(_) => {
             bail!("bench scale, placement and etcd are answered before the shared preparation")
         }
     }

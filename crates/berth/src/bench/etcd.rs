@@ -54,13 +54,24 @@ struct StatusResponse {
     leader: u64,
 }
 
+#[derive(clap::Args)]
 pub struct EtcdArgs {
+    /// The members' client URLs, comma-separated (`http://127.0.0.1:2379,...`).
+    #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    #[arg(long, default_value_t = 64)]
     pub conns: usize,
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Distinct keys the puts are drawn from.
+    #[arg(long, default_value_t = 100_000)]
     pub key_space: u64,
+    #[arg(long, default_value_t = 256)]
     pub value_size: usize,
+    /// Send puts to the leader, or spread them over every member.
+    #[arg(long, default_value = "leader")]
     pub via: String,
 }
 

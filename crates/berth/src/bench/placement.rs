@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use rand::{Rng, SeedableRng};
@@ -40,10 +39,15 @@ const SIZES: &[(u32, u32)] = &[
 /// above averages close to that ratio, so neither dimension alone decides.
 const AGENT: (u32, u32) = (16 * 1024, 64 * 1024);
 
+#[derive(clap::Args)]
 pub struct PlacementArgs {
+    #[arg(long, default_value_t = 1000)]
     pub agents: usize,
-    /// Fills to report at, in percent of the cluster, ascending.
+    /// Fills to report at, percent of the cluster's CPU or memory, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "50,70")]
     pub fills: Vec<u32>,
+    /// Seed of the size sequence.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 
@@ -113,22 +117,9 @@ pub async fn placement(c: &mut LocalCluster, a: PlacementArgs) -> Result<()> {
         bail!("--fills: ascending percentages from 1 to 95");
     }
     let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    let mut defs = TaskDefinitionsClient::new(c.api(leader)?);
     for size in SIZES {
-        defs.register(RegisterTaskDefinitionRequest {
-            task_definition: Some(TaskDefinitionSpec {
-                family: family(*size),
-                cpu: Some(size.0),
-                memory: Some(size.1),
-                network_mode: None,
-                container_definitions: vec![ContainerDefinition {
-                    name: "app".into(),
-                    image: "berth/workload".into(),
-                    ..Default::default()
-                }],
-            }),
-        })
-        .await?;
+        c.register_definition(leader, &family(*size), size.0, size.1)
+            .await?;
     }
     let Fleet { handles, stop, .. } = start_fleet(c, leader, a.agents, AGENT, "leader").await?;
     let max_fill = *a.fills.last().unwrap_or(&70) as f64 / 100.0;
