@@ -427,8 +427,37 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    format!("{:.1} ms", millis(d))
+}
+
+/// Failed calls shared by a load's tasks: how many, and the first one's text (what a
+/// person reads to see why).
+#[derive(Default)]
+struct Errors {
+    count: AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl Errors {
+    fn record(&self, e: &dyn std::fmt::Display) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.first.lock() {
+            f.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
 }
 
 async fn target_ids(c: &LocalCluster, via: &str) -> Result<Vec<u64>> {

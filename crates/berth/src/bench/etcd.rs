@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
+use super::Errors;
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct PutRequest {
     #[prost(bytes = "vec", tag = "1")]
@@ -149,19 +151,13 @@ pub async fn etcd(a: EtcdArgs) -> Result<()> {
         .map(|i| Ok(endpoint(&targets[i % targets.len()])?.connect_lazy()))
         .collect::<Result<_>>()?;
     let puts = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..a.clients {
         let ch = chans[w % chans.len()].clone();
-        let (puts, errors, stop, first_error) = (
-            puts.clone(),
-            errors.clone(),
-            stop.clone(),
-            first_error.clone(),
-        );
+        let (puts, errors, stop) = (puts.clone(), errors.clone(), stop.clone());
         let (key_space, value) = (a.key_space, vec![b'v'; a.value_size]);
         handles.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
@@ -176,12 +172,7 @@ pub async fn etcd(a: EtcdArgs) -> Result<()> {
                     Ok(_) => {
                         puts.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = first_error.lock() {
-                            f.get_or_insert_with(|| e.to_string());
-                        }
-                    }
+                    Err(e) => errors.record(&e),
                 }
             }
         }));
@@ -209,10 +200,10 @@ pub async fn etcd(a: EtcdArgs) -> Result<()> {
         "  puts: {} ({:.0} puts/s), errors: {}, leader changed during run: {}",
         puts.load(Ordering::Relaxed),
         puts.load(Ordering::Relaxed) as f64 / secs,
-        errors.load(Ordering::Relaxed),
+        errors.count(),
         if lead_after == lead { "no" } else { "yes" }
     );
-    if let Ok(Some(e)) = first_error.lock().map(|f| f.clone()) {
+    if let Some(e) = errors.first() {
         println!("  first error: {e}");
     }
     Ok(())

@@ -20,7 +20,7 @@ use berth_tls::grpc::Credentials;
 use berth_tls::Identity;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{ms, percentile, LocalCluster};
+use super::{millis, ms, percentile, Errors, LocalCluster};
 
 /// What each simulated agent offers per vCPU of `--agent-vcpus`: room for 4 of the
 /// benchmark's 0.25 vCPU / 512 MiB tasks. With the default 4 vCPU, `--tasks` = 10 ×
@@ -88,10 +88,6 @@ pub struct NodeFigures {
     pub last_snapshot_bytes: u64,
     pub snapshot_held_us_max: u64,
     pub snapshot_build_ms_max: u64,
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// Raises this process's open-file limit to at least `wanted` (up to the hard limit), before
@@ -415,17 +411,11 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         .collect();
     let mut rss_max = vec![0u64; pids.len()];
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let errors = Arc::new(Errors::default());
     let churn_stop = Arc::new(AtomicBool::new(false));
     let targets: Vec<Api> = all.iter().map(|id| c.api(*id)).collect::<Result<_>>()?;
     let churn = {
-        let (latencies, errors, stop, first_error) = (
-            latencies.clone(),
-            errors.clone(),
-            churn_stop.clone(),
-            first_error.clone(),
-        );
+        let (latencies, errors, stop) = (latencies.clone(), errors.clone(), churn_stop.clone());
         let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
         tokio::spawn(async move {
             let started: Arc<Mutex<VecDeque<String>>> = Arc::default();
@@ -436,12 +426,8 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
                 tokio::time::sleep_until(next.into()).await;
                 i += 1;
                 let ch = targets[(i as usize) % targets.len()].clone();
-                let (latencies, errors, started, first_error) = (
-                    latencies.clone(),
-                    errors.clone(),
-                    started.clone(),
-                    first_error.clone(),
-                );
+                let (latencies, errors, started) =
+                    (latencies.clone(), errors.clone(), started.clone());
                 // Open loop: a slow answer cannot delay the calls behind it.
                 tokio::spawn(async move {
                     let mut tasks = TasksClient::new(ch);
@@ -465,12 +451,7 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
                                     .await;
                             }
                         }
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut f) = first_error.lock() {
-                                f.get_or_insert_with(|| e.to_string());
-                            }
-                        }
+                        Err(e) => errors.record(&e),
                     }
                 });
             }
@@ -514,8 +495,8 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     lat.sort();
     report.steady_secs = steady_secs;
     report.runtask_answered = lat.len();
-    report.runtask_errors = errors.load(Ordering::Relaxed);
-    report.runtask_first_error = first_error.lock().ok().and_then(|f| f.clone());
+    report.runtask_errors = errors.count();
+    report.runtask_first_error = errors.first();
     report.runtask_p50_ms = millis(percentile(&lat, 0.5));
     report.runtask_p99_ms = millis(percentile(&lat, 0.99));
     report.heartbeats_per_sec = (heartbeats_after - heartbeats_before) as f64 / steady_secs;
@@ -534,23 +515,18 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         ms(percentile(&lat, 0.99)),
         ms(lat.last().copied().unwrap_or_default()),
         lat.len(),
-        errors.load(Ordering::Relaxed)
+        report.runtask_errors
     );
     if let Some(e) = &report.runtask_first_error {
         println!("  first RunTask error: {e}");
     }
     println!(
         "  heartbeats answered: {:.0}/s of {} expected; agents ever marked DOWN: {marked_down}; re-registrations during the load: {}; agents not READY at the end: {not_ready}",
-        (heartbeats_after - heartbeats_before) as f64 / steady_secs,
-        a.agents,
-        registrations_after - registrations_before
+        report.heartbeats_per_sec, a.agents, report.reregistrations
     );
     println!(
         "  elections: {} (terms {:?}), leaders {:?}; log entries applied: {}",
-        terms.len() - 1,
-        terms,
-        leaders,
-        report.applied_index
+        report.elections, terms, leaders, report.applied_index
     );
     for (k, (id, _)) in pids.iter().enumerate() {
         let log = std::fs::read_to_string(c.dir.join(format!("node-{id}.log"))).unwrap_or_default();
