@@ -208,6 +208,25 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                     None => env.push((kv.name.clone(), kv.value.clone())),
                 }
             }
+            // A scheduled task learns which run and attempt it is, whatever its definition
+            // says: a job that must not act twice for one time keys on BERTH_RUN_ID.
+            if let Some(run) = &task.run {
+                let scheduled = humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.scheduled_time),
+                )
+                .to_string();
+                for (k, v) in [
+                    (
+                        "BERTH_RUN_ID",
+                        berth_core::namespace::split(&run.run_id).1.to_string(),
+                    ),
+                    ("BERTH_ATTEMPT", run.attempt.to_string()),
+                    ("BERTH_SCHEDULED_TIME", scheduled),
+                ] {
+                    env.retain(|(name, _)| name != k);
+                    env.push((k.to_string(), v));
+                }
+            }
             let cmd = match ov.and_then(|o| o.command.clone()) {
                 Some(cmd) => Some(cmd),
                 None if !c.command.is_empty() => Some(c.command.clone()),
@@ -348,6 +367,7 @@ pub(crate) mod tests {
                 stopped_at: None,
                 version: 1,
                 transitions: vec![],
+                run: None,
             },
             definition: TaskDefinition {
                 family: "fam".into(),
@@ -532,6 +552,28 @@ pub(crate) mod tests {
             b.env.as_deref(),
             Some(&["A=1".to_string(), "B=3".to_string(), "C=4".to_string()][..])
         );
+    }
+
+    #[test]
+    fn a_scheduled_task_is_told_its_run_and_attempt() {
+        let mut c = container("app");
+        c.environment = vec![KeyValue {
+            name: "BERTH_ATTEMPT".into(),
+            value: "forged".into(),
+        }];
+        let mut at = assigned("t1", vec![c]);
+        at.task.run = Some(berth_core::schedule::TaskRun {
+            schedule: "default/nightly".into(),
+            run_id: "default/nightly@1780300800000".into(),
+            attempt: 2,
+            scheduled_time: 1_780_300_800_000,
+        });
+        let p = plan("a1", &at, 4096, u64::MAX);
+        let env = p.containers[0].body.env.clone().unwrap();
+        assert!(env.contains(&"BERTH_RUN_ID=nightly@1780300800000".to_string()));
+        assert!(env.contains(&"BERTH_ATTEMPT=2".to_string()));
+        assert!(env.contains(&"BERTH_SCHEDULED_TIME=2026-06-01T08:00:00.000Z".to_string()));
+        assert!(!env.iter().any(|e| e == "BERTH_ATTEMPT=forged"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use berth_core::command::{PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks};
 use berth_core::limits::{MAX_CONSTRAINTS, MAX_STRATEGIES, MAX_STRATEGY_FIELD_LEN};
+use berth_core::schedule::{ScheduleFire, ScheduleRetry, TaskRun};
 use berth_core::service::{ServiceCreate, ServiceUpdate};
 use berth_core::{quote, validate, Batch, ClusterState, Command, CommandResult, Revision};
 use berth_raft::store::StateHandle;
@@ -55,11 +56,46 @@ pub(crate) struct Batcher {
 enum Prepared {
     /// Ready to propose.
     Command(Command),
-    /// A RunTask whose placements are still to be chosen, and the accessor of the token
-    /// it was made with.
-    Run(RunTasks, sched::Demand, Option<String>),
+    /// A RunTask whose placements are still to be chosen, the accessor of the token it
+    /// was made with, and the command it becomes once placed.
+    Run(RunTasks, sched::Demand, Option<String>, Then),
     /// Answered from the applied state without a write (a client token replay).
     Answer(Revision, CommandResult),
+}
+
+/// What a placed launch is proposed as.
+enum Then {
+    RunTasks,
+    /// The launch of a schedule's run: the fire carrying it, and the time it runs.
+    Fire(Box<ScheduleFire>, u64),
+    /// The next attempt of a schedule's run.
+    Retry {
+        name: String,
+        run_id: String,
+        attempt: u32,
+    },
+}
+
+impl Then {
+    fn command(self, run: RunTasks) -> Command {
+        match self {
+            Then::RunTasks => Command::RunTasks(run),
+            Then::Fire(mut fire, time) => {
+                fire.run = Some((time, run));
+                Command::FireSchedule(*fire)
+            }
+            Then::Retry {
+                name,
+                run_id,
+                attempt,
+            } => Command::RetryScheduleRun(ScheduleRetry {
+                name,
+                run_id,
+                attempt,
+                launch: run,
+            }),
+        }
+    }
 }
 
 impl Batcher {
@@ -141,9 +177,9 @@ impl Batcher {
                     Ok(Prepared::Answer(rev, result)) => {
                         let _ = p.reply.send(Ok((rev, result)));
                     }
-                    Ok(Prepared::Run(run, demand, actor)) => {
+                    Ok(Prepared::Run(run, demand, actor, then)) => {
                         runs = true;
-                        prepared.push((Prepared::Run(run, demand, actor), p.reply));
+                        prepared.push((Prepared::Run(run, demand, actor, then), p.reply));
                     }
                     Ok(other) => prepared.push((other, p.reply)),
                 }
@@ -171,13 +207,13 @@ impl Batcher {
                         commands.push(c);
                         waiting.push(reply);
                     }
-                    (Prepared::Run(mut run, demand, actor), Some(planner)) => {
+                    (Prepared::Run(mut run, demand, actor, then), Some(planner)) => {
                         let placing = std::time::Instant::now();
                         let placed = planner.place(&demand, &mut run);
                         self.metrics.observe_placement(placing.elapsed());
                         match placed {
                             Ok(()) => {
-                                commands.push(made_by(actor, Command::RunTasks(run)));
+                                commands.push(made_by(actor, then.command(run)));
                                 waiting.push(reply);
                             }
                             Err(e) => {
@@ -287,13 +323,21 @@ fn prepare_as(accessor: String, req: WriteRequest, state: &ClusterState) -> ApiR
     let need = match &prepared {
         Prepared::Command(c) => berth_core::state::need_of(c)
             .ok_or_else(|| ApiError::invalid("this request is not one a token can make"))?,
-        Prepared::Run(..) | Prepared::Answer(..) => berth_core::access::Need::Write,
+        Prepared::Run(_, _, _, Then::RunTasks) | Prepared::Answer(..) => {
+            berth_core::access::Need::Write
+        }
+        // A schedule's launch is the leader's own.
+        Prepared::Run(..) => {
+            return Err(ApiError::invalid(
+                "this request is not one a token can make",
+            ))
+        }
     };
     state.authorize(&accessor, need)?;
     Ok(match prepared {
         Prepared::Command(c) => Prepared::Command(made_by(Some(accessor), c)),
-        Prepared::Run(run, demand, None) => Prepared::Run(run, demand, Some(accessor)),
-        Prepared::Run(_, _, Some(_)) => {
+        Prepared::Run(run, demand, None, then) => Prepared::Run(run, demand, Some(accessor), then),
+        Prepared::Run(_, _, Some(_), _) => {
             return Err(ApiError::invalid("a request is made with one token"))
         }
         answer @ Prepared::Answer(..) => answer,
@@ -420,6 +464,33 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
             })
         }
         WriteRequest::RunTask(r) => prepare_run(r, state)?,
+        WriteRequest::CreateSchedule(spec) => Prepared::Command(Command::CreateSchedule(*spec)),
+        WriteRequest::UpdateSchedule(spec) => Prepared::Command(Command::UpdateSchedule(*spec)),
+        WriteRequest::SetSchedulePaused { name, paused } => {
+            Prepared::Command(Command::SetSchedulePaused { name, paused })
+        }
+        WriteRequest::DeleteSchedule { name } => {
+            Prepared::Command(Command::DeleteSchedule { name })
+        }
+        WriteRequest::FireSchedule { fire, run: None } => {
+            Prepared::Command(Command::FireSchedule(*fire))
+        }
+        WriteRequest::FireSchedule {
+            fire,
+            run: Some(run),
+        } => {
+            let (time, request, task_run) = *run;
+            prepare_launch(request, task_run, Then::Fire(fire, time), state)
+        }
+        WriteRequest::RetryScheduleRun(retry) => {
+            let (task_run, request) = *retry;
+            let then = Then::Retry {
+                name: task_run.schedule.clone(),
+                run_id: task_run.run_id.clone(),
+                attempt: task_run.attempt,
+            };
+            prepare_launch(request, task_run, then, state)
+        }
         WriteRequest::CreateService(c) => prepare_create_service(c, state)?,
         WriteRequest::UpdateService(u) => prepare_update_service(u, state)?,
         WriteRequest::DeleteService { name, force } => {
@@ -513,6 +584,52 @@ fn prepare_update_service(u: UpdateService, state: &ClusterState) -> ApiResult<P
     })))
 }
 
+/// A schedule's launch: placed like a RunTask; one that RunTask would refuse (its task
+/// definition gone, a secret missing) is proposed unplaced, so its run records why.
+fn prepare_launch(
+    request: RunTaskRequest,
+    task_run: TaskRun,
+    then: Then,
+    state: &ClusterState,
+) -> Prepared {
+    let family = request.task_definition.clone();
+    match prepare_run(request, state) {
+        Ok(Prepared::Run(mut run, demand, actor, _)) => {
+            run.run = Some(task_run);
+            Prepared::Run(run, demand, actor, then)
+        }
+        Ok(_) => Prepared::Command(then.command(unplaced(
+            family,
+            task_run,
+            "INTERNAL",
+            "the launch was answered without placing",
+        ))),
+        Err(e) => {
+            Prepared::Command(then.command(unplaced(family, task_run, "REFUSED", &e.to_string())))
+        }
+    }
+}
+
+/// A launch that places nothing, for why.
+fn unplaced(family: String, task_run: TaskRun, reason: &str, detail: &str) -> RunTasks {
+    RunTasks {
+        family,
+        revision: 0,
+        client_token: None,
+        fingerprint: 0,
+        started_by: String::new(),
+        group: String::new(),
+        overrides: Vec::new(),
+        placements: Vec::new(),
+        failures: vec![berth_core::model::Failure {
+            reason: reason.into(),
+            detail: detail.into(),
+        }],
+        service: None,
+        run: Some(task_run),
+    }
+}
+
 fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
     validate::run_count(r.count)?;
     validate::label("startedBy", &r.started_by)?;
@@ -584,8 +701,9 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
         placements: Vec::new(),
         failures: Vec::new(),
         service: r.service,
+        run: None,
     };
-    Ok(Prepared::Run(run, demand, None))
+    Ok(Prepared::Run(run, demand, None, Then::RunTasks))
 }
 
 pub(crate) fn strategies(s: &[PlacementStrategy]) -> ApiResult<Vec<sched::Strategy>> {

@@ -508,6 +508,7 @@ mod tests {
                 }],
                 failures: vec![],
                 service: None,
+                run: None,
             }),
         ];
         for name in held {

@@ -16,6 +16,7 @@ mod bootstrap;
 pub mod config;
 pub mod error;
 mod events;
+mod firing;
 mod health;
 pub mod internal;
 mod metrics;
@@ -34,6 +35,7 @@ use berth_proto::v1::agents_server::AgentsServer;
 use berth_proto::v1::cluster_server::ClusterServer;
 use berth_proto::v1::events_server::EventsServer;
 use berth_proto::v1::namespaces_server::NamespacesServer;
+use berth_proto::v1::schedules_server::SchedulesServer;
 use berth_proto::v1::secrets_server::SecretsServer;
 use berth_proto::v1::services_server::ServicesServer;
 use berth_proto::v1::task_definitions_server::TaskDefinitionsServer;
@@ -299,6 +301,9 @@ impl ControlNode {
             .add_service(ServicesServer::new(api::services::ServicesApi {
                 node: node.clone(),
             }))
+            .add_service(SchedulesServer::new(api::schedules::SchedulesApi {
+                node: node.clone(),
+            }))
             .add_service(UsageServer::new(api::usage::UsageApi {
                 node: node.clone(),
             }))
@@ -355,6 +360,7 @@ impl ControlNode {
         tasks.push(tokio::spawn(events::run(node.clone())));
         tasks.push(tokio::spawn(assignments::run(node.clone())));
         tasks.push(tokio::spawn(scheduler::run(node.clone())));
+        tasks.push(tokio::spawn(firing::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
         tasks.push(tokio::spawn(auth::bootstrap_when_leader(node.clone())));
         let sd = shutdown.clone();

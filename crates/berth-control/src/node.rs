@@ -117,6 +117,35 @@ pub enum WriteRequest {
     DeleteSecret {
         name: String,
     },
+    CreateSchedule(Box<berth_core::schedule::ScheduleSpec>),
+    UpdateSchedule(Box<berth_core::schedule::ScheduleSpec>),
+    SetSchedulePaused {
+        name: String,
+        paused: bool,
+    },
+    DeleteSchedule {
+        name: String,
+    },
+    /// From the leader's schedule firing: the times decided, and the launch of the one
+    /// run (placed by the batcher like a RunTask).
+    FireSchedule {
+        fire: Box<berth_core::schedule::ScheduleFire>,
+        #[allow(clippy::type_complexity)]
+        run: Option<
+            Box<(
+                u64,
+                berth_core::command::RunTaskRequest,
+                berth_core::schedule::TaskRun,
+            )>,
+        >,
+    },
+    /// From the leader's schedule firing: the next attempt of a failed run.
+    RetryScheduleRun(
+        Box<(
+            berth_core::schedule::TaskRun,
+            berth_core::command::RunTaskRequest,
+        )>,
+    ),
     /// `request`, made by the holder of API token `accessor`: refused here unless that
     /// token is live and its role allows it, and checked again where it applies.
     As {
@@ -175,7 +204,9 @@ impl WriteRequest {
     /// forced deployment would replace every task twice.
     fn retry_safe(&self) -> bool {
         match self {
-            WriteRequest::RegisterTaskDefinition(_) | WriteRequest::DeleteService { .. } => false,
+            WriteRequest::RegisterTaskDefinition(_)
+            | WriteRequest::DeleteService { .. }
+            | WriteRequest::DeleteSchedule { .. } => false,
             WriteRequest::UpdateService(u) => !u.force_new_deployment,
             _ => true,
         }

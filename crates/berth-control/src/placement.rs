@@ -190,6 +190,7 @@ mod tests {
             placements: vec![],
             failures: vec![],
             service: None,
+            run: None,
         }
     }
 

@@ -539,6 +539,7 @@ pub(crate) mod tests {
                     }],
                     failures: vec![],
                     service: Some("api".into()),
+                    run: None,
                 }),
             );
         }
@@ -641,6 +642,7 @@ pub(crate) mod tests {
                     .collect(),
                 failures: vec![],
                 service: Some("api".into()),
+                run: None,
             }),
         );
         assert!(reconcile(&s).is_empty());

@@ -129,6 +129,19 @@ pub enum Command {
         to: u32,
         reason: String,
     },
+    CreateSchedule(crate::schedule::ScheduleSpec),
+    /// Replaces a schedule's definition (its runs and last fired time stay).
+    UpdateSchedule(crate::schedule::ScheduleSpec),
+    SetSchedulePaused {
+        name: String,
+        paused: bool,
+    },
+    DeleteSchedule {
+        name: String,
+    },
+    /// The leader's schedule firing (see [`crate::schedule`]).
+    FireSchedule(crate::schedule::ScheduleFire),
+    RetryScheduleRun(crate::schedule::ScheduleRetry),
     /// Measured use of an agent's tasks, one window per task.
     RecordUtilization {
         agent_id: String,
@@ -194,6 +207,17 @@ impl Command {
             Command::DeleteNamespace { name } => format!("DeleteNamespace {name}"),
             Command::PutSecret { name, .. } => format!("PutSecret {name}"),
             Command::DeleteSecret { name } => format!("DeleteSecret {name}"),
+            Command::CreateSchedule(s) => format!("CreateSchedule {}", s.name),
+            Command::UpdateSchedule(s) => format!("UpdateSchedule {}", s.name),
+            Command::SetSchedulePaused { name, paused } => format!(
+                "{} {name}",
+                if *paused {
+                    "PauseSchedule"
+                } else {
+                    "ResumeSchedule"
+                }
+            ),
+            Command::DeleteSchedule { name } => format!("DeleteSchedule {name}"),
             Command::As { command, .. } => command.summary(),
             // Not made with tokens (agents' and the leader's own): named by their variant.
             other => format!("{other:?}")
@@ -232,6 +256,10 @@ pub struct RunTasks {
     /// launches no more than the service's desired count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// The schedule run these tasks are an attempt of (only the leader's schedule firing
+    /// sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::schedule::TaskRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +347,7 @@ pub enum Outcome {
     AccessToken(crate::access::AccessToken),
     Namespace(crate::namespace::Namespace),
     Secret(crate::secret::Secret),
+    Schedule(Box<crate::schedule::Schedule>),
 }
 
 pub type CommandResult = Result<Outcome, Error>;

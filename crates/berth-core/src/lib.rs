@@ -13,6 +13,7 @@ pub mod model;
 pub mod namespace;
 pub mod quote;
 pub mod scaling;
+pub mod schedule;
 pub mod secret;
 pub mod service;
 pub mod size;

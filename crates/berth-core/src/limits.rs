@@ -95,3 +95,27 @@ pub const MAX_SERVICE_EVENT_LEN: usize = 1024;
 pub const INACTIVE_SERVICE_RETENTION_MS: u64 = 60 * 60 * 1000;
 /// Services per DescribeServices (ECS's limit).
 pub const MAX_DESCRIBE_SERVICES: usize = 10;
+/// Schedules in the cluster (EventBridge Scheduler's default quota is 1,000,000 per
+/// account; ours bounds the leader's pass over them and the state's size).
+pub const MAX_SCHEDULES: usize = 20_000;
+/// Finished runs (and SKIPPED records) kept per schedule, newest first; live runs are kept
+/// whatever their number.
+pub const MAX_SCHEDULE_RUNS: usize = 100;
+/// Scheduled times one fire decides on at most (skipped ones, counted singly); a schedule
+/// further behind is caught up by the next fires.
+pub const MAX_TIMES_PER_FIRE: u64 = 10_000;
+/// Catch-up window: the default (as the issue promises users) and the bound.
+pub const DEFAULT_CATCH_UP_WINDOW_MS: u64 = 60 * 60 * 1000;
+pub const MAX_CATCH_UP_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Under catch-up `none`, a time fired no later than this after it is on time.
+pub const ON_TIME_MS: u64 = 30_000;
+/// Retries of a run after its first attempt.
+pub const MAX_RETRIES: u32 = 10;
+/// No attempt of a run starts later than this after its scheduled time: default, bound.
+pub const DEFAULT_RETRY_MAX_AGE_MS: u64 = 60 * 60 * 1000;
+pub const MAX_RETRY_MAX_AGE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Back-off before a run's second attempt; it doubles per attempt up to the cap.
+pub const RETRY_BACKOFF_BASE_MS: u64 = 5_000;
+pub const RETRY_BACKOFF_MAX_MS: u64 = 5 * 60 * 1000;
+/// A schedule's jitter.
+pub const MAX_JITTER_MS: u64 = 60 * 60 * 1000;

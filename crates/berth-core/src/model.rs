@@ -475,6 +475,9 @@ pub struct Task {
     /// clock for reported states, the leader's for the rest), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<Transition>,
+    /// The schedule run this task is an attempt of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::schedule::TaskRun>,
 }
 
 /// A task reaching a lifecycle state.

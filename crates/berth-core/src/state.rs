@@ -161,6 +161,9 @@ pub struct ClusterState {
     /// derived again by `rebuild_indexes` from a snapshot written before it existed).
     #[serde(default)]
     namespace_use: Map<String, crate::namespace::NamespaceUse>,
+    /// Schedules by qualified name.
+    #[serde(default)]
+    schedules: Map<String, crate::schedule::Schedule>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -285,6 +288,9 @@ impl ClusterState {
         self.agent_changed
             .insert(task.agent_id.clone(), self.revision);
         self.track_service_task(&task);
+        if task.run.is_some() && task.last_status == TaskState::Stopped {
+            self.settle_run_attempt(&task);
+        }
         self.changes.push(Change::Task(task));
     }
 
@@ -388,6 +394,12 @@ impl ClusterState {
             Command::DeleteNamespace { name } => self.delete_namespace(name),
             Command::PutSecret { name, sealed } => self.put_secret(name, sealed),
             Command::DeleteSecret { name } => self.delete_secret(name),
+            Command::CreateSchedule(spec) => self.create_schedule(spec),
+            Command::UpdateSchedule(spec) => self.update_schedule(spec),
+            Command::SetSchedulePaused { name, paused } => self.set_schedule_paused(name, *paused),
+            Command::DeleteSchedule { name } => self.delete_schedule(name),
+            Command::FireSchedule(f) => self.fire_schedule(f),
+            Command::RetryScheduleRun(r) => self.retry_schedule_run(r),
             Command::UpdateSettings(s) => {
                 self.settings = s.clone();
                 Ok(Outcome::Settings(s.clone()))
@@ -503,6 +515,7 @@ impl ClusterState {
                     status: TaskState::Provisioning,
                     at: self.clock,
                 }],
+                run: run.run.clone(),
             };
             self.allocate(&task);
             self.count_revision_task(&task, true);
@@ -1226,6 +1239,7 @@ mod definitions;
 mod deployments;
 mod namespaces;
 mod scaling;
+mod schedules;
 mod secrets;
 mod services;
 mod usage;

@@ -193,6 +193,8 @@ impl From<&core::Task> for v1::Task {
     fn from(t: &core::Task) -> Self {
         v1::Task {
             task_id: t.id.clone(),
+            run_id: t.run.as_ref().map(|r| bare(&r.run_id)).unwrap_or_default(),
+            attempt: t.run.as_ref().map_or(0, |r| r.attempt),
             namespace: ns::of(&t.family).into(),
             task_definition: bare(&t.task_definition()),
             family: bare(&t.family),
@@ -531,6 +533,79 @@ pub fn service_to_wire(s: &core::Service, view: ServiceView<'_>) -> v1::Service 
     }
 }
 
+fn strategies_to_wire(v: &[core::command::PlacementStrategy]) -> Vec<v1::PlacementStrategy> {
+    v.iter()
+        .map(|p| v1::PlacementStrategy {
+            r#type: p.kind.clone(),
+            field: p.field.clone(),
+        })
+        .collect()
+}
+
+fn constraints_to_wire(v: &[core::command::PlacementConstraint]) -> Vec<v1::PlacementConstraint> {
+    v.iter()
+        .map(|c| v1::PlacementConstraint {
+            r#type: c.kind.clone(),
+            expression: c.expression.clone(),
+        })
+        .collect()
+}
+
+/// A schedule as the API shows it; `next_fire` is computed by the caller (the state
+/// machine does not read expressions).
+pub fn schedule_to_wire(s: &core::schedule::Schedule, next_fire: Option<u64>) -> v1::Schedule {
+    let spec = &s.spec;
+    v1::Schedule {
+        name: bare(&spec.name),
+        task_definition: match spec.revision {
+            Some(r) => format!("{}:{r}", bare(&spec.family)),
+            None => bare(&spec.family),
+        },
+        expression: spec.expression.clone(),
+        timezone: spec.timezone.clone(),
+        start_at_ms: spec.start_at.unwrap_or_default(),
+        end_at_ms: spec.end_at.unwrap_or_default(),
+        overlap: spec.overlap.as_str().into(),
+        catch_up: spec.catch_up.as_str().into(),
+        catch_up_window_ms: spec.catch_up_window_ms,
+        retries: spec.retries,
+        retry_max_age_ms: spec.retry_max_age_ms,
+        jitter_ms: spec.jitter_ms,
+        state: s.state.as_str().into(),
+        created_at_ms: s.created_at,
+        last_fired_ms: s.last_fired.unwrap_or_default(),
+        next_fire_ms: next_fire.unwrap_or_default(),
+        live_runs: s.live_runs().count() as u32,
+        overrides: overrides_to_wire(&spec.overrides),
+        placement_strategy: strategies_to_wire(&spec.placement_strategy),
+        placement_constraints: constraints_to_wire(&spec.placement_constraints),
+    }
+}
+
+pub fn schedule_run_to_wire(r: &core::schedule::Run) -> v1::ScheduleRun {
+    v1::ScheduleRun {
+        run_id: bare(&r.id),
+        scheduled_time_ms: r.scheduled_time,
+        last_time_ms: r.last_time.unwrap_or(r.scheduled_time),
+        count: r.count,
+        status: r.status.as_str().into(),
+        reason: r.reason.clone(),
+        recorded_at_ms: r.recorded_at,
+        attempts: r
+            .attempts
+            .iter()
+            .map(|a| v1::ScheduleAttempt {
+                number: a.number,
+                started_at_ms: a.started_at,
+                task_id: a.task_id.clone().unwrap_or_default(),
+                failure: a.failure.clone().unwrap_or_default(),
+            })
+            .collect(),
+        retry_at_ms: r.retry_at.unwrap_or_default(),
+        finished_at_ms: r.finished_at.unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,6 +682,7 @@ mod tests {
                     at: 2_500,
                 },
             ],
+            run: None,
         };
         let wire = v1::Task::from(&task);
         let seen: Vec<(&str, u64)> = wire

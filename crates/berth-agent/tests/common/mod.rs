@@ -301,6 +301,7 @@ pub fn task(
             stopped_at: None,
             version: 1,
             transitions: vec![],
+            run: None,
         },
         definition: TaskDefinition {
             family: "test".into(),

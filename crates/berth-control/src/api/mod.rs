@@ -6,6 +6,7 @@ pub mod agents;
 pub mod cluster;
 pub mod events;
 pub mod namespaces;
+pub mod schedules;
 pub mod secrets;
 pub mod services;
 pub mod task_definitions;

@@ -212,12 +212,16 @@ pub fn need_of_path(path: &str) -> Option<Need> {
         | ("berth.v1.Events", "Watch")
         | ("berth.v1.Usage", "Get")
         | ("berth.v1.Services", "Describe" | "List")
+        | ("berth.v1.Schedules", "Describe" | "List" | "Runs")
         | ("berth.v1.Namespaces", "List")
         | ("berth.v1.Secrets", "List") => Need::Read,
         ("berth.v1.TaskDefinitions", "Register" | "Deregister")
         | ("berth.v1.Tasks", "Run" | "Stop")
         | ("berth.v1.Services", "Create" | "Update" | "Delete" | "PutScalingPolicy")
-        | ("berth.v1.Secrets", "Put" | "Delete") => Need::Write,
+        | ("berth.v1.Secrets", "Put" | "Delete")
+        | ("berth.v1.Schedules", "Create" | "Update" | "Pause" | "Resume" | "Delete") => {
+            Need::Write
+        }
         _ => Need::Admin,
     };
     Some(need)
@@ -290,7 +294,7 @@ mod tests {
         for m in &by_need["read"] {
             let verb = m.rsplit('/').next().unwrap_or_default();
             assert!(
-                ["Describe", "List", "Watch", "Logs", "Status", "Get"].contains(&verb),
+                ["Describe", "List", "Watch", "Logs", "Status", "Get", "Runs"].contains(&verb),
                 "{m} is a read"
             );
         }

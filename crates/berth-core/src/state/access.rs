@@ -24,7 +24,11 @@ pub fn need_of(cmd: &Command) -> Option<Need> {
         | Command::DeleteService { .. }
         | Command::PutScalingPolicy { .. }
         | Command::PutSecret { .. }
-        | Command::DeleteSecret { .. } => Some(Need::Write),
+        | Command::DeleteSecret { .. }
+        | Command::CreateSchedule(_)
+        | Command::UpdateSchedule(_)
+        | Command::SetSchedulePaused { .. }
+        | Command::DeleteSchedule { .. } => Some(Need::Write),
         Command::UpdateSettings(_)
         | Command::SetAgentStatus { .. }
         | Command::CreateAccessToken(_)
@@ -40,6 +44,8 @@ pub fn need_of(cmd: &Command) -> Option<Need> {
         | Command::StopServiceTasks { .. }
         | Command::AutoscaleService { .. }
         | Command::Tick
+        | Command::FireSchedule(_)
+        | Command::RetryScheduleRun(_)
         | Command::BootstrapAccessToken(_)
         | Command::As { .. } => None,
     }

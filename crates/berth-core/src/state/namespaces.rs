@@ -123,6 +123,8 @@ impl ClusterState {
             | Command::PutScalingPolicy { name, .. }
             | Command::PutSecret { name, .. }
             | Command::DeleteSecret { name } => name,
+            Command::CreateSchedule(s) | Command::UpdateSchedule(s) => &s.name,
+            Command::SetSchedulePaused { name, .. } | Command::DeleteSchedule { name } => name,
             Command::As { command, .. } => return self.command_namespace(command),
             _ => return None,
         };
@@ -136,6 +138,7 @@ impl ClusterState {
             Command::RegisterTaskDefinition { .. }
                 | Command::RunTasks(_)
                 | Command::CreateService(_)
+                | Command::CreateSchedule(_)
                 | Command::PutSecret { .. }
         );
         match self.command_namespace(cmd) {

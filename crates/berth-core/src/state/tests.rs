@@ -6,6 +6,7 @@ mod definitions;
 mod deployments;
 mod namespaces;
 mod scaling;
+mod schedules;
 mod services;
 mod usage;
 mod utilization;
@@ -68,6 +69,7 @@ fn run(token: Option<&str>, fingerprint: u64, placements: &[(&str, &str)]) -> Co
             .collect(),
         failures: vec![],
         service: None,
+        run: None,
     })
 }
 

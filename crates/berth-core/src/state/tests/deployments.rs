@@ -49,6 +49,7 @@ fn launch(h: &Harness, ids: &[&str]) -> Command {
             .collect(),
         failures: vec![],
         service: Some("api".into()),
+        run: None,
     })
 }
 
