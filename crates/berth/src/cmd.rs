@@ -17,6 +17,7 @@ use crate::{ClientOpts, Format};
 pub mod agent;
 pub mod events;
 pub mod namespace;
+pub mod schedule;
 pub mod secret;
 pub mod service;
 pub mod task;

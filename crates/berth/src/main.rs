@@ -136,6 +136,12 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::service::ServiceCmd,
     },
+    /// Schedules: a task definition launched on a cron, a rate or once, each scheduled time
+    /// exactly once, with retries and overlap control.
+    Schedule {
+        #[command(subcommand)]
+        cmd: cmd::schedule::ScheduleCmd,
+    },
     /// API tokens: create, list and revoke them (an admin's).
     Token {
         #[command(subcommand)]
@@ -222,6 +228,7 @@ fn main() -> ExitCode {
             Command::Taskdef { cmd } => cmd::taskdef(&opts, cmd).await,
             Command::Task { cmd } => cmd::task::task(&opts, cmd).await,
             Command::Service { cmd } => cmd::service::service(&opts, cmd).await,
+            Command::Schedule { cmd } => cmd::schedule::schedule(&opts, cmd).await,
             Command::Usage(a) => cmd::usage::usage(&opts, a).await,
             Command::Events(a) => cmd::events::events(&opts, a).await,
             Command::Agent { cmd: Some(cmd), .. } => cmd::agent::agent(&opts, cmd).await,
