@@ -162,6 +162,7 @@ async fn register_definition(endpoints: &[(String, Api)], family: &str) -> Resul
             stop_timeout: Some(2),
             ..Default::default()
         }],
+        timeouts: Default::default(),
     };
     let mut last = anyhow!("no endpoint");
     for i in 0..(endpoints.len() * 5) {

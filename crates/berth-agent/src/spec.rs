@@ -92,6 +92,12 @@ pub struct TaskPlan {
     /// The engine network the owner joins, when it is one the agent makes (a Berth
     /// namespace's): its name and the namespace.
     pub network: Option<(String, String)>,
+    /// The task's time limits, enforced here on the agent's monotonic clock.
+    pub start_timeout: Duration,
+    pub max_runtime: Option<Duration>,
+    /// When the task reached RUNNING as the control plane recorded it (this agent's
+    /// clock): an adopted task's run time counts from there.
+    pub started_at: Option<u64>,
 }
 
 /// The engine network of a Berth namespace's tasks on the bridge: the engine's default for
@@ -332,6 +338,9 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
         containers,
         owner,
         network,
+        start_timeout: Duration::from_millis(task.timeouts.start_timeout_ms()),
+        max_runtime: task.timeouts.max_runtime_ms().map(Duration::from_millis),
+        started_at: task.started_at,
     }
 }
 
@@ -368,6 +377,7 @@ pub(crate) mod tests {
                 version: 1,
                 transitions: vec![],
                 run: None,
+                timeouts: Default::default(),
             },
             definition: TaskDefinition {
                 family: "fam".into(),
@@ -379,6 +389,7 @@ pub(crate) mod tests {
                 status: TaskDefinitionStatus::Active,
                 registered_at: 0,
                 deregistered_at: None,
+                timeouts: Default::default(),
             },
         }
     }

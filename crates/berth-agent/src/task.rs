@@ -94,6 +94,8 @@ struct Supervisor {
     /// aborted): its channels no longer wake anything.
     stop_closed: bool,
     events_closed: bool,
+    /// Taken over after an agent restart: its run time began before this supervisor.
+    adopted: bool,
 }
 
 /// Runs a task to STOPPED and returns its final report.
@@ -118,6 +120,7 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
         last_sent: None,
         stop_closed: false,
         events_closed: false,
+        adopted: matches!(mode, Mode::Adopt(_)),
     };
     for (t, p) in s.containers.iter_mut().zip(&s.ctx.plan.containers) {
         t.health = p.body.healthcheck.as_ref().map(|_| HealthStatus::Unknown);
@@ -125,7 +128,14 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
     let started = match mode {
         Mode::Fresh => {
             let t0 = Instant::now();
-            let r = s.launch().await;
+            let limit = s.ctx.plan.start_timeout;
+            let r = match tokio::time::timeout(limit, s.launch()).await {
+                Ok(r) => r,
+                Err(_) => Err(End::FailedToStart(format!(
+                    "StartTimeout: the task did not reach RUNNING within {}",
+                    humantime::format_duration(limit)
+                ))),
+            };
             match &r {
                 Ok(()) => s.ctx.metrics.started(t0.elapsed()),
                 Err(End::FailedToStart(_)) => s.ctx.metrics.failed_to_start(),
@@ -136,7 +146,10 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
         Mode::Adopt(found) => s.adopt(found).await,
     };
     let end = match started {
-        Ok(()) => s.watch().await,
+        Ok(()) => {
+            let deadline = s.run_deadline();
+            s.watch(deadline).await
+        }
         Err(end) => end,
     };
     s.finish(end).await
@@ -476,13 +489,43 @@ impl Supervisor {
         }
     }
 
-    /// The running phase: until an essential container exits or a stop is asked for.
-    async fn watch(&mut self) -> End {
+    /// When the task's maximum run time ends, on the monotonic clock: counted from now for a
+    /// task just started, from its recorded start for one adopted after a restart.
+    fn run_deadline(&self) -> Option<Instant> {
+        let limit = self.ctx.plan.max_runtime?;
+        let ran = match self.ctx.plan.started_at {
+            Some(at) if self.adopted => Duration::from_millis(now_ms().saturating_sub(at)),
+            _ => Duration::ZERO,
+        };
+        Some(Instant::now() + limit.saturating_sub(ran))
+    }
+
+    /// The running phase: until an essential container exits, a stop is asked for, or the
+    /// maximum run time ends.
+    async fn watch(&mut self, deadline: Option<Instant>) -> End {
+        let limit = self.ctx.plan.max_runtime.unwrap_or_default();
+        let timed_out = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timed_out);
         loop {
             if let Some(stop) = self.essential_exit() {
                 return End::Stop(stop);
             }
             tokio::select! {
+                _ = &mut timed_out => {
+                    return End::Stop(StopRequest {
+                        code: StopCode::EssentialContainerExited,
+                        reason: format!(
+                            "Timeout: the task ran past its maximum run time of {}",
+                            humantime::format_duration(limit)
+                        ),
+                        grace: None,
+                    });
+                }
                 changed = self.ctx.stop.changed(), if !self.stop_closed => {
                     if changed.is_err() {
                         // The reconciler is gone (agent shutting down): keep watching

@@ -407,6 +407,16 @@ fn prepare(req: WriteRequest, state: &ClusterState) -> ApiResult<Prepared> {
                 namespace: Some(namespace),
             })
         }
+        WriteRequest::StopOverdueTask {
+            task_id,
+            code,
+            reason,
+        } => Prepared::Command(Command::StopTask {
+            task_id,
+            reason,
+            code,
+            namespace: None,
+        }),
         WriteRequest::RegisterAgent(reg) => {
             validate::agent(&reg.id, reg.cpu, reg.memory, &reg.attributes)?;
             validate::agent_address(&reg.address)?;
@@ -627,11 +637,13 @@ fn unplaced(family: String, task_run: TaskRun, reason: &str, detail: &str) -> Ru
         }],
         service: None,
         run: Some(task_run),
+        timeouts: Default::default(),
     }
 }
 
 fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
     validate::run_count(r.count)?;
+    validate::timeouts("timeouts", &r.timeouts)?;
     validate::label("startedBy", &r.started_by)?;
     validate::label("group", &r.group)?;
     if r.service.is_none() && berth_core::service::service_of_group(&r.group).is_some() {
@@ -702,6 +714,7 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
         failures: Vec::new(),
         service: r.service,
         run: None,
+        timeouts: r.timeouts,
     };
     Ok(Prepared::Run(run, demand, None, Then::RunTasks))
 }
@@ -940,6 +953,7 @@ mod tests {
                 image: "berth/workload".into(),
                 ..Default::default()
             }],
+            timeouts: Default::default(),
         }
     }
 

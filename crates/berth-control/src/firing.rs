@@ -62,6 +62,7 @@ fn launch(s: &Schedule) -> RunTaskRequest {
         placement_strategy: spec.placement_strategy.clone(),
         placement_constraints: spec.placement_constraints.clone(),
         service: None,
+        timeouts: spec.timeouts,
     }
 }
 

@@ -476,6 +476,7 @@ mod tests {
                 }],
                 ..Default::default()
             }],
+            timeouts: Default::default(),
         };
         let mut commands = vec![
             Command::CreateNamespace {
@@ -509,6 +510,7 @@ mod tests {
                 failures: vec![],
                 service: None,
                 run: None,
+                timeouts: Default::default(),
             }),
         ];
         for name in held {

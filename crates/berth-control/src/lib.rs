@@ -26,6 +26,7 @@ mod placement;
 mod scheduler;
 pub mod secrets;
 pub mod shutdown;
+mod timeouts;
 
 use std::sync::Arc;
 
@@ -361,6 +362,7 @@ impl ControlNode {
         tasks.push(tokio::spawn(assignments::run(node.clone())));
         tasks.push(tokio::spawn(scheduler::run(node.clone())));
         tasks.push(tokio::spawn(firing::run(node.clone())));
+        tasks.push(tokio::spawn(timeouts::run(node.clone())));
         tasks.push(tokio::spawn(health::run(node.clone(), health)));
         tasks.push(tokio::spawn(auth::bootstrap_when_leader(node.clone())));
         let sd = shutdown.clone();

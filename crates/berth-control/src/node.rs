@@ -117,6 +117,12 @@ pub enum WriteRequest {
     DeleteSecret {
         name: String,
     },
+    /// From the leader's timeout backstop: a task its agent did not stop at its limit.
+    StopOverdueTask {
+        task_id: String,
+        code: berth_core::StopCode,
+        reason: String,
+    },
     CreateSchedule(Box<berth_core::schedule::ScheduleSpec>),
     UpdateSchedule(Box<berth_core::schedule::ScheduleSpec>),
     SetSchedulePaused {

@@ -191,6 +191,7 @@ mod tests {
             failures: vec![],
             service: None,
             run: None,
+            timeouts: Default::default(),
         }
     }
 
@@ -234,6 +235,7 @@ mod tests {
                         image: "busybox".into(),
                         ..Default::default()
                     }],
+                    timeouts: Default::default(),
                 },
             },
             register("a1"),

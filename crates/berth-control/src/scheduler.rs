@@ -401,6 +401,7 @@ async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcom
             placement_strategy: strategy.clone(),
             placement_constraints: constraints.clone(),
             service: Some(service.clone()),
+            timeouts: Default::default(),
         }),
         Action::Stop {
             service,
@@ -491,6 +492,7 @@ pub(crate) mod tests {
                 image: "img".into(),
                 ..Default::default()
             }],
+            timeouts: Default::default(),
         }
     }
 
@@ -540,6 +542,7 @@ pub(crate) mod tests {
                     failures: vec![],
                     service: Some("api".into()),
                     run: None,
+                    timeouts: Default::default(),
                 }),
             );
         }
@@ -643,6 +646,7 @@ pub(crate) mod tests {
                 failures: vec![],
                 service: Some("api".into()),
                 run: None,
+                timeouts: Default::default(),
             }),
         );
         assert!(reconcile(&s).is_empty());

@@ -260,6 +260,9 @@ pub struct RunTasks {
     /// sets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<crate::schedule::TaskRun>,
+    /// Overrides of the definition's time limits.
+    #[serde(default, skip_serializing_if = "crate::model::Timeouts::is_empty")]
+    pub timeouts: crate::model::Timeouts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +318,9 @@ pub struct RunTaskRequest {
     /// Set by the service scheduler, never from the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Overrides of the definition's time limits.
+    #[serde(default, skip_serializing_if = "crate::model::Timeouts::is_empty")]
+    pub timeouts: crate::model::Timeouts,
 }
 
 impl RunTaskRequest {

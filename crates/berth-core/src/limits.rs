@@ -119,3 +119,12 @@ pub const RETRY_BACKOFF_BASE_MS: u64 = 5_000;
 pub const RETRY_BACKOFF_MAX_MS: u64 = 5 * 60 * 1000;
 /// A schedule's jitter.
 pub const MAX_JITTER_MS: u64 = 60 * 60 * 1000;
+/// A task's start timeout: the default (10 minutes, as a stuck image pull should not hold
+/// capacity for longer) and its bounds; a maximum run time's bounds.
+pub const DEFAULT_START_TIMEOUT_S: u32 = 600;
+pub const MAX_START_TIMEOUT_S: u32 = 24 * 60 * 60;
+pub const MAX_RUNTIME_S: u32 = 30 * 24 * 60 * 60;
+/// The control plane stops a task its agent should have timed out this long after the
+/// limit (and the stop grace): the agent enforces limits itself, even cut off; this is the
+/// backstop for an agent that did not.
+pub const TIMEOUT_BACKSTOP_MS: u64 = 30_000;

@@ -32,6 +32,48 @@ pub struct TaskDefinitionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<String>,
     pub container_definitions: Vec<ContainerDefinition>,
+    /// Time limits on the definition's tasks; a RunTask or schedule may override them.
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
+}
+
+/// Time limits on a task (ECS has none: a stuck task runs, and bills, forever). Seconds;
+/// absent fields take the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// From placement to RUNNING (an image pull that hangs, an engine that does not
+    /// answer); default 600. Past it the task stops with `TaskFailedToStart`,
+    /// "StartTimeout: …".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<u32>,
+    /// From the containers' start; default none. Past it the containers get SIGTERM, then
+    /// SIGKILL after their stopTimeout, and the reason says "Timeout: …".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime: Option<u32>,
+}
+
+impl Timeouts {
+    pub fn is_empty(&self) -> bool {
+        self.start_timeout.is_none() && self.max_runtime.is_none()
+    }
+    /// These, with what they leave out taken from `base`.
+    pub fn over(self, base: Timeouts) -> Timeouts {
+        Timeouts {
+            start_timeout: self.start_timeout.or(base.start_timeout),
+            max_runtime: self.max_runtime.or(base.max_runtime),
+        }
+    }
+    /// The start timeout in effect, in milliseconds.
+    pub fn start_timeout_ms(&self) -> u64 {
+        u64::from(
+            self.start_timeout
+                .unwrap_or(crate::limits::DEFAULT_START_TIMEOUT_S),
+        ) * 1000
+    }
+    pub fn max_runtime_ms(&self) -> Option<u64> {
+        self.max_runtime.map(|s| u64::from(s) * 1000)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -194,6 +236,8 @@ pub struct TaskDefinition {
     #[serde(default)]
     pub network_mode: NetworkMode,
     pub container_definitions: Vec<ContainerDefinition>,
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
     pub status: TaskDefinitionStatus,
     pub registered_at: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -478,6 +522,9 @@ pub struct Task {
     /// The schedule run this task is an attempt of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<crate::schedule::TaskRun>,
+    /// The time limits in effect (the definition's, under the RunTask's overrides).
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
 }
 
 /// A task reaching a lifecycle state.

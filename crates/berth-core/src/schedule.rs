@@ -120,6 +120,9 @@ pub struct ScheduleSpec {
     pub placement_constraints: Vec<PlacementConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
+    /// Overrides of the definition's time limits for every run.
+    #[serde(default, skip_serializing_if = "crate::model::Timeouts::is_empty")]
+    pub timeouts: crate::model::Timeouts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +377,7 @@ mod tests {
                 placement_strategy: vec![],
                 placement_constraints: vec![],
                 client_token: None,
+                timeouts: Default::default(),
             },
             state: ScheduleState::Enabled,
             created_at: 0,

@@ -446,6 +446,7 @@ impl ClusterState {
             )));
         }
         let (cpu, memory) = (def.cpu, def.memory);
+        let timeouts = run.timeouts.over(def.timeouts);
         let containers: Vec<ContainerState> = def
             .container_definitions
             .iter()
@@ -516,6 +517,7 @@ impl ClusterState {
                     at: self.clock,
                 }],
                 run: run.run.clone(),
+                timeouts,
             };
             self.allocate(&task);
             self.count_revision_task(&task, true);

@@ -304,6 +304,7 @@ pub fn task_definition(spec: &TaskDefinitionSpec, free_sizing: bool) -> Result<(
         }
     }
     network_mode(spec)?;
+    timeouts("timeouts", &spec.timeouts)?;
     if !spec.container_definitions.iter().any(|c| c.is_essential()) {
         return Err(invalid(
             "containerDefinitions: at least one container must be essential".into(),
@@ -562,6 +563,26 @@ pub fn is_attribute_name(k: &str) -> bool {
 }
 
 /// Parses `family` or `family:revision`.
+/// A task's time limits, in a definition or as a RunTask's or schedule's overrides: `field`
+/// names where they were given.
+pub fn timeouts(field: &str, t: &crate::model::Timeouts) -> Result<(), Error> {
+    if let Some(s) = t.start_timeout {
+        if s == 0 || s > MAX_START_TIMEOUT_S {
+            return Err(invalid(format!(
+                "{field}.startTimeout is {s} s; it must be 1..{MAX_START_TIMEOUT_S} (a day)"
+            )));
+        }
+    }
+    if let Some(s) = t.max_runtime {
+        if s == 0 || s > MAX_RUNTIME_S {
+            return Err(invalid(format!(
+                "{field}.maxRuntime is {s} s; it must be 1..{MAX_RUNTIME_S} (30 days)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn task_definition_ref(s: &str) -> Result<(String, Option<u32>), Error> {
     let (family, rev) = match s.split_once(':') {
         Some((f, r)) => {
@@ -601,6 +622,7 @@ mod tests {
                 image: "berth/workload".into(),
                 ..Default::default()
             }],
+            timeouts: Default::default(),
         }
     }
 

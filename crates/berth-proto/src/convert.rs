@@ -120,6 +120,7 @@ impl From<&core::TaskDefinitionSpec> for v1::TaskDefinitionSpec {
             memory: s.memory,
             network_mode: s.network_mode.clone(),
             container_definitions: s.container_definitions.iter().map(Into::into).collect(),
+            timeouts: timeouts_to_wire(&s.timeouts),
         }
     }
 }
@@ -136,6 +137,7 @@ impl From<v1::TaskDefinitionSpec> for core::TaskDefinitionSpec {
                 .into_iter()
                 .map(Into::into)
                 .collect(),
+            timeouts: timeouts_from_wire(s.timeouts),
         }
     }
 }
@@ -161,6 +163,7 @@ impl From<&core::TaskDefinition> for v1::TaskDefinition {
             },
             registered_at_ms: d.registered_at,
             deregistered_at_ms: d.deregistered_at,
+            timeouts: timeouts_to_wire(&d.timeouts),
         }
     }
 }
@@ -194,6 +197,7 @@ impl From<&core::Task> for v1::Task {
         v1::Task {
             task_id: t.id.clone(),
             run_id: t.run.as_ref().map(|r| bare(&r.run_id)).unwrap_or_default(),
+            timeouts: timeouts_to_wire(&t.timeouts),
             attempt: t.run.as_ref().map_or(0, |r| r.attempt),
             namespace: ns::of(&t.family).into(),
             task_definition: bare(&t.task_definition()),
@@ -351,6 +355,7 @@ impl From<v1::RunTaskRequest> for core::command::RunTaskRequest {
             placement_constraints: constraints_from_wire(r.placement_constraints),
             // Only the service scheduler launches for a service; the API never does.
             service: None,
+            timeouts: timeouts_from_wire(r.timeouts),
         }
     }
 }
@@ -579,6 +584,7 @@ pub fn schedule_to_wire(s: &core::schedule::Schedule, next_fire: Option<u64>) ->
         overrides: overrides_to_wire(&spec.overrides),
         placement_strategy: strategies_to_wire(&spec.placement_strategy),
         placement_constraints: constraints_to_wire(&spec.placement_constraints),
+        timeouts: timeouts_to_wire(&spec.timeouts),
     }
 }
 
@@ -604,6 +610,21 @@ pub fn schedule_run_to_wire(r: &core::schedule::Run) -> v1::ScheduleRun {
         retry_at_ms: r.retry_at.unwrap_or_default(),
         finished_at_ms: r.finished_at.unwrap_or_default(),
     }
+}
+
+pub fn timeouts_to_wire(t: &core::Timeouts) -> Option<v1::Timeouts> {
+    (!t.is_empty()).then_some(v1::Timeouts {
+        start_timeout: t.start_timeout,
+        max_runtime: t.max_runtime,
+    })
+}
+
+pub fn timeouts_from_wire(t: Option<v1::Timeouts>) -> core::Timeouts {
+    t.map(|t| core::Timeouts {
+        start_timeout: t.start_timeout,
+        max_runtime: t.max_runtime,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -641,6 +662,7 @@ mod tests {
                 user: Some("65534:65534".into()),
                 ..Default::default()
             }],
+            timeouts: Default::default(),
         };
         let wire = v1::TaskDefinitionSpec::from(&spec);
         assert_eq!(core::TaskDefinitionSpec::from(wire), spec);
@@ -683,6 +705,7 @@ mod tests {
                 },
             ],
             run: None,
+            timeouts: Default::default(),
         };
         let wire = v1::Task::from(&task);
         let seen: Vec<(&str, u64)> = wire

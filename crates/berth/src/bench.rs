@@ -376,6 +376,7 @@ impl LocalCluster {
                         image: "berth/workload".into(),
                         ..Default::default()
                     }],
+                    timeouts: Default::default(),
                 }),
             })
             .await?;
@@ -918,6 +919,7 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
                         stop_timeout: Some(1),
                         ..Default::default()
                     }],
+                    timeouts: Default::default(),
                 }),
             })
             .await?;

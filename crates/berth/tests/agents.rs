@@ -53,6 +53,7 @@ fn spec(family: &str, command: &str) -> TaskDefinitionSpec {
             stop_timeout: Some(2),
             ..Default::default()
         }],
+        timeouts: Default::default(),
     }
 }
 

@@ -302,6 +302,7 @@ pub fn task(
             version: 1,
             transitions: vec![],
             run: None,
+            timeouts: Default::default(),
         },
         definition: TaskDefinition {
             family: "test".into(),
@@ -313,6 +314,7 @@ pub fn task(
             status: TaskDefinitionStatus::Active,
             registered_at: 0,
             deregistered_at: None,
+            timeouts: Default::default(),
         },
     }
 }

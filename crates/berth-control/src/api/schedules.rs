@@ -112,6 +112,10 @@ fn spec_of(ns: &str, r: CreateScheduleRequest, now: u64) -> ApiResult<ScheduleSp
         )));
     }
     let jitter_ms = millis("jitterMs", Some(r.jitter_ms), 0, MAX_JITTER_MS)?;
+    berth_core::validate::timeouts(
+        "timeouts",
+        &berth_proto::convert::timeouts_from_wire(r.timeouts),
+    )?;
     // A schedule with nothing left to run is a mistake worth telling at once.
     let from = start_at.map_or(now, |s| s.saturating_sub(1).max(now));
     let anchor = start_at.unwrap_or(now);
@@ -145,6 +149,7 @@ fn spec_of(ns: &str, r: CreateScheduleRequest, now: u64) -> ApiResult<ScheduleSp
         placement_strategy: strategies_from_wire(r.placement_strategy),
         placement_constraints: constraints_from_wire(r.placement_constraints),
         client_token: (!r.client_token.is_empty()).then_some(r.client_token),
+        timeouts: berth_proto::convert::timeouts_from_wire(r.timeouts),
     })
 }
 

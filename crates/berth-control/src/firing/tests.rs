@@ -26,6 +26,7 @@ fn schedule(expression: &str, catch_up: CatchUp) -> Schedule {
             placement_strategy: vec![],
             placement_constraints: vec![],
             client_token: None,
+            timeouts: Default::default(),
         },
         state: ScheduleState::Enabled,
         created_at: 0,

@@ -98,6 +98,7 @@ impl ClusterState {
             status: TaskDefinitionStatus::Active,
             registered_at: clock,
             deregistered_at: None,
+            timeouts: spec.timeouts,
         };
         family.registered = revision;
         family.revisions.insert(revision, def.clone());

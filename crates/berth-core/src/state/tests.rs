@@ -22,6 +22,7 @@ fn spec(family: &str) -> TaskDefinitionSpec {
             image: "berth/workload".into(),
             ..Default::default()
         }],
+        timeouts: Default::default(),
     }
 }
 
@@ -70,6 +71,7 @@ fn run(token: Option<&str>, fingerprint: u64, placements: &[(&str, &str)]) -> Co
         failures: vec![],
         service: None,
         run: None,
+        timeouts: Default::default(),
     })
 }
 

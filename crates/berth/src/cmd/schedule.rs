@@ -52,6 +52,8 @@ pub struct ScheduleArgs {
     /// Each run starts up to this long after its time.
     #[arg(long, value_parser = humantime::parse_duration)]
     jitter: Option<Duration>,
+    #[command(flatten)]
+    timeouts: super::task::TimeoutFlags,
     /// CONTAINER:NAME=VALUE added to a container's environment; repeat.
     #[arg(long = "env", value_name = "CONTAINER:NAME=VALUE")]
     env: Vec<String>,
@@ -151,6 +153,7 @@ impl ScheduleArgs {
                 .map(|s| parse_constraint(s))
                 .collect(),
             client_token: String::new(),
+            timeouts: self.timeouts.to_wire(),
         })
     }
 }

@@ -36,6 +36,8 @@ pub enum TaskCmd {
         /// distinctInstance, or memberOf:EXPRESSION; repeat to combine.
         #[arg(long = "constraint")]
         constraints: Vec<String>,
+        #[command(flatten)]
+        timeouts: TimeoutFlags,
         /// Follow the tasks until they stop, showing each state on stderr; the exit status
         /// is then the tasks' exit code (the first non-zero; 1 if one never ran).
         #[arg(long)]
@@ -225,6 +227,36 @@ pub(crate) fn failures_table(failures: &[Failure]) -> Table {
     t
 }
 
+/// Overrides of the task definition's time limits.
+#[derive(clap::Args)]
+pub struct TimeoutFlags {
+    /// Stop a task that has not reached RUNNING this long after placement (default 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
+    start_timeout: Option<u32>,
+    /// Stop a task this long after its containers started (SIGTERM, then SIGKILL after
+    /// their stopTimeout); default none.
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
+    max_runtime: Option<u32>,
+}
+
+impl TimeoutFlags {
+    pub(crate) fn to_wire(&self) -> Option<Timeouts> {
+        (self.start_timeout.is_some() || self.max_runtime.is_some()).then_some(Timeouts {
+            start_timeout: self.start_timeout,
+            max_runtime: self.max_runtime,
+        })
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; give a duration such as 90s, 10m or 2h"))?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+        return Err(format!("{s}: give whole seconds, at least 1s"));
+    }
+    u32::try_from(d.as_secs()).map_err(|_| format!("{s} is too long"))
+}
+
 pub(crate) fn parse_strategy(s: &str) -> PlacementStrategy {
     match s.split_once(':') {
         Some((k, f)) => PlacementStrategy {
@@ -263,6 +295,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
             group,
             strategies,
             constraints,
+            timeouts,
             wait,
         } => {
             let token =
@@ -276,6 +309,7 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 overrides: vec![],
                 placement_strategy: strategies.iter().map(|s| parse_strategy(s)).collect(),
                 placement_constraints: constraints.iter().map(|s| parse_constraint(s)).collect(),
+                timeouts: timeouts.to_wire(),
             };
             let r = client
                 .unary(Retry::Safe, &req, |ch, req| async move {

@@ -483,6 +483,7 @@ pub fn web_spec(family: &str) -> TaskDefinitionSpec {
             command: vec!["sleep".into(), "3600".into()],
             ..Default::default()
         }],
+        timeouts: Default::default(),
     }
 }
 
@@ -502,6 +503,7 @@ pub fn quiet_spec(family: &str, command: &[&str]) -> TaskDefinitionSpec {
             stop_timeout: Some(2),
             ..Default::default()
         }],
+        timeouts: Default::default(),
     }
 }
 

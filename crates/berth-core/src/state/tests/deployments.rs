@@ -50,6 +50,7 @@ fn launch(h: &Harness, ids: &[&str]) -> Command {
         failures: vec![],
         service: Some("api".into()),
         run: None,
+        timeouts: Default::default(),
     })
 }
 

@@ -23,6 +23,7 @@ fn schedule_spec(name: &str, overlap: Overlap, retries: u32) -> ScheduleSpec {
         placement_strategy: vec![],
         placement_constraints: vec![],
         client_token: None,
+        timeouts: Default::default(),
     }
 }
 
