@@ -9,6 +9,7 @@ mod faults;
 mod history;
 mod linear;
 mod report;
+mod schedules;
 mod services;
 mod workload;
 
@@ -218,6 +219,7 @@ async fn run(args: Args) -> Result<bool> {
     let family = "chaos".to_string();
     register_definition(&endpoints, &family).await?;
     services::create(&endpoints, &family, seed).await?;
+    schedules::create(&endpoints, seed).await?;
 
     let stop_workers = Arc::new(AtomicBool::new(false));
     let stop_agents = Arc::new(AtomicBool::new(false));
@@ -422,6 +424,9 @@ async fn run(args: Args) -> Result<bool> {
     // Heal, let the clients run a little on the healed cluster, then stop them.
     nemesis.heal_all().await;
     let _ = cluster.wait_healthy(&all, Duration::from_secs(60)).await;
+    let healed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The workload ends when the clients are told to stop (the last calls still finish).
     let workload_end = history.now();
@@ -526,6 +531,7 @@ async fn run(args: Args) -> Result<bool> {
     results.push(checks::converged(&cluster, Duration::from_secs(60)).await);
     let _ = updater.await;
     results.push(services::check(&endpoints, &service_updates).await);
+    results.push(schedules::check(&endpoints, healed_at_ms).await);
     stop_agents.store(true, Ordering::Relaxed);
     for t in agent_tasks {
         t.abort();
