@@ -17,7 +17,6 @@ use berth_core::limits::{MAX_TIMES_PER_FIRE, ON_TIME_MS};
 use berth_core::schedule::{
     CatchUp, Overlap, RunStatus, Schedule, ScheduleFire, ScheduleState, SkippedTimes, TaskRun,
 };
-use berth_core::ClusterState;
 
 use crate::node::{Node, WriteRequest};
 
@@ -26,8 +25,19 @@ const TICK: Duration = Duration::from_millis(500);
 /// The shortest: a time due now is proposed after at most this.
 const MIN_WAIT: Duration = Duration::from_millis(5);
 
-/// A schedule's expression as parsed for one generation of its definition.
-type Parsed = HashMap<String, (u64, Result<berth_cron::Schedule, String>)>;
+/// Per schedule, what the last pass learned: the expression parsed for one generation of its
+/// definition, and the time its next scheduled time falls due as computed from one last
+/// fired time — so a pass over thousands of schedules evaluates only those whose state moved
+/// or whose time has come.
+#[derive(Default)]
+struct Known {
+    generation: u64,
+    expr: Option<Result<berth_cron::Schedule, String>>,
+    /// (last fired, next due) when nothing was due.
+    due: Option<(Option<u64>, u64)>,
+}
+
+type Parsed = HashMap<String, Known>;
 
 /// What one pass proposes for one schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,8 +242,12 @@ pub(crate) fn retries(s: &Schedule, now: u64) -> (Vec<Proposal>, Option<u64>) {
 }
 
 /// Every proposal due at `now` and when the next falls due.
-fn pass(state: &ClusterState, parsed: &mut Parsed, now: u64) -> (Vec<Proposal>, Option<u64>) {
-    parsed.retain(|name, _| state.schedule(name).is_some());
+fn pass(
+    schedules: &imbl::OrdMap<String, Schedule>,
+    parsed: &mut Parsed,
+    now: u64,
+) -> (Vec<Proposal>, Option<u64>) {
+    parsed.retain(|name, _| schedules.contains_key(name));
     let mut proposals = Vec::new();
     let mut wake = None::<u64>;
     let mut soonest = |t: Option<u64>| {
@@ -241,30 +255,42 @@ fn pass(state: &ClusterState, parsed: &mut Parsed, now: u64) -> (Vec<Proposal>, 
             wake = Some(wake.map_or(t, |w| w.min(t)));
         }
     };
-    for s in state.schedules() {
-        let entry = parsed
-            .entry(s.spec.name.clone())
-            .or_insert_with(|| (0, Err(String::new())));
-        if entry.0 != s.generation {
-            *entry = (
-                s.generation,
-                berth_cron::Schedule::parse(&s.spec.expression, &s.spec.timezone)
-                    .map_err(|e| e.to_string()),
-            );
+    for s in schedules.values() {
+        let (r, next) = retries(s, now);
+        proposals.extend(r);
+        soonest(next);
+        let known = parsed.entry(s.spec.name.clone()).or_default();
+        if known.generation != s.generation || known.expr.is_none() {
+            *known = Known {
+                generation: s.generation,
+                expr: Some(
+                    berth_cron::Schedule::parse(&s.spec.expression, &s.spec.timezone)
+                        .map_err(|e| e.to_string()),
+                ),
+                due: None,
+            };
         }
-        let expr = match &entry.1 {
-            Ok(e) => e,
-            Err(e) => {
+        if let Some((last, due)) = known.due {
+            if last == s.last_fired && due > now {
+                soonest(Some(due));
+                continue;
+            }
+        }
+        let expr = match &known.expr {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
                 // Checked when it was made; a release that reads it otherwise says so.
                 tracing::warn!(schedule = %s.spec.name, error = %e, "schedule expression does not parse");
                 continue;
             }
+            None => continue,
         };
         let (p, next) = plan(s, expr, now);
+        known.due = match (&p, next) {
+            (None, Some(due)) => Some((s.last_fired, due)),
+            _ => None,
+        };
         proposals.extend(p);
-        soonest(next);
-        let (r, next) = retries(s, now);
-        proposals.extend(r);
         soonest(next);
     }
     (proposals, wake)
@@ -316,10 +342,8 @@ pub(crate) async fn run(node: Arc<Node>) {
             continue;
         }
         let now = crate::node::now_ms();
-        let (proposals, wake) = {
-            let s = node.state.read();
-            pass(&s.state, &mut parsed, now)
-        };
+        let schedules = node.state.read().state.schedules_snapshot();
+        let (proposals, wake) = pass(&schedules, &mut parsed, now);
         let mut applied = false;
         // Concurrently, so the batcher groups one pass's fires into few Raft entries.
         let mut writes = tokio::task::JoinSet::new();

@@ -125,6 +125,32 @@ pub struct ScheduleSpec {
     pub timeouts: crate::model::Timeouts,
 }
 
+impl ScheduleSpec {
+    /// A schedule of `family` at `expression`, every other field at its documented default.
+    pub fn new(name: &str, family: &str, expression: &str) -> Self {
+        ScheduleSpec {
+            name: name.into(),
+            family: family.into(),
+            revision: None,
+            expression: expression.into(),
+            timezone: String::new(),
+            start_at: None,
+            end_at: None,
+            overlap: Overlap::default(),
+            catch_up: CatchUp::default(),
+            catch_up_window_ms: crate::limits::DEFAULT_CATCH_UP_WINDOW_MS,
+            retries: 0,
+            retry_max_age_ms: crate::limits::DEFAULT_RETRY_MAX_AGE_MS,
+            jitter_ms: 0,
+            overrides: Vec::new(),
+            placement_strategy: Vec::new(),
+            placement_constraints: Vec::new(),
+            client_token: None,
+            timeouts: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ScheduleState {
@@ -359,26 +385,7 @@ mod tests {
     #[test]
     fn jitter_is_the_same_for_the_same_time_and_within_bounds() {
         let mut s = Schedule {
-            spec: ScheduleSpec {
-                name: "default/n".into(),
-                family: "default/f".into(),
-                revision: None,
-                expression: "rate(1 minute)".into(),
-                timezone: String::new(),
-                start_at: None,
-                end_at: None,
-                overlap: Overlap::Forbid,
-                catch_up: CatchUp::Latest,
-                catch_up_window_ms: 3_600_000,
-                retries: 0,
-                retry_max_age_ms: 3_600_000,
-                jitter_ms: 0,
-                overrides: vec![],
-                placement_strategy: vec![],
-                placement_constraints: vec![],
-                client_token: None,
-                timeouts: Default::default(),
-            },
+            spec: ScheduleSpec::new("default/n", "default/f", "rate(1 minute)"),
             state: ScheduleState::Enabled,
             created_at: 0,
             generation: 1,

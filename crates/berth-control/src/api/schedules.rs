@@ -166,6 +166,40 @@ impl SchedulesApi {
         Ok(())
     }
 
+    /// `answer` of the caller's schedule `name`, from a linearizable read.
+    async fn read<T>(
+        &self,
+        ns: &str,
+        name: &str,
+        answer: impl FnOnce(&Schedule, u64) -> T,
+    ) -> Result<T, Status> {
+        let qualified = schedule_name(ns, "name", name)?;
+        self.node.read_barrier(false).await?;
+        let s = self.node.state.read();
+        let sched = s.state.schedule(&qualified).ok_or_else(|| {
+            ApiError::NotFound(format!("schedule {} does not exist", quote(name)))
+        })?;
+        Ok(answer(sched, s.state.revision()))
+    }
+
+    /// Pauses or resumes the caller's schedule.
+    async fn set_paused(
+        &self,
+        req: Request<ScheduleNameRequest>,
+        paused: bool,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let by = super::caller(&req);
+        let ns = super::namespace(&req)?;
+        let name = schedule_name(&ns, "name", &req.get_ref().name)?;
+        let what = if paused {
+            "pause schedule"
+        } else {
+            "resume schedule"
+        };
+        let w = WriteRequest::SetSchedulePaused { name, paused };
+        self.write(by.as_ref(), w, what).await
+    }
+
     async fn write(
         &self,
         by: Option<&crate::auth::Caller>,
@@ -235,19 +269,13 @@ impl Schedules for SchedulesApi {
         req: Request<DescribeScheduleRequest>,
     ) -> Result<Response<ScheduleResponse>, Status> {
         let ns = super::namespace(&req)?;
-        let name = schedule_name(&ns, "name", &req.get_ref().name)?;
-        self.node.read_barrier(false).await?;
-        let s = self.node.state.read();
-        let sched = s.state.schedule(&name).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "schedule {} does not exist",
-                quote(&req.get_ref().name)
-            ))
-        })?;
-        Ok(Response::new(ScheduleResponse {
-            schedule: Some(wire(sched)),
-            revision: s.state.revision(),
-        }))
+        let r = self
+            .read(&ns, &req.get_ref().name, |s, revision| ScheduleResponse {
+                schedule: Some(wire(s)),
+                revision,
+            })
+            .await?;
+        Ok(Response::new(r))
     }
 
     async fn list(
@@ -286,25 +314,14 @@ impl Schedules for SchedulesApi {
         &self,
         req: Request<ScheduleNameRequest>,
     ) -> Result<Response<ScheduleResponse>, Status> {
-        let by = super::caller(&req);
-        let ns = super::namespace(&req)?;
-        let name = schedule_name(&ns, "name", &req.get_ref().name)?;
-        let w = WriteRequest::SetSchedulePaused { name, paused: true };
-        self.write(by.as_ref(), w, "pause schedule").await
+        self.set_paused(req, true).await
     }
 
     async fn resume(
         &self,
         req: Request<ScheduleNameRequest>,
     ) -> Result<Response<ScheduleResponse>, Status> {
-        let by = super::caller(&req);
-        let ns = super::namespace(&req)?;
-        let name = schedule_name(&ns, "name", &req.get_ref().name)?;
-        let w = WriteRequest::SetSchedulePaused {
-            name,
-            paused: false,
-        };
-        self.write(by.as_ref(), w, "resume schedule").await
+        self.set_paused(req, false).await
     }
 
     async fn delete(
@@ -327,18 +344,12 @@ impl Schedules for SchedulesApi {
         req: Request<ScheduleRunsRequest>,
     ) -> Result<Response<ScheduleRunsResponse>, Status> {
         let ns = super::namespace(&req)?;
-        let name = schedule_name(&ns, "name", &req.get_ref().name)?;
-        self.node.read_barrier(false).await?;
-        let s = self.node.state.read();
-        let sched = s.state.schedule(&name).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "schedule {} does not exist",
-                quote(&req.get_ref().name)
-            ))
-        })?;
-        Ok(Response::new(ScheduleRunsResponse {
-            runs: sched.runs.iter().rev().map(schedule_run_to_wire).collect(),
-        }))
+        let r = self
+            .read(&ns, &req.get_ref().name, |s, _| ScheduleRunsResponse {
+                runs: s.runs.iter().rev().map(schedule_run_to_wire).collect(),
+            })
+            .await?;
+        Ok(Response::new(r))
     }
 }
 

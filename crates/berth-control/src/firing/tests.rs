@@ -9,24 +9,10 @@ const MIN: u64 = 60_000;
 fn schedule(expression: &str, catch_up: CatchUp) -> Schedule {
     Schedule {
         spec: ScheduleSpec {
-            name: "default/job".into(),
-            family: "default/web".into(),
-            revision: None,
-            expression: expression.into(),
-            timezone: String::new(),
-            start_at: None,
-            end_at: None,
-            overlap: Overlap::Forbid,
             catch_up,
             catch_up_window_ms: 60 * MIN,
-            retries: 0,
             retry_max_age_ms: 60 * MIN,
-            jitter_ms: 0,
-            overrides: vec![],
-            placement_strategy: vec![],
-            placement_constraints: vec![],
-            client_token: None,
-            timeouts: Default::default(),
+            ..ScheduleSpec::new("default/job", "default/web", expression)
         },
         state: ScheduleState::Enabled,
         created_at: 0,

@@ -22,6 +22,12 @@ impl ClusterState {
         self.schedules.values()
     }
 
+    /// Every schedule as of now, in a copy that costs O(1) (a persistent map): the leader's
+    /// firing pass evaluates expressions without holding the state's lock.
+    pub fn schedules_snapshot(&self) -> imbl::OrdMap<String, Schedule> {
+        self.schedules.clone()
+    }
+
     fn schedule_mut(&mut self, name: &str) -> Result<&mut Schedule, Error> {
         self.schedules
             .get_mut(name)

@@ -231,30 +231,59 @@ fn runs_table(v: &[ScheduleRun]) -> Table {
 
 pub async fn schedule(opts: &ClientOpts, cmd: ScheduleCmd) -> Result<ExitCode> {
     let client = Client::for_opts(opts)?;
-    let one = |r: ScheduleResponse| -> Vec<Schedule> { r.schedule.into_iter().collect() };
-    match cmd {
+    // Every verb but `ls` and `runs` answers one schedule.
+    let r: ScheduleResponse = match cmd {
         ScheduleCmd::Create(args) => {
             let mut req = args.request()?;
             // Generated once, so the CLI's own retries never answer ALREADY_EXISTS for the
             // schedule they made.
             req.client_token = format!("cli-{:032x}", rand::random::<u128>());
-            let r = client
+            client
                 .unary(Retry::Safe, &req, |ch, req| async move {
                     SchedulesClient::new(ch).create(req).await
                 })
-                .await?;
-            let v = one(r);
-            show(opts.output, &v, || Ok(schedules_table(&v)))?;
+                .await?
         }
         ScheduleCmd::Update(args) => {
             let req = args.request()?;
-            let r = client
+            client
                 .unary(Retry::Safe, &req, |ch, req| async move {
                     SchedulesClient::new(ch).update(req).await
                 })
-                .await?;
-            let v = one(r);
-            show(opts.output, &v, || Ok(schedules_table(&v)))?;
+                .await?
+        }
+        ScheduleCmd::Describe { name } => {
+            let req = DescribeScheduleRequest { name };
+            client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    SchedulesClient::new(ch).describe(req).await
+                })
+                .await?
+        }
+        ScheduleCmd::Pause { name } => {
+            let req = ScheduleNameRequest { name };
+            client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    SchedulesClient::new(ch).pause(req).await
+                })
+                .await?
+        }
+        ScheduleCmd::Resume { name } => {
+            let req = ScheduleNameRequest { name };
+            client
+                .unary(Retry::Safe, &req, |ch, req| async move {
+                    SchedulesClient::new(ch).resume(req).await
+                })
+                .await?
+        }
+        // A second delete would answer NOT_FOUND for the schedule the first one deleted.
+        ScheduleCmd::Delete { name } => {
+            let req = ScheduleNameRequest { name };
+            client
+                .unary(Retry::OnlyIfUnsent, &req, |ch, req| async move {
+                    SchedulesClient::new(ch).delete(req).await
+                })
+                .await?
         }
         ScheduleCmd::Ls => {
             let client = &client;
@@ -274,46 +303,7 @@ pub async fn schedule(opts: &ClientOpts, cmd: ScheduleCmd) -> Result<ExitCode> {
             })
             .await?;
             show(opts.output, &all, || Ok(schedules_table(&all)))?;
-        }
-        ScheduleCmd::Describe { name } => {
-            let req = DescribeScheduleRequest { name };
-            let r = client
-                .unary(Retry::Safe, &req, |ch, req| async move {
-                    SchedulesClient::new(ch).describe(req).await
-                })
-                .await?;
-            let v = one(r);
-            show(opts.output, &v, || Ok(schedules_table(&v)))?;
-        }
-        ScheduleCmd::Pause { name } => {
-            let req = ScheduleNameRequest { name };
-            let r = client
-                .unary(Retry::Safe, &req, |ch, req| async move {
-                    SchedulesClient::new(ch).pause(req).await
-                })
-                .await?;
-            let v = one(r);
-            show(opts.output, &v, || Ok(schedules_table(&v)))?;
-        }
-        ScheduleCmd::Resume { name } => {
-            let req = ScheduleNameRequest { name };
-            let r = client
-                .unary(Retry::Safe, &req, |ch, req| async move {
-                    SchedulesClient::new(ch).resume(req).await
-                })
-                .await?;
-            let v = one(r);
-            show(opts.output, &v, || Ok(schedules_table(&v)))?;
-        }
-        ScheduleCmd::Delete { name } => {
-            let req = ScheduleNameRequest { name };
-            let r = client
-                .unary(Retry::OnlyIfUnsent, &req, |ch, req| async move {
-                    SchedulesClient::new(ch).delete(req).await
-                })
-                .await?;
-            let v = one(r);
-            show(opts.output, &v, || Ok(schedules_table(&v)))?;
+            return Ok(ExitCode::SUCCESS);
         }
         ScheduleCmd::Runs { name } => {
             let req = ScheduleRunsRequest { name };
@@ -323,8 +313,11 @@ pub async fn schedule(opts: &ClientOpts, cmd: ScheduleCmd) -> Result<ExitCode> {
                 })
                 .await?;
             show(opts.output, &r.runs, || Ok(runs_table(&r.runs)))?;
+            return Ok(ExitCode::SUCCESS);
         }
-    }
+    };
+    let v: Vec<Schedule> = r.schedule.into_iter().collect();
+    show(opts.output, &v, || Ok(schedules_table(&v)))?;
     Ok(ExitCode::SUCCESS)
 }
 

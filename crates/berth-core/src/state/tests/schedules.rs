@@ -6,24 +6,9 @@ use crate::schedule::*;
 
 fn schedule_spec(name: &str, overlap: Overlap, retries: u32) -> ScheduleSpec {
     ScheduleSpec {
-        name: name.into(),
-        family: "web".into(),
-        revision: None,
-        expression: "rate(1 minute)".into(),
-        timezone: String::new(),
-        start_at: None,
-        end_at: None,
         overlap,
-        catch_up: CatchUp::Latest,
-        catch_up_window_ms: 3_600_000,
         retries,
-        retry_max_age_ms: 3_600_000,
-        jitter_ms: 0,
-        overrides: vec![],
-        placement_strategy: vec![],
-        placement_constraints: vec![],
-        client_token: None,
-        timeouts: Default::default(),
+        ..ScheduleSpec::new(name, "web", "rate(1 minute)")
     }
 }
 
