@@ -25,6 +25,7 @@ use clap::{Args, Subcommand};
 mod etcd;
 mod placement;
 mod scale;
+mod schedules;
 use tonic::transport::{Certificate, Channel, Endpoint};
 
 #[derive(Args)]
@@ -114,6 +115,10 @@ pub enum Which {
     /// Puts per second against an etcd v3 cluster (no Berth cluster is started), driven as
     /// `throughput` drives Berth: `scripts/bench-etcd.sh` sets the two side by side.
     Etcd(etcd::EtcdArgs),
+    /// How closely schedules fire: many schedules (runs placed on simulated agents), each
+    /// scheduled time's lag to the entry that recorded its run, and the records checked for
+    /// every time exactly once.
+    Schedules(schedules::SchedulesArgs),
     /// Steady load for a while, counting elections (there should be none).
     Steady {
         #[arg(long, default_value_t = 600)]
@@ -494,7 +499,7 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
     }
     // Snapshot builds are logged at info: the scale run reads what they cost from there.
     let log = match a.which {
-        Which::Scale { .. } => "warn,berth_raft::store=info",
+        Which::Scale { .. } | Which::Schedules(_) => "warn,berth_raft::store=info",
         _ => "warn",
     };
     // An agent holds a connection to each node it heartbeats to: the leader, or all three.
@@ -508,11 +513,16 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
             scale::raise_open_files(per_agent * *agents as u64 + 2048)?;
         }
         Which::Placement(p) => scale::raise_open_files(p.agents as u64 + 2048)?,
+        Which::Schedules(s) => scale::raise_open_files(s.agents as u64 + 2048)?,
         _ => {}
     }
     let mut c = LocalCluster::start(&a.dir, insecure, log)?;
     if let Which::Placement(args) = a.which {
         placement::placement(&mut c, args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Which::Schedules(args) = a.which {
+        schedules::schedules(&mut c, args).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Which::Scale {
@@ -566,8 +576,10 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
         Which::Start { tasks, image } => start_latency(&c, &a.dir, tasks, &image).await?,
-        Which::Scale { .. } | Which::Etcd(_) | Which::Placement(_) => {
-            bail!("bench scale, placement and etcd are answered before the shared preparation")
+        Which::Scale { .. } | Which::Etcd(_) | Which::Placement(_) | Which::Schedules(_) => {
+            bail!(
+                "bench scale, placement, schedules and etcd are answered before the shared preparation"
+            )
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -126,7 +126,7 @@ pub fn raise_open_files(wanted: u64) -> Result<()> {
 }
 
 /// One node process's CPU time (seconds) and resident memory (bytes), from /proc.
-fn process_figures(pid: u32) -> Option<(f64, u64)> {
+pub(super) fn process_figures(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')')?.1;
@@ -203,7 +203,7 @@ fn total(sims: &[Arc<SimAgent>], counter: impl Fn(&SimAgent) -> &AtomicU64) -> u
 }
 
 /// Snapshot lines of a node's log: (bytes, µs the state was held for the copy, ms in all).
-fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
+pub(super) fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
     let field = |line: &str, name: &str| -> Option<u64> {
         line.split(&format!("{name}="))
             .nth(1)?
