@@ -145,6 +145,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Calls `f` through each node in turn until one answers, a few rounds.
+pub(crate) async fn any_node<T, F, Fut>(endpoints: &[(String, Api)], what: &str, f: F) -> Result<T>
+where
+    F: Fn(Api) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut last = anyhow!("no endpoint");
+    for i in 0..(endpoints.len() * 5) {
+        let ch = endpoints[i % endpoints.len()].1.clone();
+        match tokio::time::timeout(Duration::from_secs(5), f(ch)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(s)) => last = anyhow!("{what}: {}", s.message()),
+            Err(_) => last = anyhow!("{what}: timed out"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
+}
+
 async fn register_definition(endpoints: &[(String, Api)], family: &str) -> Result<()> {
     let spec = TaskDefinitionSpec {
         family: family.to_string(),
@@ -165,21 +184,18 @@ async fn register_definition(endpoints: &[(String, Api)], family: &str) -> Resul
         }],
         timeouts: Default::default(),
     };
-    let mut last = anyhow!("no endpoint");
-    for i in 0..(endpoints.len() * 5) {
-        let ch = endpoints[i % endpoints.len()].1.clone();
-        match TaskDefinitionsClient::new(ch)
-            .register(RegisterTaskDefinitionRequest {
-                task_definition: Some(spec.clone()),
-            })
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(s) => last = anyhow!("registering {family}: {}", s.message()),
+    any_node(endpoints, &format!("registering {family}"), |ch| {
+        let spec = spec.clone();
+        async move {
+            TaskDefinitionsClient::new(ch)
+                .register(RegisterTaskDefinitionRequest {
+                    task_definition: Some(spec),
+                })
+                .await
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(last)
+    })
+    .await
+    .map(|_| ())
 }
 
 async fn run(args: Args) -> Result<bool> {

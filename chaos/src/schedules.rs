@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use berth_proto::bearer::Api;
 use berth_proto::v1::schedules_client::SchedulesClient;
 use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
@@ -28,7 +28,6 @@ const EXPRESSION: &str = "rate(10 seconds)";
 const FAMILY: &str = "chaos-sched";
 /// How long the final check waits for every schedule to fire past the healing.
 const SETTLE: Duration = Duration::from_secs(60);
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const CHECK_NAME: &str = "every scheduled time recorded once";
 
@@ -37,25 +36,6 @@ fn names() -> Vec<(String, bool)> {
         .map(|i| (format!("chaos-run-{i}"), true))
         .chain((0..UNPLACEABLE).map(|i| (format!("chaos-tick-{i}"), false)))
         .collect()
-}
-
-/// Calls `f` through each node in turn until one answers, a few rounds.
-async fn any_node<T, F, Fut>(endpoints: &[(String, Api)], what: &str, f: F) -> Result<T>
-where
-    F: Fn(Api) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let mut last = anyhow!("no endpoint");
-    for i in 0..(endpoints.len() * 5) {
-        let ch = endpoints[i % endpoints.len()].1.clone();
-        match tokio::time::timeout(CALL_TIMEOUT, f(ch)).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(s)) => last = anyhow!("{what}: {}", s.message()),
-            Err(_) => last = anyhow!("{what}: timed out"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(last)
 }
 
 /// Registers the schedules' task definition and creates the schedules (idempotently, by
@@ -79,7 +59,7 @@ pub async fn create(endpoints: &[(String, Api)], seed: u64) -> Result<()> {
             max_runtime: Some(60),
         }),
     };
-    any_node(endpoints, "registering the schedules' definition", |ch| {
+    crate::any_node(endpoints, "registering the schedules' definition", |ch| {
         let spec = spec.clone();
         async move {
             TaskDefinitionsClient::new(ch)
@@ -108,7 +88,7 @@ pub async fn create(endpoints: &[(String, Api)], seed: u64) -> Result<()> {
             },
             ..Default::default()
         };
-        any_node(endpoints, &format!("creating schedule {name}"), |ch| {
+        crate::any_node(endpoints, &format!("creating schedule {name}"), |ch| {
             let req = req.clone();
             async move { SchedulesClient::new(ch).create(req).await }
         })
@@ -173,7 +153,7 @@ pub fn task_violations(name: &str, tasks: &[Task]) -> Vec<String> {
 }
 
 async fn runs_of(endpoints: &[(String, Api)], name: &str) -> Result<Vec<ScheduleRun>> {
-    any_node(endpoints, &format!("runs of {name}"), |ch| async move {
+    crate::any_node(endpoints, &format!("runs of {name}"), |ch| async move {
         SchedulesClient::new(ch)
             .runs(ScheduleRunsRequest { name: name.into() })
             .await
@@ -194,7 +174,7 @@ async fn tasks_of(endpoints: &[(String, Api)], name: &str) -> Result<Vec<Task>> 
                 next_token: next_token.clone(),
                 ..Default::default()
             };
-            let page = any_node(endpoints, &format!("tasks of {name}"), |ch| {
+            let page = crate::any_node(endpoints, &format!("tasks of {name}"), |ch| {
                 let req = req.clone();
                 async move { TasksClient::new(ch).list(req).await }
             })

@@ -175,11 +175,15 @@ impl SchedulesApi {
     ) -> Result<T, Status> {
         let qualified = schedule_name(ns, "name", name)?;
         self.node.read_barrier(false).await?;
-        let s = self.node.state.read();
-        let sched = s.state.schedule(&qualified).ok_or_else(|| {
+        let (sched, revision) = {
+            let s = self.node.state.read();
+            (s.state.schedule(&qualified).cloned(), s.state.revision())
+        };
+        let sched = sched.ok_or_else(|| {
             ApiError::NotFound(format!("schedule {} does not exist", quote(name)))
         })?;
-        Ok(answer(sched, s.state.revision()))
+        // Outside the lock: describing a schedule parses its expression.
+        Ok(answer(&sched, revision))
     }
 
     /// Pauses or resumes the caller's schedule.
@@ -291,10 +295,11 @@ impl Schedules for SchedulesApi {
             schedule_name(&ns, "nextToken", &r.next_token)?
         };
         self.node.read_barrier(false).await?;
-        let s = self.node.state.read();
-        let items = s
-            .state
-            .schedules()
+        // Answered from an O(1) copy: each item's next time parses its expression, which
+        // must not hold the state's lock (and so apply) for a page of schedules.
+        let schedules = self.node.state.read().state.schedules_snapshot();
+        let items = schedules
+            .values()
             .filter(|x| berth_core::namespace::of(&x.spec.name) == ns)
             .filter(|x| x.spec.name > after)
             .map(wire);

@@ -90,6 +90,30 @@ pub struct NodeFigures {
     pub snapshot_build_ms_max: u64,
 }
 
+impl NodeFigures {
+    /// A node's figures: CPU and memory as measured, snapshots as its log in `dir` tells.
+    pub(super) fn of(
+        dir: &std::path::Path,
+        id: u64,
+        leader: u64,
+        cpu_cores: f64,
+        max_rss_bytes: u64,
+    ) -> Self {
+        let log = std::fs::read_to_string(dir.join(format!("node-{id}.log"))).unwrap_or_default();
+        let snaps = snapshots_logged(&log);
+        NodeFigures {
+            id,
+            leader_at_start: id == leader,
+            cpu_cores,
+            max_rss_bytes,
+            snapshots_built: snaps.len(),
+            last_snapshot_bytes: snaps.last().map(|s| s.0).unwrap_or(0),
+            snapshot_held_us_max: snaps.iter().map(|s| s.1).max().unwrap_or(0),
+            snapshot_build_ms_max: snaps.iter().map(|s| s.2).max().unwrap_or(0),
+        }
+    }
+}
+
 /// Raises this process's open-file limit to at least `wanted` (up to the hard limit), before
 /// the nodes are started so they inherit it: each simulated agent holds a connection to
 /// every node it talks to, and the leader one per agent.
@@ -203,7 +227,7 @@ fn total(sims: &[Arc<SimAgent>], counter: impl Fn(&SimAgent) -> &AtomicU64) -> u
 }
 
 /// Snapshot lines of a node's log: (bytes, µs the state was held for the copy, ms in all).
-pub(super) fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
+fn snapshots_logged(log: &str) -> Vec<(u64, u64, u64)> {
     let field = |line: &str, name: &str| -> Option<u64> {
         line.split(&format!("{name}="))
             .nth(1)?
@@ -529,18 +553,13 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
         report.elections, terms, leaders, report.applied_index
     );
     for (k, (id, _)) in pids.iter().enumerate() {
-        let log = std::fs::read_to_string(c.dir.join(format!("node-{id}.log"))).unwrap_or_default();
-        let snaps = snapshots_logged(&log);
-        let n = NodeFigures {
-            id: *id,
-            leader_at_start: *id == leader,
-            cpu_cores: (cpu1[k] - cpu0[k]) / steady_secs,
-            max_rss_bytes: rss_max[k],
-            snapshots_built: snaps.len(),
-            last_snapshot_bytes: snaps.last().map(|s| s.0).unwrap_or(0),
-            snapshot_held_us_max: snaps.iter().map(|s| s.1).max().unwrap_or(0),
-            snapshot_build_ms_max: snaps.iter().map(|s| s.2).max().unwrap_or(0),
-        };
+        let n = NodeFigures::of(
+            &c.dir,
+            *id,
+            leader,
+            (cpu1[k] - cpu0[k]) / steady_secs,
+            rss_max[k],
+        );
         println!(
             "  node {id}{}: CPU {:.2} cores, max RSS {} MiB",
             if n.leader_at_start {

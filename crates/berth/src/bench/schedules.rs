@@ -21,7 +21,7 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use tokio_stream::StreamExt;
 
-use super::scale::{process_figures, snapshots_logged, start_fleet, Fleet, NodeFigures};
+use super::scale::{process_figures, start_fleet, Fleet, NodeFigures};
 use super::LocalCluster;
 
 /// The runs' task definition (`bench:1`, 0.25 vCPU / 512 MiB) and its size.
@@ -761,18 +761,13 @@ pub async fn schedules(c: &mut LocalCluster, a: SchedulesArgs) -> Result<()> {
         println!("    {n} × {why}");
     }
     for (k, (id, _)) in pids.iter().enumerate() {
-        let log = std::fs::read_to_string(c.dir.join(format!("node-{id}.log"))).unwrap_or_default();
-        let snaps = snapshots_logged(&log);
-        let n = NodeFigures {
-            id: *id,
-            leader_at_start: *id == leader,
-            cpu_cores: (cpu1[k] - cpu0[k]) / window_secs,
-            max_rss_bytes: rss_max[k],
-            snapshots_built: snaps.len(),
-            last_snapshot_bytes: snaps.last().map(|s| s.0).unwrap_or(0),
-            snapshot_held_us_max: snaps.iter().map(|s| s.1).max().unwrap_or(0),
-            snapshot_build_ms_max: snaps.iter().map(|s| s.2).max().unwrap_or(0),
-        };
+        let n = NodeFigures::of(
+            &c.dir,
+            *id,
+            leader,
+            (cpu1[k] - cpu0[k]) / window_secs,
+            rss_max[k],
+        );
         println!(
             "  node {id}{}: CPU {:.2} cores over the {window_secs:.0} s window, {:.2} in its busiest second, max RSS {} MiB, snapshots built {}{}",
             if n.leader_at_start { " (leader)" } else { "" },
