@@ -141,3 +141,72 @@ async fn a_task_past_its_maximum_run_time_is_stopped_within_a_second_even_cut_of
     };
     assert!(t.stopped_reason.starts_with("Timeout"), "{t:?}");
 }
+
+/// A registry on loopback that accepts connections and never answers: the engine's pull
+/// from it hangs until its own timeouts (about 25 s on Docker 28).
+fn silent_registry() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = l.local_addr().expect("local address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_stuck_before_running_fails_to_start_at_its_start_timeout() {
+    require_docker();
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let api = c.api(leader);
+    let agent = AgentProc::start(&c, "stuck-a");
+    wait_agent(api.clone(), &agent.id, "READY", Duration::from_secs(20)).await;
+    let port = silent_registry();
+    let mut spec = quiet_spec("stuck", &["true"]);
+    spec.container_definitions[0].image = format!("127.0.0.1:{port}/berth-stuck:latest");
+    spec.timeouts = Some(Timeouts {
+        start_timeout: Some(3),
+        max_runtime: None,
+    });
+    register(api.clone(), spec).await.expect("register");
+
+    let t0 = Instant::now();
+    let id = TasksClient::new(api.clone())
+        .run(RunTaskRequest {
+            task_definition: "stuck".into(),
+            count: 1,
+            client_token: "stuck-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("run")
+        .into_inner()
+        .tasks
+        .remove(0)
+        .task_id;
+    let t = wait_for(api.clone(), &id, "STOPPED", Duration::from_secs(20), |t| {
+        t.last_status == "STOPPED"
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(t.stop_code, "TaskFailedToStart", "{t:?}");
+    // The agent's own reason: the control plane's backstop would add "(stopped by the
+    // control plane)" and come 30 s later.
+    assert!(
+        t.stopped_reason.starts_with("StartTimeout") && !t.stopped_reason.contains("control plane"),
+        "{t:?}\n{}",
+        agent.log()
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "STOPPED {took:?} after RunTask; the start timeout is 3 s"
+    );
+    assert_eq!(
+        t.timeouts.as_ref().and_then(|x| x.start_timeout),
+        Some(3),
+        "{t:?}"
+    );
+}
