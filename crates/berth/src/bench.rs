@@ -22,6 +22,7 @@ use berth_tls::grpc::Credentials;
 use berth_tls::Identity;
 use clap::{Args, Subcommand};
 
+mod agent_timing;
 mod etcd;
 mod placement;
 mod scale;
@@ -119,6 +120,12 @@ pub enum Which {
     /// scheduled time's lag to the entry that recorded its run, and the records checked for
     /// every time exactly once.
     Schedules(schedules::SchedulesArgs),
+    /// Tasks with a maximum run time on a real agent: the engine's SIGTERM against each
+    /// container's start plus its limit.
+    Timeouts(agent_timing::TimeoutsArgs),
+    /// Schedules whose runs start real containers: each scheduled time to its task's
+    /// RUNNING, with the image present.
+    ScheduleStart(agent_timing::ScheduleStartArgs),
     /// Steady load for a while, counting elections (there should be none).
     Steady {
         #[arg(long, default_value_t = 600)]
@@ -576,6 +583,8 @@ pub async fn bench(a: BenchArgs, insecure: bool) -> Result<ExitCode> {
         Which::Failover { kills, rate } => failover(&mut c, kills, rate).await?,
         Which::Steady { seconds, rate } => steady(&c, seconds, rate).await?,
         Which::Start { tasks, image } => start_latency(&c, &a.dir, tasks, &image).await?,
+        Which::Timeouts(args) => agent_timing::timeouts(&c, &a.dir, args).await?,
+        Which::ScheduleStart(args) => agent_timing::schedule_start(&c, &a.dir, args).await?,
         Which::Scale { .. } | Which::Etcd(_) | Which::Placement(_) | Which::Schedules(_) => {
             bail!(
                 "bench scale, placement, schedules and etcd are answered before the shared preparation"
@@ -853,50 +862,53 @@ fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) -> Result<()> {
-    docker(&["image", "inspect", image])
-        .with_context(|| format!("image {image} is not present; run deploy/images/build.sh"))?;
-    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    let control = c
-        .nodes
-        .iter()
-        .map(|n| n.raft.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let agent_id = local_agent_id();
-    let log = std::fs::File::create(dir.join("agent.log"))?;
-    let mut agent = Command::new(std::env::current_exe()?)
-        .arg("agent")
-        .args([
-            "--control",
-            &control,
-            "--id",
-            &agent_id,
-            "--cpu",
-            "1000000",
-            "--memory",
-            "1000000",
-        ])
-        .args([
-            "--data",
-            &dir.join("agent").display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()?),
-        ])
-        .args(c.security_args())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()?;
-    let api = c.api(leader)?;
-    let result = async {
-        // Wait for the agent, then drain the big capacity-only agent `prepare` registered so
-        // every task lands on the real one.
+/// A real agent (this binary) on the local Docker engine, registered with the bench
+/// cluster; the capacity-only agent `prepare` registered is drained so every task lands
+/// here.
+struct LocalAgent {
+    child: Child,
+    id: String,
+}
+
+impl LocalAgent {
+    async fn start(c: &LocalCluster, dir: &Path, api: &Api) -> Result<Self> {
+        let control = c
+            .nodes
+            .iter()
+            .map(|n| n.raft.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = local_agent_id();
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("agent")
+            .args([
+                "--control",
+                &control,
+                "--id",
+                &id,
+                "--cpu",
+                "1000000",
+                "--memory",
+                "1000000",
+            ])
+            .args([
+                "--data",
+                &dir.join("agent").display().to_string(),
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()?),
+            ])
+            .args(c.security_args())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let agent = LocalAgent { child, id };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = berth_proto::v1::agents_client::AgentsClient::new(api.clone())
                 .describe(DescribeAgentRequest {
-                    agent_id: agent_id.clone(),
+                    agent_id: agent.id.clone(),
                     stale: false,
                 })
                 .await;
@@ -904,6 +916,7 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
                 break;
             }
             if Instant::now() > deadline {
+                agent.stop();
                 bail!(
                     "the agent did not register; see {}",
                     dir.join("agent.log").display()
@@ -911,12 +924,43 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        berth_proto::v1::agents_client::AgentsClient::new(api.clone())
+        if let Err(e) = berth_proto::v1::agents_client::AgentsClient::new(api.clone())
             .drain(DrainAgentRequest {
                 agent_id: "bench".into(),
                 drain: true,
             })
-            .await?;
+            .await
+        {
+            agent.stop();
+            bail!("draining the capacity-only agent: {}", e.message());
+        }
+        Ok(agent)
+    }
+
+    /// Kills the agent and removes the containers it left.
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(left) = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.agent={}", self.id),
+        ]) {
+            for id in left.split_whitespace() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) -> Result<()> {
+    docker(&["image", "inspect", image])
+        .with_context(|| format!("image {image} is not present; run deploy/images/build.sh"))?;
+    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
+    let api = c.api(leader)?;
+    let agent = LocalAgent::start(c, dir, &api).await?;
+    let result = async {
         TaskDefinitionsClient::new(api.clone())
             .register(RegisterTaskDefinitionRequest {
                 task_definition: Some(TaskDefinitionSpec {
@@ -1028,18 +1072,7 @@ async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) 
         Ok(())
     }
     .await;
-    let _ = agent.kill();
-    let _ = agent.wait();
-    if let Ok(left) = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=berth.agent={agent_id}"),
-    ]) {
-        for id in left.split_whitespace() {
-            let _ = docker(&["rm", "-f", id]);
-        }
-    }
+    agent.stop();
     result
 }
 
