@@ -96,6 +96,10 @@ struct Supervisor {
     events_closed: bool,
     /// Taken over after an agent restart: its run time began before this supervisor.
     adopted: bool,
+    /// When the engine confirmed the first container's start: the maximum run time counts
+    /// from here, not from the end of the launch (reporting RUNNING can wait on a full
+    /// report queue when many tasks start at once).
+    running_since: Option<Instant>,
 }
 
 /// Runs a task to STOPPED and returns its final report.
@@ -121,6 +125,7 @@ pub(crate) async fn supervise(ctx: TaskCtx, mode: Mode) -> TaskReport {
         stop_closed: false,
         events_closed: false,
         adopted: matches!(mode, Mode::Adopt(_)),
+        running_since: None,
     };
     for (t, p) in s.containers.iter_mut().zip(&s.ctx.plan.containers) {
         t.health = p.body.healthcheck.as_ref().map(|_| HealthStatus::Unknown);
@@ -281,6 +286,7 @@ impl Supervisor {
                     self.ctx.plan.containers[i].name
                 )));
             }
+            self.running_since.get_or_insert_with(Instant::now);
             self.containers[i].running = true;
             self.containers[i].state = TaskState::Running;
         }
@@ -493,6 +499,9 @@ impl Supervisor {
     /// task just started, from its recorded start for one adopted after a restart.
     fn run_deadline(&self) -> Option<Instant> {
         let limit = self.ctx.plan.max_runtime?;
+        if let (false, Some(since)) = (self.adopted, self.running_since) {
+            return Some(since + limit);
+        }
         let ran = match self.ctx.plan.started_at {
             Some(at) if self.adopted => Duration::from_millis(now_ms().saturating_sub(at)),
             _ => Duration::ZERO,
@@ -649,9 +658,26 @@ impl Supervisor {
         // exited already; one that never ran skips to DEPROVISIONING.
         let ran = self.last_sent.is_some_and(|s| s >= TaskState::Running);
         if ran || self.containers.iter().any(|t| t.running) {
-            self.report(TaskState::Deactivating).await;
-            self.report(TaskState::Stopping).await;
-            self.terminate(grace).await;
+            // The reports of the stop wait their turn in the report queue beside the
+            // signals, not before them: when many tasks stop at once the queue is full, and
+            // a time limit's SIGTERM must not wait on it.
+            let reports: Vec<TaskReport> = [TaskState::Deactivating, TaskState::Stopping]
+                .into_iter()
+                .filter(|s| self.last_sent.is_none_or(|l| *s >= l))
+                .map(|s| self.report_of(s, None))
+                .collect();
+            if let Some(last) = reports.last() {
+                self.last_sent = Some(last.last_status);
+            }
+            let tx = (!self.ctx.silenced.load(Ordering::Relaxed)).then(|| self.ctx.reports.clone());
+            let send = async move {
+                let Some(tx) = tx else { return };
+                for r in reports {
+                    // Fails only when the agent is shutting down.
+                    let _ = tx.send(r).await;
+                }
+            };
+            tokio::join!(send, self.terminate(grace));
         }
         // Exit codes of everything that ran.
         for i in 0..self.containers.len() {
