@@ -214,23 +214,30 @@ pub fn plan(agent_id: &str, at: &AssignedTask, pids_per_task: u32, max_nano_cpus
                     None => env.push((kv.name.clone(), kv.value.clone())),
                 }
             }
-            // A scheduled task learns which run and attempt it is, whatever its definition
-            // says: a job that must not act twice for one time keys on BERTH_RUN_ID.
+            // A scheduled or retried task learns which run and attempt it is, whatever its
+            // definition says: a job that must not act twice for one run keys on
+            // BERTH_RUN_ID. A plain RunTask's run has no scheduled time.
             if let Some(run) = &task.run {
-                let scheduled = humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(run.scheduled_time),
-                )
-                .to_string();
-                for (k, v) in [
+                let scheduled = (!run.schedule.is_empty()).then(|| {
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(run.scheduled_time),
+                    )
+                    .to_string()
+                });
+                let given = [
                     (
                         "BERTH_RUN_ID",
-                        berth_core::namespace::split(&run.run_id).1.to_string(),
+                        Some(berth_core::namespace::split(&run.run_id).1.to_string()),
                     ),
-                    ("BERTH_ATTEMPT", run.attempt.to_string()),
+                    ("BERTH_ATTEMPT", Some(run.attempt.to_string())),
                     ("BERTH_SCHEDULED_TIME", scheduled),
-                ] {
+                ];
+                for (k, v) in given {
                     env.retain(|(name, _)| name != k);
-                    env.push((k.to_string(), v));
+                    if let Some(v) = v {
+                        env.push((k.to_string(), v));
+                    }
                 }
             }
             let cmd = match ov.and_then(|o| o.command.clone()) {

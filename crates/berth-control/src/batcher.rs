@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use berth_core::command::{PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks};
 use berth_core::limits::{MAX_CONSTRAINTS, MAX_STRATEGIES, MAX_STRATEGY_FIELD_LEN};
-use berth_core::schedule::{ScheduleFire, ScheduleRetry, TaskRun};
+use berth_core::schedule::{RetryLaunch, ScheduleFire, ScheduleRetry, TaskRun};
 use berth_core::service::{ServiceCreate, ServiceUpdate};
 use berth_core::{quote, validate, Batch, ClusterState, Command, CommandResult, Revision};
 use berth_raft::store::StateHandle;
@@ -638,12 +638,16 @@ fn unplaced(family: String, task_run: TaskRun, reason: &str, detail: &str) -> Ru
         service: None,
         run: Some(task_run),
         timeouts: Default::default(),
+        retry: None,
     }
 }
 
 fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
     validate::run_count(r.count)?;
     validate::timeouts("timeouts", &r.timeouts)?;
+    if let Some(p) = &r.retry {
+        validate::retry_policy(p)?;
+    }
     validate::label("startedBy", &r.started_by)?;
     validate::label("group", &r.group)?;
     if r.service.is_none() && berth_core::service::service_of_group(&r.group).is_some() {
@@ -694,6 +698,19 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
     } else {
         r.group.clone()
     };
+    // Each retry launches one task of the same revision with the call's parameters.
+    let retry = r.retry.map(|policy| {
+        Box::new(RetryLaunch {
+            policy,
+            launch: RunTaskRequest {
+                task_definition: def.name(),
+                count: 1,
+                client_token: None,
+                retry: None,
+                ..r.clone()
+            },
+        })
+    });
     let demand = sched::Demand {
         cpu: def.cpu,
         memory: def.memory,
@@ -715,6 +732,7 @@ fn prepare_run(r: RunTaskRequest, state: &ClusterState) -> ApiResult<Prepared> {
         service: r.service,
         run: None,
         timeouts: r.timeouts,
+        retry,
     };
     Ok(Prepared::Run(run, demand, None, Then::RunTasks))
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 use berth_core::command::RunTaskRequest;
 use berth_core::limits::{MAX_TIMES_PER_FIRE, ON_TIME_MS};
 use berth_core::schedule::{
-    CatchUp, Overlap, RunStatus, Schedule, ScheduleFire, ScheduleState, SkippedTimes, TaskRun,
+    CatchUp, Overlap, RetriedRun, RunStatus, Schedule, ScheduleFire, ScheduleState, SkippedTimes,
+    TaskRun,
 };
 
 use crate::node::{Node, WriteRequest};
@@ -73,6 +74,7 @@ fn launch(s: &Schedule) -> RunTaskRequest {
         placement_constraints: spec.placement_constraints.clone(),
         service: None,
         timeouts: spec.timeouts,
+        retry: None,
     }
 }
 
@@ -241,6 +243,31 @@ pub(crate) fn retries(s: &Schedule, now: u64) -> (Vec<Proposal>, Option<u64>) {
     (due, next)
 }
 
+/// Plain RunTasks' retries due at `now`, and the earliest still waiting. Proposed as a
+/// schedule's are, with no schedule name.
+pub(crate) fn plain_retries(
+    runs: &imbl::OrdMap<String, RetriedRun>,
+    now: u64,
+) -> (Vec<Proposal>, Option<u64>) {
+    let mut due = Vec::new();
+    let mut next = None::<u64>;
+    for r in runs.values().filter(|r| r.run.status == RunStatus::Running) {
+        let Some(at) = r.run.retry_at else { continue };
+        if at > now {
+            next = Some(next.map_or(at, |n| n.min(at)));
+            continue;
+        }
+        due.push(Proposal::Retry {
+            name: String::new(),
+            run_id: r.run.id.clone(),
+            scheduled_time: r.run.scheduled_time,
+            attempt: r.run.attempts.len() as u32 + 1,
+            request: r.retry.launch.clone(),
+        });
+    }
+    (due, next)
+}
+
 /// Every proposal due at `now` and when the next falls due.
 fn pass(
     schedules: &imbl::OrdMap<String, Schedule>,
@@ -342,8 +369,20 @@ pub(crate) async fn run(node: Arc<Node>) {
             continue;
         }
         let now = crate::node::now_ms();
-        let schedules = node.state.read().state.schedules_snapshot();
-        let (proposals, wake) = pass(&schedules, &mut parsed, now);
+        let (schedules, retried) = {
+            let s = node.state.read();
+            (
+                s.state.schedules_snapshot(),
+                s.state.retried_runs_snapshot(),
+            )
+        };
+        let (mut proposals, mut wake) = pass(&schedules, &mut parsed, now);
+        let (retries, next) = plain_retries(&retried, now);
+        proposals.extend(retries);
+        wake = match (wake, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut applied = false;
         // Concurrently, so the batcher groups one pass's fires into few Raft entries.
         let mut writes = tokio::task::JoinSet::new();

@@ -511,6 +511,7 @@ mod tests {
                 service: None,
                 run: None,
                 timeouts: Default::default(),
+                retry: None,
             }),
         ];
         for name in held {

@@ -192,6 +192,7 @@ mod tests {
             service: None,
             run: None,
             timeouts: Default::default(),
+            retry: None,
         }
     }
 

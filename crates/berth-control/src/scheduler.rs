@@ -402,6 +402,7 @@ async fn execute(node: &Node, action: &Action) -> crate::error::ApiResult<Outcom
             placement_constraints: constraints.clone(),
             service: Some(service.clone()),
             timeouts: Default::default(),
+            retry: None,
         }),
         Action::Stop {
             service,
@@ -543,6 +544,7 @@ pub(crate) mod tests {
                     service: Some("api".into()),
                     run: None,
                     timeouts: Default::default(),
+                    retry: None,
                 }),
             );
         }
@@ -647,6 +649,7 @@ pub(crate) mod tests {
                 service: Some("api".into()),
                 run: None,
                 timeouts: Default::default(),
+                retry: None,
             }),
         );
         assert!(reconcile(&s).is_empty());

@@ -152,6 +152,7 @@ mod tests {
                 service: None,
                 run: None,
                 timeouts: Timeouts::default(),
+                retry: None,
             }),
         ];
         if let Some(at) = running_at {

@@ -263,6 +263,10 @@ pub struct RunTasks {
     /// Overrides of the definition's time limits.
     #[serde(default, skip_serializing_if = "crate::model::Timeouts::is_empty")]
     pub timeouts: crate::model::Timeouts,
+    /// A plain RunTask's retry policy: each task started becomes a run whose failed
+    /// attempts are launched again (only the API sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Box<crate::schedule::RetryLaunch>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,6 +325,9 @@ pub struct RunTaskRequest {
     /// Overrides of the definition's time limits.
     #[serde(default, skip_serializing_if = "crate::model::Timeouts::is_empty")]
     pub timeouts: crate::model::Timeouts,
+    /// Retry each task's failure: a new task, placed afresh, after a back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::schedule::RetryPolicy>,
 }
 
 impl RunTaskRequest {
@@ -354,6 +361,8 @@ pub enum Outcome {
     Namespace(crate::namespace::Namespace),
     Secret(crate::secret::Secret),
     Schedule(Box<crate::schedule::Schedule>),
+    /// A plain RunTask's run after a retry was launched.
+    RetriedRun(Box<crate::schedule::RetriedRun>),
 }
 
 pub type CommandResult = Result<Outcome, Error>;

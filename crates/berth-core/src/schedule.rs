@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{PlacementConstraint, PlacementStrategy, RunTasks};
+use crate::command::{PlacementConstraint, PlacementStrategy, RunTaskRequest, RunTasks};
 use crate::model::ContainerOverride;
 use crate::model::{Millis, Revision};
 
@@ -126,6 +126,14 @@ pub struct ScheduleSpec {
 }
 
 impl ScheduleSpec {
+    /// The retry policy every run of the schedule follows.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries,
+            max_age_ms: self.retry_max_age_ms,
+        }
+    }
+
     /// A schedule of `family` at `expression`, every other field at its documented default.
     pub fn new(name: &str, family: &str, expression: &str) -> Self {
         ScheduleSpec {
@@ -348,11 +356,44 @@ pub struct ScheduleRetry {
     pub launch: RunTasks,
 }
 
-/// What a task started by a schedule carries, so its containers are told which run and
-/// attempt they are (`BERTH_RUN_ID`, `BERTH_ATTEMPT`, `BERTH_SCHEDULED_TIME`).
+/// How a run's failed attempts are retried: attempts after the first, with back-off
+/// ([`retry_backoff_ms`]), none starting later than `max_age_ms` after the run began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub max_age_ms: u64,
+}
+
+/// A plain RunTask's retry policy, and what each of its tasks' retries launches: the call's
+/// parameters for one task, the revision pinned, no client token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryLaunch {
+    pub policy: RetryPolicy,
+    pub launch: RunTaskRequest,
+}
+
+/// One task of a plain RunTask with a retry policy, followed across its attempts. The run's
+/// id is its first attempt's task id. Kept while it runs, and for the stopped-task retention
+/// once it has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetriedRun {
+    /// `scheduled_time` is when the call was applied: the retry age counts from it.
+    pub run: Run,
+    #[serde(flatten)]
+    pub retry: RetryLaunch,
+}
+
+/// What a task started by a schedule, or by a RunTask with a retry policy, carries, so its
+/// containers are told which run and attempt they are (`BERTH_RUN_ID`, `BERTH_ATTEMPT`,
+/// `BERTH_SCHEDULED_TIME`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRun {
+    /// Empty for a plain RunTask's run (its record is in the state's retried runs, by
+    /// `run_id`).
     pub schedule: String,
     pub run_id: String,
     pub attempt: u32,

@@ -164,6 +164,12 @@ pub struct ClusterState {
     /// Schedules by qualified name.
     #[serde(default)]
     schedules: Map<String, crate::schedule::Schedule>,
+    /// Plain RunTasks' runs under a retry policy, by run id (the first attempt's task id).
+    #[serde(default)]
+    retried_runs: Map<String, crate::schedule::RetriedRun>,
+    /// (collection time, run id): ended runs are collected after the stopped-task retention.
+    #[serde(default)]
+    retried_expiry: Set<(Millis, String)>,
     /// Changes made by the last `apply`, for watchers; not part of the replicated state.
     #[serde(skip)]
     changes: Vec<Change>,
@@ -519,6 +525,7 @@ impl ClusterState {
                 run: run.run.clone(),
                 timeouts,
             };
+            let task = self.begin_retried_run(run, task);
             self.allocate(&task);
             self.count_revision_task(&task, true);
             self.tasks.insert(task.id.clone(), task.clone());
@@ -1122,6 +1129,9 @@ impl ClusterState {
                 self.agent_changed.remove(&id);
             }
         }
+        for id in take_due(&mut self.retried_expiry, now) {
+            self.retried_runs.remove(&id);
+        }
         self.collect_services();
         self.collect_definitions();
         self.fold_usage();
@@ -1240,6 +1250,7 @@ mod access;
 mod definitions;
 mod deployments;
 mod namespaces;
+mod retries;
 mod scaling;
 mod schedules;
 mod secrets;

@@ -583,6 +583,32 @@ pub fn timeouts(field: &str, t: &crate::model::Timeouts) -> Result<(), Error> {
     Ok(())
 }
 
+/// A retry policy: at most [`MAX_RETRIES`] retries, an age in bounds and long enough for
+/// the first back-off when there are retries.
+pub fn retry_policy(p: &crate::schedule::RetryPolicy) -> Result<(), Error> {
+    use crate::limits::{MAX_RETRIES, MAX_RETRY_MAX_AGE_MS, RETRY_BACKOFF_BASE_MS};
+    if p.retries > MAX_RETRIES {
+        return Err(invalid(format!(
+            "retries is {}; the limit is {MAX_RETRIES}",
+            p.retries
+        )));
+    }
+    if p.max_age_ms == 0 || p.max_age_ms > MAX_RETRY_MAX_AGE_MS {
+        return Err(invalid(format!(
+            "retryMaxAgeMs is {} ms; it must be 1..{MAX_RETRY_MAX_AGE_MS} (7 days)",
+            p.max_age_ms
+        )));
+    }
+    if p.retries > 0 && p.max_age_ms < RETRY_BACKOFF_BASE_MS {
+        return Err(invalid(format!(
+            "retryMaxAgeMs ({} ms) is shorter than the first retry's back-off \
+             ({RETRY_BACKOFF_BASE_MS} ms): no retry could ever start",
+            p.max_age_ms
+        )));
+    }
+    Ok(())
+}
+
 pub fn task_definition_ref(s: &str) -> Result<(String, Option<u32>), Error> {
     let (family, rev) = match s.split_once(':') {
         Some((f, r)) => {

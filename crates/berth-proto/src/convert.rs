@@ -199,6 +199,8 @@ impl From<&core::Task> for v1::Task {
             run_id: t.run.as_ref().map(|r| bare(&r.run_id)).unwrap_or_default(),
             timeouts: timeouts_to_wire(&t.timeouts),
             attempt: t.run.as_ref().map_or(0, |r| r.attempt),
+            // Needs the state; task_to_wire fills it in.
+            retried_run: None,
             namespace: ns::of(&t.family).into(),
             task_definition: bare(&t.task_definition()),
             family: bare(&t.family),
@@ -281,6 +283,12 @@ pub fn task_to_wire(state: &core::ClusterState, t: &core::Task, now: u64) -> v1:
             cost: amount.cost_nanos(&state.settings().prices) as f64 / 1e9,
         }
     });
+    wire.retried_run = t
+        .run
+        .as_ref()
+        .filter(|r| r.schedule.is_empty())
+        .and_then(|r| state.retried_run(&r.run_id))
+        .map(|r| schedule_run_to_wire(&r.run));
     wire.utilization = state.task_utilization(&t.id).map(|u| {
         use core::utilization::percent;
         v1::TaskUtilization {
@@ -356,6 +364,12 @@ impl From<v1::RunTaskRequest> for core::command::RunTaskRequest {
             // Only the service scheduler launches for a service; the API never does.
             service: None,
             timeouts: timeouts_from_wire(r.timeouts),
+            retry: (r.retries > 0).then(|| core::schedule::RetryPolicy {
+                retries: r.retries,
+                max_age_ms: r
+                    .retry_max_age_ms
+                    .unwrap_or(core::limits::DEFAULT_RETRY_MAX_AGE_MS),
+            }),
         }
     }
 }

@@ -93,24 +93,16 @@ fn spec_of(ns: &str, r: CreateScheduleRequest, now: u64) -> ApiResult<ScheduleSp
         DEFAULT_CATCH_UP_WINDOW_MS,
         MAX_CATCH_UP_WINDOW_MS,
     )?;
-    if r.retries > MAX_RETRIES {
-        return Err(ApiError::invalid(format!(
-            "retries is {}; the limit is {MAX_RETRIES}",
-            r.retries
-        )));
-    }
     let retry_max_age_ms = millis(
         "retryMaxAgeMs",
         r.retry_max_age_ms,
         DEFAULT_RETRY_MAX_AGE_MS,
         MAX_RETRY_MAX_AGE_MS,
     )?;
-    if r.retries > 0 && retry_max_age_ms < RETRY_BACKOFF_BASE_MS {
-        return Err(ApiError::invalid(format!(
-            "retryMaxAgeMs ({retry_max_age_ms} ms) is shorter than the first retry's back-off \
-             ({RETRY_BACKOFF_BASE_MS} ms): no retry could ever start"
-        )));
-    }
+    berth_core::validate::retry_policy(&berth_core::schedule::RetryPolicy {
+        retries: r.retries,
+        max_age_ms: retry_max_age_ms,
+    })?;
     let jitter_ms = millis("jitterMs", Some(r.jitter_ms), 0, MAX_JITTER_MS)?;
     berth_core::validate::timeouts(
         "timeouts",

@@ -186,3 +186,67 @@ fn a_failed_run_is_retried_once_its_back_off_is_over() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_plain_run_task_is_retried_with_its_own_launch_and_no_schedule() {
+    use berth_core::schedule::{RetriedRun, RetryLaunch, RetryPolicy};
+    let run = |id: &str, retry_at: Option<u64>, status: RunStatus| RetriedRun {
+        run: Run {
+            id: id.into(),
+            scheduled_time: MIN,
+            last_time: None,
+            count: 1,
+            status,
+            reason: String::new(),
+            recorded_at: MIN,
+            attempts: vec![berth_core::schedule::Attempt {
+                number: 1,
+                started_at: MIN,
+                task_id: Some(id.into()),
+                failure: Some("essential container app exited 3".into()),
+            }],
+            retry_at,
+            finished_at: None,
+        },
+        retry: RetryLaunch {
+            policy: RetryPolicy {
+                retries: 2,
+                max_age_ms: 60 * MIN,
+            },
+            launch: RunTaskRequest {
+                task_definition: "default/web:4".into(),
+                count: 1,
+                ..Default::default()
+            },
+        },
+    };
+    let runs: imbl::OrdMap<String, RetriedRun> = [
+        (
+            "t1".to_string(),
+            run("t1", Some(MIN + 5_000), RunStatus::Running),
+        ),
+        (
+            "t2".to_string(),
+            run("t2", Some(MIN + 9_000), RunStatus::Running),
+        ),
+        ("t3".to_string(), run("t3", None, RunStatus::Failed)),
+    ]
+    .into_iter()
+    .collect();
+    let (due, next) = plain_retries(&runs, MIN + 5_000);
+    assert_eq!(next, Some(MIN + 9_000));
+    match &due[..] {
+        [Proposal::Retry {
+            name,
+            run_id,
+            attempt,
+            request,
+            ..
+        }] => {
+            assert!(name.is_empty(), "a plain run has no schedule");
+            assert_eq!((run_id.as_str(), *attempt), ("t1", 2));
+            assert_eq!(request.task_definition, "default/web:4");
+        }
+        other => panic!("{other:?}"),
+    }
+}

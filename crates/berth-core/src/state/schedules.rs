@@ -213,7 +213,7 @@ impl ClusterState {
                     retry_at: None,
                     finished_at: None,
                 };
-                push_attempt(&s.spec, &mut r, attempt, clock);
+                push_attempt(s.spec.retry_policy(), &mut r, attempt, clock);
                 s.runs.push(r);
             }
         }
@@ -223,6 +223,9 @@ impl ClusterState {
     }
 
     pub(super) fn retry_schedule_run(&mut self, r: &ScheduleRetry) -> CommandResult {
+        if r.name.is_empty() {
+            return self.retry_plain_run(r);
+        }
         let clock = self.clock;
         let s = self.schedule_mut(&r.name)?;
         let Some(run) = s.runs.iter().find(|x| x.id == r.run_id) else {
@@ -243,15 +246,14 @@ impl ClusterState {
         let s = self.schedule_mut(&r.name)?;
         if let Some(run) = s.runs.iter_mut().find(|x| x.id == r.run_id) {
             run.retry_at = None;
-            let spec = s.spec.clone();
-            push_attempt(&spec, run, attempt, clock);
+            push_attempt(s.spec.retry_policy(), run, attempt, clock);
         }
         s.version = revision;
         Ok(Outcome::Schedule(Box::new(s.clone())))
     }
 
     /// Starts one attempt's task: the attempt with its task id, or with why none started.
-    fn launch_attempt(&mut self, launch: &RunTasks, number: u32) -> Attempt {
+    pub(super) fn launch_attempt(&mut self, launch: &RunTasks, number: u32) -> Attempt {
         let mut attempt = Attempt {
             number,
             started_at: self.clock,
@@ -288,48 +290,25 @@ impl ClusterState {
         let Some(tr) = &task.run else {
             return;
         };
+        if tr.schedule.is_empty() {
+            return self.settle_plain_run(task);
+        }
         let failure = self.task_failure(task);
         let clock = self.clock;
         let Some(s) = self.schedules.get_mut(&tr.schedule) else {
             return;
         };
-        let spec = s.spec.clone();
+        let policy = s.spec.retry_policy();
         let Some(run) = s.runs.iter_mut().find(|r| r.id == tr.run_id) else {
             return;
         };
-        let Some(last) = run.attempts.last_mut() else {
-            return;
-        };
-        if run.status != RunStatus::Running
-            || last.task_id.as_deref() != Some(task.id.as_str())
-            || last.failure.is_some()
-        {
-            return;
-        }
-        match failure {
-            None => {
-                run.status = RunStatus::Succeeded;
-                run.finished_at = Some(clock);
-            }
-            Some(why) => {
-                last.failure = Some(why.clone());
-                // A user's stop or a replacement ends the run: retrying would undo it.
-                let stopped_by_user = task.stop_code == Some(StopCode::UserInitiated);
-                if stopped_by_user {
-                    run.status = RunStatus::Failed;
-                    run.reason = why;
-                    run.finished_at = Some(clock);
-                } else {
-                    schedule_retry(&spec, run, clock, why);
-                }
-            }
-        }
+        settle_attempt(policy, run, task, failure, clock);
         trim_runs(s);
     }
 
     /// Why a stopped task counts as a failed attempt; None when it succeeded (it reached
     /// RUNNING and every essential container exited 0).
-    fn task_failure(&self, task: &Task) -> Option<String> {
+    pub(super) fn task_failure(&self, task: &Task) -> Option<String> {
         let reason = || {
             format!(
                 "{}: {}",
@@ -383,27 +362,66 @@ impl ClusterState {
     }
 }
 
+/// Settles a run whose live attempt was `task`, now STOPPED: SUCCEEDED, a retry, or FAILED.
+/// Whether the run changed.
+pub(super) fn settle_attempt(
+    policy: RetryPolicy,
+    run: &mut Run,
+    task: &Task,
+    failure: Option<String>,
+    clock: u64,
+) -> bool {
+    let Some(last) = run.attempts.last_mut() else {
+        return false;
+    };
+    if run.status != RunStatus::Running
+        || last.task_id.as_deref() != Some(task.id.as_str())
+        || last.failure.is_some()
+    {
+        return false;
+    }
+    match failure {
+        None => {
+            run.status = RunStatus::Succeeded;
+            run.finished_at = Some(clock);
+        }
+        Some(why) => {
+            last.failure = Some(why.clone());
+            // A user's stop or a replacement ends the run: retrying would undo it.
+            let stopped_by_user = task.stop_code == Some(StopCode::UserInitiated);
+            if stopped_by_user {
+                run.status = RunStatus::Failed;
+                run.reason = why;
+                run.finished_at = Some(clock);
+            } else {
+                schedule_retry(policy, run, clock, why);
+            }
+        }
+    }
+    true
+}
+
 /// Adds an attempt to a run; one that started no task fails now and is retried or ends
 /// the run.
-fn push_attempt(spec: &ScheduleSpec, run: &mut Run, attempt: Attempt, clock: u64) {
+pub(super) fn push_attempt(policy: RetryPolicy, run: &mut Run, attempt: Attempt, clock: u64) {
     let failed = attempt.failure.clone();
     run.attempts.push(attempt);
     if let Some(why) = failed {
-        schedule_retry(spec, run, clock, why);
+        schedule_retry(policy, run, clock, why);
     }
 }
 
 /// After a failed attempt: the next one's time, or the run FAILED when the retries or
 /// their age are spent.
-fn schedule_retry(spec: &ScheduleSpec, run: &mut Run, clock: u64, why: String) {
+fn schedule_retry(policy: RetryPolicy, run: &mut Run, clock: u64, why: String) {
     let next = run.attempts.len() as u32 + 1;
     let at = clock + retry_backoff_ms(next);
-    let deadline = run.scheduled_time.saturating_add(spec.retry_max_age_ms);
-    if next <= spec.retries + 1 && at <= deadline {
+    let deadline = run.scheduled_time.saturating_add(policy.max_age_ms);
+    if next <= policy.retries + 1 && at <= deadline {
         run.retry_at = Some(at);
     } else {
         run.status = RunStatus::Failed;
-        run.reason = if next > spec.retries + 1 {
+        run.reason = if next > policy.retries + 1 {
             format!("{why} (no retries left)")
         } else {
             format!("{why} (the next attempt would start past the retry max age)")

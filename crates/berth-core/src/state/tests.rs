@@ -5,6 +5,7 @@ mod access;
 mod definitions;
 mod deployments;
 mod namespaces;
+mod retries;
 mod scaling;
 mod schedules;
 mod services;
@@ -72,6 +73,7 @@ fn run(token: Option<&str>, fingerprint: u64, placements: &[(&str, &str)]) -> Co
         service: None,
         run: None,
         timeouts: Default::default(),
+        retry: None,
     })
 }
 

@@ -38,8 +38,16 @@ pub enum TaskCmd {
         constraints: Vec<String>,
         #[command(flatten)]
         timeouts: TimeoutFlags,
-        /// Follow the tasks until they stop, showing each state on stderr; the exit status
-        /// is then the tasks' exit code (the first non-zero; 1 if one never ran).
+        /// Start each task that fails (not started, lost, timed out, or exited non-zero)
+        /// again, up to this many times, with exponential back-off (5s doubling to 5m).
+        #[arg(long, default_value_t = 0)]
+        retries: u32,
+        /// No retry starts later than this after the call (default 1h).
+        #[arg(long, value_parser = humantime::parse_duration, requires = "retries")]
+        retry_max_age: Option<std::time::Duration>,
+        /// Follow the tasks (and their retries) until they stop, showing each state on
+        /// stderr; the exit status is then the last attempts' exit code (the first non-zero;
+        /// 1 if one never ran).
         #[arg(long)]
         wait: bool,
     },
@@ -181,6 +189,36 @@ fn details(t: &Task) -> std::io::Result<()> {
             t.stop_code, t.stopped_reason
         ))?;
     }
+    if !t.run_id.is_empty() && t.retried_run.is_none() {
+        line(format_args!("  run {} attempt {}", t.run_id, t.attempt))?;
+    }
+    if let Some(r) = &t.retried_run {
+        let mut s = format!("  attempt {} of run {}: {}", t.attempt, r.run_id, r.status);
+        if !r.reason.is_empty() {
+            s.push_str(&format!(" ({})", r.reason));
+        }
+        if r.retry_at_ms > 0 {
+            s.push_str(&format!(", next attempt at {}", time(Some(r.retry_at_ms))));
+        }
+        line(format_args!("{s}"))?;
+        for a in &r.attempts {
+            let task = if a.task_id.is_empty() {
+                "no task"
+            } else {
+                a.task_id.as_str()
+            };
+            let failure = if a.failure.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.failure)
+            };
+            line(format_args!(
+                "    attempt {} at {}  {task}{failure}",
+                a.number,
+                time(Some(a.started_at_ms))
+            ))?;
+        }
+    }
     if let Some(u) = &t.usage {
         line(format_args!(
             "  billed so far: {:.6} vCPU-hours, {:.6} GiB-hours, cost {:.6}",
@@ -296,6 +334,8 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
             strategies,
             constraints,
             timeouts,
+            retries,
+            retry_max_age,
             wait,
         } => {
             let token =
@@ -310,6 +350,8 @@ pub async fn task(opts: &ClientOpts, cmd: TaskCmd) -> Result<ExitCode> {
                 placement_strategy: strategies.iter().map(|s| parse_strategy(s)).collect(),
                 placement_constraints: constraints.iter().map(|s| parse_constraint(s)).collect(),
                 timeouts: timeouts.to_wire(),
+                retries,
+                retry_max_age_ms: retry_max_age.map(|d| d.as_millis() as u64),
             };
             let r = client
                 .unary(Retry::Safe, &req, |ch, req| async move {

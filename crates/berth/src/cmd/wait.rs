@@ -77,7 +77,7 @@ fn summary(tasks: &[Task]) -> String {
 }
 
 /// Until every task is STOPPED; returns them as they ended.
-pub async fn tasks(client: &Client, ids: Vec<String>, stale: bool) -> Result<Vec<Task>> {
+pub async fn tasks(client: &Client, mut ids: Vec<String>, stale: bool) -> Result<Vec<Task>> {
     let mut live = Live::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     loop {
@@ -114,7 +114,26 @@ pub async fn tasks(client: &Client, ids: Vec<String>, stale: bool) -> Result<Vec
                 seen.insert(t.task_id.clone(), now);
             }
         }
-        if !r.tasks.is_empty() && r.tasks.iter().all(|t| t.last_status == "STOPPED") {
+        // A task under a retry policy is followed to its run's newest attempt.
+        let mut retrying = false;
+        for t in &r.tasks {
+            let Some(run) = &t.retried_run else { continue };
+            retrying |= run.status == "RUNNING";
+            let newest = run.attempts.last().map(|a| a.task_id.as_str());
+            if let Some(newest) = newest.filter(|n| !n.is_empty() && *n != t.task_id) {
+                if let Some(id) = ids.iter_mut().find(|id| **id == t.task_id) {
+                    let short = &newest[..newest.len().min(12)];
+                    live.change(format_args!(
+                        "run {}  attempt {}: task {short}",
+                        &run.run_id[..run.run_id.len().min(12)],
+                        run.attempts.len()
+                    ));
+                    *id = newest.to_string();
+                    retrying = true;
+                }
+            }
+        }
+        if !retrying && !r.tasks.is_empty() && r.tasks.iter().all(|t| t.last_status == "STOPPED") {
             live.done();
             return Ok(r.tasks);
         }

@@ -51,6 +51,7 @@ fn launch(h: &Harness, ids: &[&str]) -> Command {
         service: Some("api".into()),
         run: None,
         timeouts: Default::default(),
+        retry: None,
     })
 }
 
