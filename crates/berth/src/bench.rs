@@ -871,7 +871,13 @@ struct LocalAgent {
 }
 
 impl LocalAgent {
-    async fn start(c: &LocalCluster, dir: &Path, api: &Api) -> Result<Self> {
+    /// Checks that `image` is present, then starts the agent; returns it with a channel to
+    /// the leader.
+    async fn start(c: &LocalCluster, dir: &Path, image: &str) -> Result<(Self, Api)> {
+        docker(&["image", "inspect", image])
+            .with_context(|| format!("image {image} is not present; run deploy/images/build.sh"))?;
+        let (leader, _) = c.leader(Duration::from_secs(30)).await?;
+        let api = &c.api(leader)?;
         let control = c
             .nodes
             .iter()
@@ -934,7 +940,7 @@ impl LocalAgent {
             agent.stop();
             bail!("draining the capacity-only agent: {}", e.message());
         }
-        Ok(agent)
+        Ok((agent, api.clone()))
     }
 
     /// Kills the agent and removes the containers it left.
@@ -955,11 +961,7 @@ impl LocalAgent {
 }
 
 async fn start_latency(c: &LocalCluster, dir: &Path, tasks: usize, image: &str) -> Result<()> {
-    docker(&["image", "inspect", image])
-        .with_context(|| format!("image {image} is not present; run deploy/images/build.sh"))?;
-    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    let api = c.api(leader)?;
-    let agent = LocalAgent::start(c, dir, &api).await?;
+    let (agent, api) = LocalAgent::start(c, dir, image).await?;
     let result = async {
         TaskDefinitionsClient::new(api.clone())
             .register(RegisterTaskDefinitionRequest {

@@ -4,7 +4,7 @@
 //! only while the run still waits for that attempt, so a retry starts once whatever the
 //! leaders do.
 
-use super::schedules::{push_attempt, settle_attempt};
+use super::schedules::{push_attempt, settle_attempt, waits_for};
 use super::ClusterState;
 use crate::command::{CommandResult, Outcome, RunTasks};
 use crate::error::Error;
@@ -87,17 +87,7 @@ impl ClusterState {
         let Some(rr) = self.retried_runs.get(&r.run_id) else {
             return Err(Error::not_found(format!("run {} does not exist", r.run_id)));
         };
-        let run = &rr.run;
-        let waiting = run.status == RunStatus::Running
-            && run.retry_at.is_some()
-            && run.attempts.len() + 1 == r.attempt as usize;
-        if !waiting {
-            return Err(Error::precondition(format!(
-                "run {} is not waiting for attempt {} (another proposal started it, or the \
-                 run ended)",
-                r.run_id, r.attempt
-            )));
-        }
+        waits_for(&rr.run, r.attempt)?;
         let attempt = self.launch_attempt(&r.launch, r.attempt);
         let clock = self.clock;
         let Some(rr) = self.retried_runs.get_mut(&r.run_id) else {

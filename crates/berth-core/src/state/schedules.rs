@@ -231,16 +231,7 @@ impl ClusterState {
         let Some(run) = s.runs.iter().find(|x| x.id == r.run_id) else {
             return Err(Error::not_found(format!("run {} does not exist", r.run_id)));
         };
-        let waiting = run.status == RunStatus::Running
-            && run.retry_at.is_some()
-            && run.attempts.len() + 1 == r.attempt as usize;
-        if !waiting {
-            return Err(Error::precondition(format!(
-                "run {} is not waiting for attempt {} (another proposal started it, or the \
-                 run ended)",
-                r.run_id, r.attempt
-            )));
-        }
+        waits_for(run, r.attempt)?;
         let attempt = self.launch_attempt(&r.launch, r.attempt);
         let revision = self.revision;
         let s = self.schedule_mut(&r.name)?;
@@ -399,6 +390,22 @@ pub(super) fn settle_attempt(
         }
     }
     true
+}
+
+/// Refuses a retry unless the run still waits for exactly that attempt: a second leader's
+/// proposal of the same attempt, or one for a run that ended, starts nothing.
+pub(super) fn waits_for(run: &Run, attempt: u32) -> Result<(), Error> {
+    let waiting = run.status == RunStatus::Running
+        && run.retry_at.is_some()
+        && run.attempts.len() + 1 == attempt as usize;
+    if !waiting {
+        return Err(Error::precondition(format!(
+            "run {} is not waiting for attempt {attempt} (another proposal started it, or the \
+             run ended)",
+            run.id
+        )));
+    }
+    Ok(())
 }
 
 /// Adds an attempt to a run; one that started no task fails now and is retried or ends

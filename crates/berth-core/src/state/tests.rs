@@ -619,6 +619,27 @@ proptest! {
     }
 }
 
+/// Reports `task` on a1 RUNNING, then STOPPED with its essential container's `exit` code.
+fn ran_and_exited(h: &mut Harness, task: &str, exit: i32) {
+    let mut r = report(task, TaskState::Stopped, h.now);
+    r.containers = vec![ContainerState {
+        name: "app".into(),
+        last_status: TaskState::Stopped,
+        exit_code: Some(exit),
+        reason: None,
+        health_status: None,
+        network_bindings: vec![],
+    }];
+    r.stop_code = Some(StopCode::EssentialContainerExited);
+    r.stopped_reason = Some("Essential container in task exited".into());
+    h.one(reports(
+        "a1",
+        1,
+        vec![report(task, TaskState::Running, h.now), r],
+    ))
+    .unwrap();
+}
+
 fn report(task: &str, status: TaskState, at: Millis) -> TaskReport {
     TaskReport {
         task_id: task.into(),

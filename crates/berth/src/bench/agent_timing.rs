@@ -14,7 +14,7 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use clap::Args;
 
-use super::{docker, LocalAgent, LocalCluster};
+use super::{LocalAgent, LocalCluster};
 
 #[derive(Args)]
 pub struct TimeoutsArgs {
@@ -215,15 +215,7 @@ pub async fn timeouts(c: &LocalCluster, dir: &Path, a: TimeoutsArgs) -> Result<(
     if a.tasks == 0 || a.wave == 0 || a.max_runtime == 0 {
         bail!("--tasks, --wave and --max-runtime must be above 0");
     }
-    docker(&["image", "inspect", &a.image]).with_context(|| {
-        format!(
-            "image {} is not present; run deploy/images/build.sh",
-            a.image
-        )
-    })?;
-    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    let api = c.api(leader)?;
-    let agent = LocalAgent::start(c, dir, &api).await?;
+    let (agent, api) = LocalAgent::start(c, dir, &a.image).await?;
     let result = run_timeouts(&api, &agent.id, &a).await;
     agent.stop();
     result
@@ -369,15 +361,7 @@ pub async fn schedule_start(c: &LocalCluster, dir: &Path, a: ScheduleStartArgs) 
     if a.schedules == 0 || a.period == 0 || a.seconds < a.period {
         bail!("--schedules and --period must be above 0, and --seconds at least one period");
     }
-    docker(&["image", "inspect", &a.image]).with_context(|| {
-        format!(
-            "image {} is not present; run deploy/images/build.sh",
-            a.image
-        )
-    })?;
-    let (leader, _) = c.leader(Duration::from_secs(30)).await?;
-    let api = c.api(leader)?;
-    let agent = LocalAgent::start(c, dir, &api).await?;
+    let (agent, api) = LocalAgent::start(c, dir, &a.image).await?;
     let result = run_schedule_start(&api, &a).await;
     agent.stop();
     result

@@ -55,26 +55,6 @@ fn retry(run_id: &str, attempt: u32, task: &str) -> Command {
     })
 }
 
-fn stop(h: &mut Harness, task: &str, exit: i32) {
-    let mut r = report(task, TaskState::Stopped, h.now);
-    r.containers = vec![ContainerState {
-        name: "app".into(),
-        last_status: TaskState::Stopped,
-        exit_code: Some(exit),
-        reason: None,
-        health_status: None,
-        network_bindings: vec![],
-    }];
-    r.stop_code = Some(StopCode::EssentialContainerExited);
-    r.stopped_reason = Some("Essential container in task exited".into());
-    h.one(reports(
-        "a1",
-        1,
-        vec![report(task, TaskState::Running, h.now), r],
-    ))
-    .unwrap();
-}
-
 fn record(h: &Harness, id: &str) -> Run {
     h.state
         .retried_run(id)
@@ -105,7 +85,7 @@ fn each_task_of_a_retried_run_task_is_its_own_run() {
 fn a_failed_attempt_is_retried_after_its_back_off_once_per_attempt_number() {
     let mut h = cluster();
     h.one(run_retried(&["t1"], 1)).unwrap();
-    stop(&mut h, "t1", 3);
+    ran_and_exited(&mut h, "t1", 3);
     let r = record(&h, "t1");
     assert_eq!(r.status, RunStatus::Running);
     assert_eq!(
@@ -124,7 +104,7 @@ fn a_failed_attempt_is_retried_after_its_back_off_once_per_attempt_number() {
     let t2 = h.state.task("t2").unwrap();
     assert_eq!(t2.run.as_ref().unwrap().attempt, 2);
     assert_eq!(record(&h, "t1").retry_at, None);
-    stop(&mut h, "t2", 0);
+    ran_and_exited(&mut h, "t2", 0);
     let r = record(&h, "t1");
     assert_eq!(r.status, RunStatus::Succeeded);
     assert_eq!(r.attempts.len(), 2);
@@ -134,9 +114,9 @@ fn a_failed_attempt_is_retried_after_its_back_off_once_per_attempt_number() {
 fn retries_run_out_and_the_run_fails_with_the_last_reason() {
     let mut h = cluster();
     h.one(run_retried(&["t1"], 1)).unwrap();
-    stop(&mut h, "t1", 3);
+    ran_and_exited(&mut h, "t1", 3);
     h.one(retry("t1", 2, "t2")).unwrap();
-    stop(&mut h, "t2", 4);
+    ran_and_exited(&mut h, "t2", 4);
     let r = record(&h, "t1");
     assert_eq!(r.status, RunStatus::Failed);
     assert!(r.reason.contains("exited 4"), "{}", r.reason);
@@ -154,7 +134,7 @@ fn a_users_stop_ends_the_run_without_a_retry() {
         namespace: None,
     })
     .unwrap();
-    stop(&mut h, "t1", 143);
+    ran_and_exited(&mut h, "t1", 143);
     let r = record(&h, "t1");
     assert_eq!(r.status, RunStatus::Failed);
     assert_eq!(r.retry_at, None);
@@ -164,7 +144,7 @@ fn a_users_stop_ends_the_run_without_a_retry() {
 fn an_ended_run_is_collected_after_the_stopped_task_retention() {
     let mut h = cluster();
     h.one(run_retried(&["t1"], 1)).unwrap();
-    stop(&mut h, "t1", 0);
+    ran_and_exited(&mut h, "t1", 0);
     assert!(h.state.retried_run("t1").is_some());
     h.now += crate::limits::STOPPED_TASK_RETENTION_MS + 1;
     h.one(agent("a2", 1024, 1024)).unwrap();

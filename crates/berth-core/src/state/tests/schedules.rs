@@ -55,26 +55,6 @@ fn runs(h: &Harness) -> Vec<Run> {
     h.state.schedule("job").unwrap().runs.clone()
 }
 
-fn stop(h: &mut Harness, task: &str, exit: i32) {
-    let mut r = report(task, TaskState::Stopped, h.now);
-    r.containers = vec![ContainerState {
-        name: "app".into(),
-        last_status: TaskState::Stopped,
-        exit_code: Some(exit),
-        reason: None,
-        health_status: None,
-        network_bindings: vec![],
-    }];
-    r.stop_code = Some(StopCode::EssentialContainerExited);
-    r.stopped_reason = Some("Essential container in task exited".into());
-    h.one(reports(
-        "a1",
-        1,
-        vec![report(task, TaskState::Running, h.now), r],
-    ))
-    .unwrap();
-}
-
 #[test]
 fn a_scheduled_time_is_taken_by_one_fire_only() {
     let mut h = cluster(Overlap::Allow, 0);
@@ -147,7 +127,7 @@ fn replace_stops_the_live_run_then_starts() {
 fn a_run_succeeds_when_its_essential_container_exits_zero() {
     let mut h = cluster(Overlap::Forbid, 2);
     h.one(fire(&h, 60_000, "t1")).unwrap();
-    stop(&mut h, "t1", 0);
+    ran_and_exited(&mut h, "t1", 0);
     let rs = runs(&h);
     assert_eq!(rs[0].status, RunStatus::Succeeded);
     assert_eq!(rs[0].retry_at, None);
@@ -157,7 +137,7 @@ fn a_run_succeeds_when_its_essential_container_exits_zero() {
 fn a_failed_attempt_is_retried_once_per_attempt_number() {
     let mut h = cluster(Overlap::Forbid, 1);
     h.one(fire(&h, 60_000, "t1")).unwrap();
-    stop(&mut h, "t1", 3);
+    ran_and_exited(&mut h, "t1", 3);
     let r = runs(&h).remove(0);
     assert_eq!(r.status, RunStatus::Running);
     assert_eq!(
@@ -182,7 +162,7 @@ fn a_failed_attempt_is_retried_once_per_attempt_number() {
     assert!(h.one(retry("t3")).is_err());
     assert!(h.state.task("t3").is_none());
     assert_eq!(h.state.task("t2").unwrap().run.as_ref().unwrap().attempt, 2);
-    stop(&mut h, "t2", 1);
+    ran_and_exited(&mut h, "t2", 1);
     let r = runs(&h).remove(0);
     assert_eq!(r.status, RunStatus::Failed);
     assert!(r.reason.contains("no retries left"), "{}", r.reason);
