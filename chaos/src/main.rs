@@ -7,6 +7,7 @@ mod checks;
 mod cluster;
 mod faults;
 mod history;
+mod launches;
 mod linear;
 mod report;
 mod schedules;
@@ -234,6 +235,13 @@ async fn run(args: Args) -> Result<bool> {
     let started_by = format!("chaos-{seed}-{}", std::process::id());
     let family = "chaos".to_string();
     register_definition(&endpoints, &family).await?;
+    // With real agents, every task container the engine creates from here on, read from
+    // the engine's side.
+    let engine_launches = if args.agents == AgentsMode::Real {
+        Some(launches::EngineLaunches::start()?)
+    } else {
+        None
+    };
     services::create(&endpoints, &family, seed).await?;
     schedules::create(&endpoints, seed).await?;
 
@@ -548,6 +556,18 @@ async fn run(args: Args) -> Result<bool> {
     let _ = updater.await;
     results.push(services::check(&endpoints, &service_updates).await);
     results.push(schedules::check(&endpoints, healed_at_ms).await);
+    if let Some(l) = engine_launches {
+        let launched = l.finish();
+        let agents: Vec<String> = cluster.agents.iter().map(|(_, id)| id.clone()).collect();
+        results.push(match checks::list_tasks(&endpoints, "", "").await {
+            Ok((tasks, _)) => launches::check(&launched, &agents, &tasks),
+            Err(e) => CheckResult::new(
+                launches::CHECK_NAME,
+                vec![format!("cannot list the cluster's tasks: {e:#}")],
+                String::new(),
+            ),
+        });
+    }
     stop_agents.store(true, Ordering::Relaxed);
     for t in agent_tasks {
         t.abort();
