@@ -165,6 +165,26 @@ where
     Err(last)
 }
 
+/// Registers `spec` through any node.
+pub(crate) async fn register_spec(
+    endpoints: &[(String, Api)],
+    spec: TaskDefinitionSpec,
+) -> Result<()> {
+    let what = format!("registering {}", spec.family);
+    any_node(endpoints, &what, |ch| {
+        let spec = spec.clone();
+        async move {
+            TaskDefinitionsClient::new(ch)
+                .register(RegisterTaskDefinitionRequest {
+                    task_definition: Some(spec),
+                })
+                .await
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 async fn register_definition(endpoints: &[(String, Api)], family: &str) -> Result<()> {
     let spec = TaskDefinitionSpec {
         family: family.to_string(),
@@ -185,18 +205,7 @@ async fn register_definition(endpoints: &[(String, Api)], family: &str) -> Resul
         }],
         timeouts: Default::default(),
     };
-    any_node(endpoints, &format!("registering {family}"), |ch| {
-        let spec = spec.clone();
-        async move {
-            TaskDefinitionsClient::new(ch)
-                .register(RegisterTaskDefinitionRequest {
-                    task_definition: Some(spec),
-                })
-                .await
-        }
-    })
-    .await
-    .map(|_| ())
+    register_spec(endpoints, spec).await
 }
 
 async fn run(args: Args) -> Result<bool> {

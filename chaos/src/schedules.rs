@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use berth_proto::bearer::Api;
 use berth_proto::v1::schedules_client::SchedulesClient;
-use berth_proto::v1::task_definitions_client::TaskDefinitionsClient;
 use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 
@@ -59,17 +58,7 @@ pub async fn create(endpoints: &[(String, Api)], seed: u64) -> Result<()> {
             max_runtime: Some(60),
         }),
     };
-    crate::any_node(endpoints, "registering the schedules' definition", |ch| {
-        let spec = spec.clone();
-        async move {
-            TaskDefinitionsClient::new(ch)
-                .register(RegisterTaskDefinitionRequest {
-                    task_definition: Some(spec),
-                })
-                .await
-        }
-    })
-    .await?;
+    crate::register_spec(endpoints, spec).await?;
     for (name, placeable) in names() {
         let req = CreateScheduleRequest {
             name: name.clone(),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::bearer::Api;
@@ -14,6 +14,7 @@ use berth_proto::v1::tasks_client::TasksClient;
 use berth_proto::v1::*;
 use clap::Args;
 
+use super::schedules::{loadavg, now_ms, pct};
 use super::{LocalAgent, LocalCluster};
 
 #[derive(Args)]
@@ -48,28 +49,6 @@ pub struct ScheduleStartArgs {
     pub spread: bool,
     #[arg(long, default_value = "berth/workload")]
     pub image: String,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn pct<T: Copy + Default>(sorted: &[T], p: f64) -> T {
-    if sorted.is_empty() {
-        return T::default();
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
 }
 
 async fn register(api: &Api, family: &str, image: &str, command: &[&str]) -> Result<()> {
@@ -313,7 +292,7 @@ async fn run_timeouts(api: &Api, agent: &str, a: &TimeoutsArgs) -> Result<()> {
     let over = lags.iter().filter(|l| **l > 1000).count();
     let p99 = pct(&lags, 0.99);
     println!(
-        "timeouts: {} tasks with maxRuntime {} s, {} at a time, one real agent on the local engine ({:.0} s, load {load0} → {})",
+        "timeouts: {} tasks with maxRuntime {} s, {} at a time, one real agent on the local engine ({:.0} s, load {load0:.2} → {:.2})",
         ids.len(),
         a.max_runtime,
         a.wave,
@@ -431,7 +410,7 @@ async fn run_schedule_start(api: &Api, a: &ScheduleStartArgs) -> Result<()> {
     lags.sort_unstable();
     let p99 = pct(&lags, 0.99);
     println!(
-        "schedule-start: {} schedules at rate({} seconds){} over {} s, a one-second task each, one real agent on the local engine, image present (load {load0} → {})",
+        "schedule-start: {} schedules at rate({} seconds){} over {} s, a one-second task each, one real agent on the local engine, image present (load {load0:.2} → {:.2})",
         a.schedules,
         a.period,
         if a.spread { ", spread over the period" } else { ", all due at the same instants" },
