@@ -85,18 +85,15 @@ impl NodeRpc for NodeService {
         &self,
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let (read_log_id, _) =
-            tokio::time::timeout(READ_INDEX_TIMEOUT, self.node.raft.get_read_log_id())
-                .await
-                .map_err(|_| {
-                    Status::unavailable(format!(
-                        "could not confirm leadership within {READ_INDEX_TIMEOUT:?}"
-                    ))
-                })?
-                .map_err(|e| Status::unavailable(format!("not able to serve a read index: {e}")))?;
-        Ok(Response::new(ReadIndexResponse {
-            index: read_log_id.map(|l| l.index).unwrap_or(0),
-        }))
+        let index = tokio::time::timeout(READ_INDEX_TIMEOUT, self.node.read_index.read_index())
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "could not confirm leadership within {READ_INDEX_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| Status::unavailable(format!("not able to serve a read index: {e}")))?;
+        Ok(Response::new(ReadIndexResponse { index }))
     }
 }
 

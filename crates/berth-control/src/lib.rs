@@ -23,6 +23,7 @@ mod metrics;
 mod monitor;
 pub mod node;
 mod placement;
+mod read_index;
 mod scheduler;
 pub mod secrets;
 pub mod shutdown;
@@ -99,6 +100,28 @@ pub struct ControlNode {
     _firewall: Option<berth_hostfw::HostFirewall>,
 }
 
+/// The threads Raft runs on, shared by every node of the process. On a runtime of their
+/// own, a leader's heartbeats and appends are not queued behind thousands of agents' calls
+/// and TLS handshakes: with 10,000 agents registering on one runtime, appends missed
+/// openraft's timeout (the heartbeat interval), followers called elections and the ramp
+/// never settled.
+fn raft_runtime() -> Result<&'static tokio::runtime::Handle, String> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("raft")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start Raft's threads: {e}"))
+        })
+        .as_ref()
+        .map(|rt| rt.handle())
+        .map_err(Clone::clone)
+}
+
 impl ControlNode {
     pub async fn start(cfg: NodeConfig) -> Result<Self, StartError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
@@ -113,18 +136,19 @@ impl ControlNode {
             })?;
         let state = sm.handle();
         let raft_config = Arc::new(cfg.tuning.to_config()?);
-        // One channel per peer for Raft's clients and the node's own calls alike: one
-        // connection and one TLS handshake per peer, whichever role asks first.
+        // Raft's core, its replication to each peer and those peers' connections run on
+        // Raft's own threads (see `raft_runtime`), over channels of their own; the node's
+        // forwarded calls and read indexes use these.
         let channels = berth_raft::network::Channels::new(cfg.tls.clone());
-        let raft = berth_raft::Raft::new(
-            cfg.id,
-            raft_config,
-            berth_raft::network::Network::new(channels.clone()),
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let network =
+            berth_raft::network::Network::new(berth_raft::network::Channels::new(cfg.tls.clone()));
+        let id = cfg.id;
+        let raft = raft_runtime()
+            .map_err(StartError::Raft)?
+            .spawn(async move { berth_raft::Raft::new(id, raft_config, network, log, sm).await })
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
+            .map_err(|e| StartError::Raft(e.to_string()))?;
 
         // Bind both ports before anything else runs, so a busy port fails the start
         // instead of a background task.

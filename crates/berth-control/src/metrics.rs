@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use berth_core::service::ServiceStatus;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -50,6 +51,8 @@ pub struct Metrics {
     applied: Gauge,
     /// Assignment streams open on this node (one per connected agent).
     streams: Gauge,
+    /// Leadership confirmations run for linearizable reads.
+    read_rounds: Counter,
     tasks: Family<State, Gauge>,
     services: Family<Rollout, Gauge>,
     agent_cpu: Family<AgentUse, Gauge>,
@@ -134,9 +137,17 @@ impl Default for Metrics {
             "Agents' assignment streams this node serves",
             streams.clone(),
         );
+        let read_rounds = Counter::default();
+        r.register(
+            "read_index_rounds",
+            "Leadership confirmations this node ran for linearizable reads since it started, \
+             each shared by every read waiting when it began",
+            read_rounds.clone(),
+        );
         Metrics {
             registry: r,
             streams,
+            read_rounds,
             proposal,
             batch,
             placement,
@@ -175,6 +186,10 @@ impl Metrics {
         self.applied
             .set(to_i64(m.last_applied.map_or(0, |l| l.index)));
         self.streams.set(to_i64(node.assignments.streams() as u64));
+        // The node counts rounds as they run; the counter catches up at each scrape.
+        let rounds = node.read_index.rounds();
+        self.read_rounds
+            .inc_by(rounds.saturating_sub(self.read_rounds.get()));
         {
             let s = node.state.read();
             let state = &s.state;

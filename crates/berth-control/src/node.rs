@@ -274,6 +274,9 @@ pub struct Node {
     /// Routes applied changes to the agents' assignment streams, each its own agent's.
     pub(crate) assignments: Arc<crate::assignments::Hub>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Leader only: confirms leadership for linearizable reads, one round for all the
+    /// reads waiting when it starts (its own and those followers ask for).
+    pub(crate) read_index: Arc<crate::read_index::ReadIndex>,
 }
 
 /// Timeout for one forwarded request. Commits take milliseconds; this bounds a stuck peer.
@@ -312,6 +315,7 @@ impl Node {
         batcher: mpsc::Sender<Pending>,
         channels: berth_raft::network::Channels,
     ) -> Self {
+        let raft_for_reads = raft.clone();
         Node {
             id: cfg.id,
             cfg,
@@ -325,6 +329,14 @@ impl Node {
             events: crate::events::EventLog::default(),
             assignments: Arc::new(crate::assignments::Hub::new(state.subscribe())),
             metrics: Arc::default(),
+            read_index: Arc::new(crate::read_index::ReadIndex::new(move || {
+                let raft = raft_for_reads.clone();
+                async move {
+                    let (read_log_id, _) =
+                        raft.get_read_log_id().await.map_err(|e| e.to_string())?;
+                    Ok(read_log_id.map(|l| l.index).unwrap_or(0))
+                }
+            })),
         }
     }
 
@@ -869,8 +881,8 @@ impl Node {
                     // Bounded like everything else: a leader cut off from the others
                     // cannot confirm itself, and must not hold the reader forever.
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
-                        Ok(Ok(_)) => return Ok(()),
+                    match tokio::time::timeout(left, self.read_index.read_index()).await {
+                        Ok(Ok(index)) => Some(index),
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "read index as leader failed");
                             None

@@ -112,6 +112,8 @@ async fn every_node_and_agent_serves_the_named_series_in_prometheus_text() {
             assert!(value(&m, "berth_proposal_duration_seconds_count") >= 1.0);
             assert!(value(&m, "berth_proposal_batch_commands_count") >= 1.0);
             assert!(value(&m, "berth_placement_duration_seconds_count") >= 1.0);
+            // The agent's stream and the reads above went through shared confirmations.
+            assert!(value(&m, "berth_read_index_rounds_total") >= 1.0);
             let age = format!("berth_agent_heartbeat_age_seconds{{agent={}}}", a.id);
             assert!(value(&m, &age) < 5.0);
         }
