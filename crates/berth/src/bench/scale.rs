@@ -32,6 +32,8 @@ const MEMORY_PER_VCPU: u32 = 2048;
 const START_RATE: usize = 1000;
 /// Concurrent RunTask callers while filling.
 const FILL_CALLERS: usize = 32;
+/// Times a fill call is sent before its tasks are given up.
+const FILL_ATTEMPTS: u32 = 3;
 /// Linux's USER_HZ, the unit of /proc/PID/stat's CPU times, on every architecture Berth
 /// builds for.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -55,6 +57,8 @@ pub struct ScaleReport {
     pub live_tasks: u64,
     pub ready_secs: f64,
     pub fill_secs: f64,
+    /// Fill calls that failed and were sent again under their token.
+    pub fill_retries: u64,
     pub steady_secs: f64,
     pub runtask_answered: usize,
     pub runtask_errors: u64,
@@ -377,11 +381,17 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     let placed = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));
     let asked = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
     let mut fill = Vec::new();
     for w in 0..FILL_CALLERS {
         let ch = c.api(all[w % all.len()])?;
-        let (placed, calls, asked, target) =
-            (placed.clone(), calls.clone(), asked.clone(), a.tasks);
+        let (placed, calls, asked, retried, target) = (
+            placed.clone(),
+            calls.clone(),
+            asked.clone(),
+            retried.clone(),
+            a.tasks,
+        );
         fill.push(tokio::spawn(async move {
             let mut client = TasksClient::new(ch);
             let mut n = 0u64;
@@ -393,12 +403,24 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
                 }
                 let count = (target - claimed).min(10) as u32;
                 n += 1;
-                if let Ok(r) = client
-                    .run(super::run_req(count, format!("fill{w}-{n}")))
-                    .await
-                {
-                    placed.fetch_add(r.into_inner().tasks.len() as u64, Ordering::Relaxed);
-                    calls.fetch_add(1, Ordering::Relaxed);
+                // As a client of RunTask does: a call that failed goes again under the
+                // same token, which places its tasks once however often it is sent.
+                for attempt in 0..FILL_ATTEMPTS {
+                    match client
+                        .run(super::run_req(count, format!("fill{w}-{n}")))
+                        .await
+                    {
+                        Ok(r) => {
+                            placed.fetch_add(r.into_inner().tasks.len() as u64, Ordering::Relaxed);
+                            calls.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(_) if attempt + 1 < FILL_ATTEMPTS => {
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
         }));
@@ -410,11 +432,13 @@ pub async fn scale(c: &mut LocalCluster, a: ScaleArgs) -> Result<()> {
     let live = placed.load(Ordering::Relaxed);
     report.fill_secs = fill_secs;
     report.live_tasks = live;
+    report.fill_retries = retried.load(Ordering::Relaxed);
     println!(
-        "fill: {live} tasks placed by {} RunTask calls in {fill_secs:.1} s ({:.0} tasks/s) while {} agents heartbeat",
+        "fill: {live} tasks placed by {} RunTask calls in {fill_secs:.1} s ({:.0} tasks/s) while {} agents heartbeat; {} calls sent again after an error",
         calls.load(Ordering::Relaxed),
         live as f64 / fill_secs,
-        a.agents
+        a.agents,
+        report.fill_retries
     );
     // Let the agents' RUNNING reports land before measuring.
     tokio::time::sleep(Duration::from_secs(10)).await;
